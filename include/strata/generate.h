@@ -1,0 +1,32 @@
+// The generation loop: prefill the prompt, then sample and decode one token at
+// a time, streaming each token to a callback.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "strata/model.h"
+#include "strata/sampler.h"
+
+namespace strata {
+
+struct GenerateOptions {
+  int64_t max_new_tokens = 256;
+  SamplerOptions sampler;
+  // false: recompute the whole sequence at every step without any cache (a
+  // reference mode; its tokens must equal the cached path's).
+  bool use_cache = true;
+};
+
+struct GenerateResult {
+  std::vector<int32_t> tokens;  // generated ids, without the stop token
+  std::string stop_reason;      // "length", "eos", "bos", "context" or "callback"
+  double prefill_seconds = 0, decode_seconds = 0;
+};
+
+// on_token returns false to stop early. The prompt must hold at least one id.
+GenerateResult generate(Model& model, const std::vector<int32_t>& prompt, const GenerateOptions& opts,
+                        const std::function<bool(int32_t)>& on_token);
+
+}  // namespace strata

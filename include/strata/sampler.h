@@ -1,0 +1,38 @@
+// Next-token sampling, reproducible on every machine for a given seed
+// (strata::Rng, not std::*_distribution). Order of operations:
+//   repetition penalty -> greedy if temperature == 0 -> temperature -> top-k ->
+//   softmax -> top-p -> min-p -> renormalise -> draw.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "core/rng.h"
+
+namespace strata {
+
+struct SamplerOptions {
+  float temperature = 1.0f;     // 0: greedy (argmax, lowest id on ties)
+  int32_t top_k = 0;            // 0: off
+  float top_p = 1.0f;           // keep the smallest set of tokens whose probability reaches p
+  float min_p = 0.0f;           // drop tokens with p < min_p * p_max
+  float repeat_penalty = 1.0f;  // CTRL-style: logit > 0 divided by r, < 0 multiplied by r
+  int32_t repeat_last_n = 64;   // how many recent tokens the penalty looks at (0: none, -1: all)
+  uint64_t seed = 0;
+};
+
+class Sampler {
+ public:
+  explicit Sampler(const SamplerOptions& opts);
+  // `logits` is modified in place (penalties, temperature). `history` are the
+  // ids seen so far (prompt and generated), for the repetition penalty.
+  int32_t sample(float* logits, int32_t vocab, const std::vector<int32_t>& history);
+  const SamplerOptions& options() const { return opts_; }
+
+ private:
+  SamplerOptions opts_;
+  Rng rng_;
+  std::vector<int32_t> idx_;
+  std::vector<float> prob_;
+};
+
+}  // namespace strata

@@ -1,0 +1,60 @@
+// strata generate: stdout carries exactly the prompt, the continuation and a
+// final newline; statistics go to stderr.
+#include <cstdio>
+
+#include "cli/common.h"
+#include "strata/generate.h"
+
+namespace strata::cli {
+
+void register_generate(CLI::App& app) {
+  struct Opts {
+    std::string model, prompt, tokenizer;
+    int64_t n = 256;
+    GenerateOptions gen;
+    int threads = 0;
+    bool no_cache = false;
+  };
+  auto o = std::make_shared<Opts>();
+  CLI::App* cmd = app.add_subcommand("generate", "generate text from a prompt");
+  cmd->add_option("-m,--model", o->model, "model: HF directory, .safetensors or llama2.c .bin")->required();
+  cmd->add_option("-p,--prompt", o->prompt, "prompt text (default: empty, start from BOS)");
+  cmd->add_option("-n,--n-tokens", o->n, "new tokens to generate")->check(CLI::NonNegativeNumber);
+  cmd->add_option("--temp", o->gen.sampler.temperature, "temperature (0: greedy)");
+  cmd->add_option("--top-k", o->gen.sampler.top_k, "keep the K most likely tokens (0: off)");
+  cmd->add_option("--top-p", o->gen.sampler.top_p, "nucleus: smallest set reaching probability P");
+  cmd->add_option("--min-p", o->gen.sampler.min_p, "drop tokens below P times the top probability");
+  cmd->add_option("--repeat-penalty", o->gen.sampler.repeat_penalty, "penalty for recent tokens (1: off)");
+  cmd->add_option("--repeat-last-n", o->gen.sampler.repeat_last_n, "window of the repeat penalty (-1: all)");
+  cmd->add_option("--seed", o->gen.sampler.seed, "random seed");
+  cmd->add_option("--tokenizer", o->tokenizer, "SentencePiece model (default: tokenizer.model beside the model)");
+  cmd->add_flag("--no-cache", o->no_cache, "recompute the whole sequence every step (reference mode)");
+  add_threads_option(cmd, &o->threads);
+  cmd->callback([o] {
+    apply_threads(o->threads);
+    Loaded l = load(o->model, o->tokenizer, true);
+    std::vector<int32_t> ids = l.tokenizer->encode(o->prompt, l.add_bos);
+    if (ids.empty()) ids.push_back(l.model->config().bos_token_id);
+    o->gen.max_new_tokens = o->n;
+    o->gen.use_cache = !o->no_cache;
+    std::fwrite(o->prompt.data(), 1, o->prompt.size(), stdout);
+    std::fflush(stdout);
+    StreamDecoder dec(*l.tokenizer, ids);
+    GenerateResult r = generate(*l.model, ids, o->gen, [&](int32_t id) {
+      const std::string piece = dec.push(id);
+      std::fwrite(piece.data(), 1, piece.size(), stdout);
+      std::fflush(stdout);
+      return true;
+    });
+    const std::string rest = dec.finish() + "\n";
+    std::fwrite(rest.data(), 1, rest.size(), stdout);
+    std::fflush(stdout);
+    const double n = static_cast<double>(r.tokens.size());
+    std::fprintf(stderr, "prompt %zu tokens in %.3f s (%.1f tok/s); generated %zu tokens in %.3f s (%.2f tok/s); stop: %s\n",
+                 ids.size(), r.prefill_seconds, ids.size() / (r.prefill_seconds > 0 ? r.prefill_seconds : 1e-9),
+                 r.tokens.size(), r.decode_seconds, n / (r.decode_seconds > 0 ? r.decode_seconds : 1e-9),
+                 r.stop_reason.c_str());
+  });
+}
+
+}  // namespace strata::cli

@@ -1,0 +1,58 @@
+// strata ppl: perplexity of a text file (tokenized once, BOS at the start).
+#include <nlohmann/json.hpp>
+
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+
+#include "cli/common.h"
+#include "eval/perplexity.h"
+#include "strata/error.h"
+
+namespace strata::cli {
+
+void register_ppl(CLI::App& app) {
+  struct Opts {
+    std::string model, text, tokenizer;
+    int64_t ctx = 0;
+    bool json = false;
+    int threads = 0;
+  };
+  auto o = std::make_shared<Opts>();
+  CLI::App* cmd = app.add_subcommand("ppl", "perplexity of a text file");
+  cmd->add_option("-m,--model", o->model, "model")->required();
+  cmd->add_option("--text", o->text, "text file")->required();
+  cmd->add_option("--ctx", o->ctx, "window length in tokens (default: the model's context)");
+  cmd->add_option("--tokenizer", o->tokenizer, "SentencePiece model");
+  cmd->add_flag("--json", o->json, "print one JSON object");
+  add_threads_option(cmd, &o->threads);
+  cmd->callback([o] {
+    apply_threads(o->threads);
+    std::ifstream f(o->text, std::ios::binary);
+    if (!f) fail(o->text, ": cannot open");
+    std::stringstream ss;
+    ss << f.rdbuf();
+    Loaded l = load(o->model, o->tokenizer, true);
+    const std::vector<int32_t> ids = l.tokenizer->encode(ss.str(), true);
+    const int64_t ctx = o->ctx > 0 ? o->ctx : l.model->config().max_position_embeddings;
+    const auto t0 = std::chrono::steady_clock::now();
+    PerplexityResult r = perplexity(*l.model, ids, ctx, [&](int64_t w, int64_t total) {
+      const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      std::fprintf(stderr, "\rwindow %lld/%lld  %.0f tok/s  ETA %.0f s   ", (long long)w, (long long)total,
+                   w * ctx / s, (total - w) * s / w);
+    });
+    std::fprintf(stderr, "\n");
+    if (o->json) {
+      nlohmann::json j{{"perplexity", r.perplexity()}, {"mean_nll", r.mean_nll()}, {"tokens", ids.size()},
+                       {"predicted", r.predicted}, {"windows", r.windows}, {"ctx", ctx}};
+      std::printf("%s\n", j.dump().c_str());
+    } else {
+      std::printf("perplexity %.4f  mean_nll %.6f  tokens %zu  predicted %lld  windows %lld  ctx %lld\n",
+                  r.perplexity(), r.mean_nll(), ids.size(), (long long)r.predicted, (long long)r.windows,
+                  (long long)ctx);
+    }
+  });
+}
+
+}  // namespace strata::cli

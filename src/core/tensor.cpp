@@ -1,0 +1,133 @@
+#include "strata/tensor.h"
+
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+
+#include "strata/error.h"
+
+namespace strata {
+
+size_t dtype_size(DType t) {
+  switch (t) {
+    case DType::F32: return 4;
+    case DType::BF16: return 2;
+    case DType::F16: return 2;
+  }
+  return 0;
+}
+
+std::string_view dtype_name(DType t) {
+  switch (t) {
+    case DType::F32: return "F32";
+    case DType::BF16: return "BF16";
+    case DType::F16: return "F16";
+  }
+  return "?";
+}
+
+bool parse_dtype(std::string_view s, DType* out) {
+  if (s == "F32" || s == "f32" || s == "float32") { *out = DType::F32; return true; }
+  if (s == "BF16" || s == "bf16" || s == "bfloat16") { *out = DType::BF16; return true; }
+  if (s == "F16" || s == "f16" || s == "float16") { *out = DType::F16; return true; }
+  return false;
+}
+
+std::string shape_str(const Shape& s) {
+  std::string r = "[";
+  for (size_t i = 0; i < s.size(); ++i) r += (i ? ", " : "") + std::to_string(s[i]);
+  return r + "]";
+}
+
+int64_t shape_numel(const Shape& s) {
+  int64_t n = 1;
+  for (int64_t d : s) n *= d;
+  return n;
+}
+
+Tensor Tensor::alloc(DType dtype, Shape shape) {
+  Tensor t;
+  t.dtype = dtype;
+  t.shape = std::move(shape);
+  for (int64_t d : t.shape)
+    if (d < 0) fail("negative dimension in shape ", shape_str(t.shape));
+  size_t bytes = (t.nbytes() + 63) / 64 * 64;
+  void* p = std::aligned_alloc(64, bytes ? bytes : 64);
+  if (!p) fail("out of memory allocating ", bytes, " bytes for a tensor of shape ", shape_str(t.shape));
+  std::memset(p, 0, bytes ? bytes : 64);
+  t.data = p;
+  t.owner = std::shared_ptr<void>(p, [](void* q) { std::free(q); });
+  return t;
+}
+
+Tensor Tensor::to(DType target) const {
+  Tensor out = alloc(target, shape);
+  const int64_t n = numel();
+  if (target == dtype) {
+    std::memcpy(out.data, data, nbytes());
+  } else if (target == DType::F32) {
+    to_f32(dtype, data, out.f32(), n);
+  } else {
+    std::vector<float> tmp(static_cast<size_t>(n));
+    to_f32(dtype, data, tmp.data(), n);
+    uint16_t* o = out.u16();
+    for (int64_t i = 0; i < n; ++i) o[i] = target == DType::BF16 ? f32_to_bf16(tmp[i]) : f32_to_f16(tmp[i]);
+  }
+  return out;
+}
+
+uint16_t f32_to_bf16(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((u >> 16) | 0x40);  // quiet NaN
+  u += 0x7fffu + ((u >> 16) & 1u);  // round to nearest even
+  return static_cast<uint16_t>(u >> 16);
+}
+
+float f16_to_f32(uint16_t h) {
+  const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
+  const uint32_t exp = (h >> 10) & 0x1fu;
+  const uint32_t mant = h & 0x3ffu;
+  float f;
+  if (exp == 0) {
+    f = std::ldexp(static_cast<float>(mant), -24);  // zero or subnormal
+    return sign ? -f : f;
+  }
+  uint32_t u = exp == 31 ? (sign | 0x7f800000u | (mant << 13)) : (sign | ((exp + 112u) << 23) | (mant << 13));
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
+uint16_t f32_to_f16(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  const uint16_t sign = static_cast<uint16_t>((u >> 16) & 0x8000u);
+  const float a = std::fabs(f);
+  if (std::isnan(f)) return sign | 0x7e00;
+  if (a >= 65520.0f) return sign | 0x7c00;  // overflow rounds to infinity
+  if (a < 6.103515625e-05f) {               // subnormal range: quantise to 2^-24 steps
+    const float q = std::nearbyint(a * 16777216.0f);
+    return sign | static_cast<uint16_t>(q);
+  }
+  uint32_t v = u & 0x7fffffffu;
+  v += 0xfffu + ((v >> 13) & 1u);  // round mantissa to 10 bits, nearest even
+  return sign | static_cast<uint16_t>(((v >> 23) - 112u) << 10 | ((v >> 13) & 0x3ffu));
+}
+
+void to_f32(DType src_type, const void* src, float* dst, int64_t n) {
+  switch (src_type) {
+    case DType::F32: std::memcpy(dst, src, static_cast<size_t>(n) * 4); return;
+    case DType::BF16: {
+      const uint16_t* s = static_cast<const uint16_t*>(src);
+      for (int64_t i = 0; i < n; ++i) dst[i] = bf16_to_f32(s[i]);
+      return;
+    }
+    case DType::F16: {
+      const uint16_t* s = static_cast<const uint16_t*>(src);
+      for (int64_t i = 0; i < n; ++i) dst[i] = f16_to_f32(s[i]);
+      return;
+    }
+  }
+}
+
+}  // namespace strata

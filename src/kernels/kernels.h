@@ -1,0 +1,43 @@
+// The compute kernels, one table per instruction set. Every entry has a plain
+// scalar reference (kernels_scalar.cpp) and AVX2 / AVX-512 versions generated
+// from one template (simd_kernels.h) compiled per ISA. Kernels are
+// single-threaded; src/kernels/ops.h spreads them over the cores.
+#pragma once
+#include <cstdint>
+
+#include "core/cpu.h"
+
+namespace strata::kernels {
+
+struct Table {
+  // y[i*ldy + j] = sum_k x[i*K + k] * w[j*K + k]   for i < M, j < N
+  // (x: M rows of activations, w: N rows of weights in [out, in] layout).
+  // Every y element is one dot product accumulated in the same order whatever
+  // M, N or the position of the row in the call, so results never depend on
+  // batching or threading.
+  void (*matmul_f32)(const float* x, int64_t M, int64_t K, const float* w, int64_t N, float* y, int64_t ldy);
+  void (*matmul_bf16)(const float* x, int64_t M, int64_t K, const uint16_t* w, int64_t N, float* y, int64_t ldy);
+  // y = w * (x / sqrt(mean(x^2) + eps)) over one row of n.
+  void (*rmsnorm)(const float* x, const float* w, float* y, int64_t n, float eps);
+  // In place: x = exp(x - max) / sum.
+  void (*softmax)(float* x, int64_t n);
+  // out = silu(gate) * up = gate / (1 + exp(-gate)) * up.
+  void (*silu_mul)(const float* gate, const float* up, float* out, int64_t n);
+  // rotate_half RoPE on n_heads heads of head_dim, in place; cos/sin hold
+  // head_dim/2 values for this position: pairs (i, i + head_dim/2).
+  void (*rope)(float* x, int64_t n_heads, int64_t head_dim, const float* cos, const float* sin);
+  float (*dot)(const float* a, const float* b, int64_t n);
+  // y += a * x
+  void (*axpy)(float a, const float* x, float* y, int64_t n);
+  void (*bf16_to_f32)(const uint16_t* src, float* dst, int64_t n);
+};
+
+const Table& table(Isa isa);
+inline const Table& active() { return table(active_isa()); }
+
+// Per-ISA tables (defined in kernels_<isa>.cpp).
+const Table& scalar_table();
+const Table& avx2_table();
+const Table& avx512_table();
+
+}  // namespace strata::kernels

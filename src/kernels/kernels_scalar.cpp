@@ -1,0 +1,85 @@
+// Scalar reference kernels: the plainest correct loops, the yardstick for every
+// optimised path.
+#include <cmath>
+
+#include "kernels/kernels.h"
+#include "strata/tensor.h"
+
+namespace strata::kernels {
+namespace {
+
+void matmul_f32(const float* x, int64_t M, int64_t K, const float* w, int64_t N, float* y, int64_t ldy) {
+  for (int64_t i = 0; i < M; ++i)
+    for (int64_t j = 0; j < N; ++j) {
+      float s = 0.0f;
+      for (int64_t k = 0; k < K; ++k) s += x[i * K + k] * w[j * K + k];
+      y[i * ldy + j] = s;
+    }
+}
+
+void matmul_bf16(const float* x, int64_t M, int64_t K, const uint16_t* w, int64_t N, float* y, int64_t ldy) {
+  for (int64_t i = 0; i < M; ++i)
+    for (int64_t j = 0; j < N; ++j) {
+      float s = 0.0f;
+      for (int64_t k = 0; k < K; ++k) s += x[i * K + k] * bf16_to_f32(w[j * K + k]);
+      y[i * ldy + j] = s;
+    }
+}
+
+void rmsnorm(const float* x, const float* w, float* y, int64_t n, float eps) {
+  float ss = 0.0f;
+  for (int64_t i = 0; i < n; ++i) ss += x[i] * x[i];
+  const float inv = 1.0f / std::sqrt(ss / static_cast<float>(n) + eps);
+  for (int64_t i = 0; i < n; ++i) y[i] = w[i] * (inv * x[i]);
+}
+
+void softmax(float* x, int64_t n) {
+  float mx = x[0];
+  for (int64_t i = 1; i < n; ++i) mx = x[i] > mx ? x[i] : mx;
+  float sum = 0.0f;
+  for (int64_t i = 0; i < n; ++i) {
+    x[i] = std::exp(x[i] - mx);
+    sum += x[i];
+  }
+  const float inv = 1.0f / sum;
+  for (int64_t i = 0; i < n; ++i) x[i] *= inv;
+}
+
+void silu_mul(const float* gate, const float* up, float* out, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) out[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
+}
+
+void rope(float* x, int64_t n_heads, int64_t head_dim, const float* cos, const float* sin) {
+  const int64_t half = head_dim / 2;
+  for (int64_t h = 0; h < n_heads; ++h) {
+    float* v = x + h * head_dim;
+    for (int64_t i = 0; i < half; ++i) {
+      const float a = v[i], b = v[i + half];
+      v[i] = a * cos[i] - b * sin[i];
+      v[i + half] = b * cos[i] + a * sin[i];
+    }
+  }
+}
+
+float dot(const float* a, const float* b, int64_t n) {
+  float s = 0.0f;
+  for (int64_t i = 0; i < n; ++i) s += a[i] * b[i];
+  return s;
+}
+
+void axpy(float a, const float* x, float* y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
+}
+
+void bf16_to_f32_row(const uint16_t* src, float* dst, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) dst[i] = bf16_to_f32(src[i]);
+}
+
+}  // namespace
+
+const Table& scalar_table() {
+  static const Table t{matmul_f32, matmul_bf16, rmsnorm, softmax, silu_mul, rope, dot, axpy, bf16_to_f32_row};
+  return t;
+}
+
+}  // namespace strata::kernels

@@ -1,0 +1,51 @@
+#include "kernels/ops.h"
+
+#include "core/parallel.h"
+#include "kernels/kernels.h"
+#include "strata/error.h"
+
+namespace strata::ops {
+
+void matmul(const float* x, int64_t M, const Tensor& w, float* y) {
+  const int64_t N = w.dim(0), K = w.dim(1);
+  const kernels::Table& kt = kernels::active();
+  // Chunks of weight rows: several per thread for balance, a multiple of 16 rows.
+  const int64_t threads = num_threads();
+  int64_t grain = (N + threads * 4 - 1) / (threads * 4);
+  grain = (grain + 15) / 16 * 16;
+  if (M * N * K < (1 << 16)) grain = N;  // tiny: not worth waking threads
+  if (w.dtype == DType::F32) {
+    const float* wd = w.f32();
+    parallel_for(N, grain, [&](int64_t b, int64_t e) { kt.matmul_f32(x, M, K, wd + b * K, e - b, y + b, N); });
+  } else if (w.dtype == DType::BF16) {
+    const uint16_t* wd = w.u16();
+    parallel_for(N, grain, [&](int64_t b, int64_t e) { kt.matmul_bf16(x, M, K, wd + b * K, e - b, y + b, N); });
+  } else {
+    fail("matmul: unsupported weight dtype ", dtype_name(w.dtype));
+  }
+}
+
+void embed(const Tensor& table, const int32_t* ids, int64_t n, float* out) {
+  const int64_t D = table.dim(1);
+  const kernels::Table& kt = kernels::active();
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t row = ids[i];
+    if (table.dtype == DType::F32) {
+      const float* src = table.f32() + row * D;
+      for (int64_t j = 0; j < D; ++j) out[i * D + j] = src[j];
+    } else if (table.dtype == DType::BF16) {
+      kt.bf16_to_f32(table.u16() + row * D, out + i * D, D);
+    } else {
+      fail("embedding: unsupported dtype ", dtype_name(table.dtype));
+    }
+  }
+}
+
+void rmsnorm(const float* x, const float* w, float* y, int64_t rows, int64_t n, float eps) {
+  const kernels::Table& kt = kernels::active();
+  parallel_for(rows, rows * n < (1 << 15) ? rows : 16, [&](int64_t b, int64_t e) {
+    for (int64_t r = b; r < e; ++r) kt.rmsnorm(x + r * n, w, y + r * n, n, eps);
+  });
+}
+
+}  // namespace strata::ops

@@ -1,0 +1,20 @@
+// Multi-threaded operations over whole tensors, built from the active kernel
+// table. These are what modules call.
+#pragma once
+#include <cstdint>
+
+#include "strata/tensor.h"
+
+namespace strata::ops {
+
+// y[M, N] = x[M, K] · w[N, K]ᵀ with w F32 or BF16; split over the threads by
+// weight rows, so each weight row is read once per call for small M.
+void matmul(const float* x, int64_t M, const Tensor& w, float* y);
+
+// out[i, :] = table[ids[i], :] as F32 (ids are checked by the caller).
+void embed(const Tensor& table, const int32_t* ids, int64_t n, float* out);
+
+// Row-wise RMSNorm of rows x n.
+void rmsnorm(const float* x, const float* w, float* y, int64_t rows, int64_t n, float eps);
+
+}  // namespace strata::ops

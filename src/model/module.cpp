@@ -1,0 +1,20 @@
+#include "model/module.h"
+
+#include "strata/error.h"
+
+namespace strata {
+
+Tensor ParamBinder::get(const ParamDecl& decl) {
+  const Tensor* t = w_.find(decl.name);
+  if (!t) fail(w_.origin.empty() ? std::string("weights") : w_.origin, ": missing tensor '", decl.name, "' (expected shape ", shape_str(decl.shape), ")");
+  const std::string src = w_.source_of(decl.name);
+  if (t->shape != decl.shape)
+    fail(src, ": tensor '", decl.name, "' has shape ", shape_str(t->shape), ", the config implies ",
+         shape_str(decl.shape));
+  // Matrices stay in their stored dtype when a kernel reads it directly (F32,
+  // BF16: used in place from the mapping); F16 and all vectors become F32.
+  const bool keep = t->dtype == DType::F32 || (decl.matrix && t->dtype == DType::BF16);
+  return bound_[decl.name] = keep ? *t : t->to(DType::F32);
+}
+
+}  // namespace strata

@@ -1,0 +1,77 @@
+// The module interface every norm, mixer and post-module implements (see
+// docs/architecture.md). Activations are packed rows: the sequences of a batch
+// are stored one after another, `Batch` says where each starts, how long it is
+// and at which absolute position its first row sits.
+#pragma once
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/weights.h"
+#include "strata/config.h"
+#include "strata/tensor.h"
+
+namespace strata {
+
+struct SeqSpan {
+  int64_t row = 0;  // first row of this sequence in the packed activations
+  int64_t len = 0;  // rows (tokens) of this sequence in this call
+  int64_t pos = 0;  // absolute position of the first row (tokens already in the state)
+};
+
+struct Batch {
+  std::vector<SeqSpan> seqs;
+  int64_t rows = 0;
+};
+
+// Per-sequence decode state of one module (KV cache, conv window, SSM state).
+class LayerState {
+ public:
+  virtual ~LayerState() = default;
+  virtual std::unique_ptr<LayerState> clone() const = 0;
+};
+
+enum class Init { Normal, Ones, Zeros };
+
+struct ParamDecl {
+  std::string name;  // full HF-style name, e.g. model.layers.3.self_attn.q_proj.weight
+  Shape shape;
+  Init init = Init::Normal;
+  bool matrix = true;  // used by matmuls: kept in its stored dtype (F32/BF16)
+};
+
+// Hands declared tensors to modules, checking shape and dtype and naming the
+// file and tensor in every error.
+class ParamBinder {
+ public:
+  explicit ParamBinder(const WeightSet& w) : w_(w) {}
+  Tensor get(const ParamDecl& decl);
+  // Every tensor handed out so far, as handed out (F32 copies where converted).
+  const std::map<std::string, Tensor>& bound() const { return bound_; }
+
+ private:
+  const WeightSet& w_;
+  std::map<std::string, Tensor> bound_;
+};
+
+class Module {
+ public:
+  virtual ~Module() = default;
+  virtual const char* kind() const = 0;
+  virtual std::vector<ParamDecl> params() const = 0;
+  virtual void bind(ParamBinder& binder) = 0;
+  virtual std::unique_ptr<LayerState> make_state() const { return nullptr; }
+  // Full sequences: x, y are [batch.rows, width]. With states (one per
+  // sequence) the forward continues from them and leaves them updated.
+  virtual void forward(const float* x, float* y, const Batch& batch, LayerState* const* states) = 0;
+  // One new row per sequence (every len == 1), states required.
+  virtual void step(const float* x, float* y, const Batch& batch, LayerState* const* states) {
+    forward(x, y, batch, states);
+  }
+  // Width of the output rows (the residual width for mixers).
+  virtual int64_t out_width() const = 0;
+};
+
+}  // namespace strata

@@ -1,0 +1,77 @@
+#include "test_util.h"
+
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+namespace fs = std::filesystem;
+
+namespace strata::test {
+
+std::string shared_data_dir() {
+  if (const char* env = std::getenv("STRATA_SHARED_DATA"); env && *env) {
+    return fs::exists(fs::path(env) / "stories260K.bin") ? std::string(env) : std::string();
+  }
+  fs::path p = fs::path(STRATA_SOURCE_DIR) / ".." / "shared" / "data";
+  if (fs::exists(p / "stories260K.bin")) return fs::weakly_canonical(p).string();
+  return {};
+}
+
+namespace {
+struct TempRoot {
+  fs::path root;
+  TempRoot() {
+    std::string tmpl = (fs::temp_directory_path() / "strata-test-XXXXXX").string();
+    char* r = mkdtemp(tmpl.data());
+    root = r ? fs::path(r) : fs::temp_directory_path();
+  }
+  ~TempRoot() {
+    std::error_code ec;
+    if (!std::getenv("STRATA_KEEP_TEMP")) fs::remove_all(root, ec);
+  }
+};
+TempRoot& temp_root() {
+  static TempRoot r;
+  return r;
+}
+}  // namespace
+
+std::string make_temp_dir(const std::string& tag) {
+  static int counter = 0;
+  fs::path p = temp_root().root / (tag + "-" + std::to_string(counter++));
+  fs::create_directories(p);
+  return p.string();
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+void write_file(const std::string& path, const std::string& content) {
+  std::ofstream f(path, std::ios::binary);
+  f << content;
+}
+
+CliResult run_cli(const std::string& args, const std::string& env) {
+  std::string dir = make_temp_dir("cli");
+  std::string out = dir + "/out", err = dir + "/err";
+  std::string cmd = env + (env.empty() ? "" : " ") + std::string("'") + STRATA_CLI_PATH + "' " + args + " >'" + out +
+                    "' 2>'" + err + "' </dev/null";
+  int status = std::system(cmd.c_str());
+  CliResult r;
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  r.out = read_file(out);
+  r.err = read_file(err);
+  return r;
+}
+
+}  // namespace strata::test
