@@ -20,11 +20,11 @@ void register_generate(CLI::App& app) {
   cmd->add_option("-m,--model", o->model, "model: HF directory, .safetensors or llama2.c .bin")->required();
   cmd->add_option("-p,--prompt", o->prompt, "prompt text (default: empty, start from BOS)");
   cmd->add_option("-n,--n-tokens", o->n, "new tokens to generate")->check(CLI::NonNegativeNumber);
-  cmd->add_option("--temp", o->gen.sampler.temperature, "temperature (0: greedy)");
-  cmd->add_option("--top-k", o->gen.sampler.top_k, "keep the K most likely tokens (0: off)");
-  cmd->add_option("--top-p", o->gen.sampler.top_p, "nucleus: smallest set reaching probability P");
-  cmd->add_option("--min-p", o->gen.sampler.min_p, "drop tokens below P times the top probability");
-  cmd->add_option("--repeat-penalty", o->gen.sampler.repeat_penalty, "penalty for recent tokens (1: off)");
+  cmd->add_option("--temp", o->gen.sampler.temperature, "temperature (0: greedy)")->check(CLI::NonNegativeNumber);
+  cmd->add_option("--top-k", o->gen.sampler.top_k, "keep the K most likely tokens (0: off)")->check(CLI::NonNegativeNumber);
+  cmd->add_option("--top-p", o->gen.sampler.top_p, "nucleus: smallest set reaching probability P")->check(CLI::Range(0.0, 1.0));
+  cmd->add_option("--min-p", o->gen.sampler.min_p, "drop tokens below P times the top probability")->check(CLI::Range(0.0, 1.0));
+  cmd->add_option("--repeat-penalty", o->gen.sampler.repeat_penalty, "penalty for recent tokens (1: off)")->check(CLI::PositiveNumber);
   cmd->add_option("--repeat-last-n", o->gen.sampler.repeat_last_n, "window of the repeat penalty (-1: all)");
   cmd->add_option("--seed", o->gen.sampler.seed, "random seed");
   cmd->add_option("--tokenizer", o->tokenizer, "SentencePiece model (default: tokenizer.model beside the model)");

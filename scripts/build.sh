@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Configures and builds strata into build/ (Release) or build-asan/ (STRATA_SANITIZE=1).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+jobs=$(nproc 2>/dev/null || echo 2)
+if [[ "${STRATA_SANITIZE:-0}" == 1 ]]; then
+  dir=build-asan
+  cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSTRATA_SANITIZE=ON >/dev/null
+else
+  dir=build
+  cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=Release >/dev/null
+fi
+cmake --build "$dir" -j"$jobs"

@@ -1,0 +1,190 @@
+// The strata binary end to end: commands, output contracts, and malformed
+// input giving one clear line and exit code 1.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+
+#include <nlohmann/json.hpp>
+
+#include "test_util.h"
+
+namespace fs = std::filesystem;
+
+namespace strata {
+namespace {
+
+using test::run_cli;
+
+// A tiny random model directory (F32), made once.
+std::string tiny_dir() {
+  static std::string dir;
+  if (dir.empty()) {
+    dir = test::make_temp_dir("tiny");
+    auto r = run_cli("init --preset tiny --dtype f32 --seed 1 -o '" + dir + "'");
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+  }
+  return dir;
+}
+
+std::string copy_dir(const std::string& src, const std::string& tag) {
+  std::string dst = test::make_temp_dir(tag);
+  for (const auto& e : fs::directory_iterator(src)) fs::copy(e.path(), fs::path(dst) / e.path().filename());
+  return dst;
+}
+
+// One line on stderr, starting with "strata: error:", containing every needle.
+void expect_one_line_error(const test::CliResult& r, std::initializer_list<std::string> needles) {
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  EXPECT_EQ(r.err.rfind("strata: error:", 0), 0u) << r.err;
+  for (const auto& n : needles) EXPECT_NE(r.err.find(n), std::string::npos) << "missing '" << n << "' in: " << r.err;
+}
+
+TEST(Cli, InitInfoBenchOnTinyModel) {
+  auto r = run_cli("info -m '" + tiny_dir() + "' --json");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["config"]["hidden_size"], 64);
+  EXPECT_GT(j["total_params"].get<int64_t>(), 0);
+  r = run_cli("bench -m '" + tiny_dir() + "' --prompt-len 16 --gen 4 --threads 2 --json");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  j = nlohmann::json::parse(r.out);
+  for (const char* k : {"prefill_tok_s", "decode_tok_s", "peak_rss_mib", "threads"}) EXPECT_TRUE(j.contains(k)) << k;
+  EXPECT_EQ(j["threads"], 2);
+  EXPECT_GT(j["decode_tok_s"].get<double>(), 0);
+  r = run_cli("bench --preset tiny --dtype bf16 --prompt-len 8 --gen 2 --json");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+}
+
+TEST(Cli, GenerateNeedsATokenizer) {
+  expect_one_line_error(run_cli("generate -m '" + tiny_dir() + "' -n 3"), {"tokenizer"});
+}
+
+TEST(Cli, TokenizerVocabularyMustMatch) {
+  STRATA_REQUIRE_SHARED_DATA(data);
+  expect_one_line_error(
+      run_cli("generate -m '" + data + "/stories260K.bin' --tokenizer '" + data + "/tokenizer.model' -n 3"),
+      {"tokenizer.model", "32000", "512"});
+}
+
+TEST(Cli, GenerateWithSamplingIsReproducible) {
+  STRATA_REQUIRE_SHARED_DATA(data);
+  const std::string cmd = "generate -m '" + data + "/stories260K.bin' --tokenizer '" + data +
+                          "/tok512.model' -p 'Once upon' -n 40 --temp 0.8 --top-p 0.9 --top-k 40 --seed 11";
+  auto a = run_cli(cmd), b = run_cli(cmd), c = run_cli(cmd + " --no-cache");
+  ASSERT_EQ(a.exit_code, 0) << a.err;
+  EXPECT_EQ(a.out, b.out);
+  EXPECT_EQ(a.out, c.out);
+  EXPECT_EQ(a.out.rfind("Once upon", 0), 0u);
+}
+
+TEST(Cli, LogitsJson) {
+  STRATA_REQUIRE_SHARED_DATA(data);
+  auto r = run_cli("logits -m '" + data + "/stories260K.bin' --tokenizer '" + data +
+                   "/tok512.model' -p 'Once upon a time' --top 3 --json");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["tokens"], (std::vector<int>{1, 403, 407, 261, 378}));
+  EXPECT_EQ(j["positions"][0]["argmax"], 403);
+  EXPECT_NEAR(j["positions"][0]["top"][0]["logit"].get<double>(), 17.023516, 1e-4);
+}
+
+TEST(Cli, Perplexity) {
+  STRATA_REQUIRE_SHARED_DATA(data);
+  std::string text = test::make_temp_dir("ppl") + "/t.txt";
+  test::write_file(text, "Once upon a time, there was a little girl named Lily. She loved to play outside.\n");
+  auto r = run_cli("ppl -m '" + data + "/stories260K.bin' --tokenizer '" + data + "/tok512.model' --text '" + text +
+                   "' --ctx 8 --json");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto j = nlohmann::json::parse(r.out);
+  EXPECT_GT(j["perplexity"].get<double>(), 1.0);
+  EXPECT_LT(j["perplexity"].get<double>(), 20.0);  // a trained model on in-domain text
+  const int64_t n = j["tokens"];
+  const int64_t rem = n % 8;
+  EXPECT_EQ(j["predicted"].get<int64_t>(), n / 8 * 7 + (rem >= 2 ? rem - 1 : 0));
+}
+
+TEST(CliErrors, MissingFiles) {
+  expect_one_line_error(run_cli("info -m /nonexistent/model"), {"/nonexistent/model"});
+  std::string empty = test::make_temp_dir("empty");
+  expect_one_line_error(run_cli("info -m '" + empty + "'"), {"config.json"});
+}
+
+TEST(CliErrors, UnknownRopeScaling) {
+  std::string d = copy_dir(tiny_dir(), "rope");
+  auto cfg = nlohmann::json::parse(test::read_file(d + "/config.json"));
+  cfg["rope_scaling"] = {{"type", "yarn"}, {"factor", 4.0}};
+  test::write_file(d + "/config.json", cfg.dump());
+  expect_one_line_error(run_cli("info -m '" + d + "'"), {"rope_scaling", "yarn"});
+}
+
+TEST(CliErrors, ShapeDisagreesWithConfig) {
+  std::string d = copy_dir(tiny_dir(), "shape");
+  auto cfg = nlohmann::json::parse(test::read_file(d + "/config.json"));
+  cfg["intermediate_size"] = 128;
+  test::write_file(d + "/config.json", cfg.dump());
+  expect_one_line_error(run_cli("info -m '" + d + "'"), {"model.safetensors", "mlp.gate_proj.weight"});
+}
+
+TEST(CliErrors, MissingTensor) {
+  std::string d = copy_dir(tiny_dir(), "missing");
+  auto cfg = nlohmann::json::parse(test::read_file(d + "/config.json"));
+  cfg["num_hidden_layers"] = 3;  // layer 2 is not in the file
+  test::write_file(d + "/config.json", cfg.dump());
+  expect_one_line_error(run_cli("info -m '" + d + "'"), {"model.layers.2."});
+}
+
+TEST(CliErrors, TruncatedSafetensors) {
+  std::string d = copy_dir(tiny_dir(), "trunc");
+  const std::string bytes = test::read_file(d + "/model.safetensors");
+  for (size_t cut : {size_t{4}, size_t{40}, bytes.size() / 2, bytes.size() - 1}) {
+    test::write_file(d + "/model.safetensors", bytes.substr(0, cut));
+    expect_one_line_error(run_cli("info -m '" + d + "'"), {"model.safetensors"});
+  }
+}
+
+TEST(CliErrors, CorruptSafetensorsHeader) {
+  std::string d = copy_dir(tiny_dir(), "corrupt");
+  std::string bytes = test::read_file(d + "/model.safetensors");
+  // An unknown dtype.
+  std::string b1 = bytes;
+  auto p = b1.find("\"F32\"");
+  ASSERT_NE(p, std::string::npos);
+  b1.replace(p, 5, "\"Q99\"");
+  test::write_file(d + "/model.safetensors", b1);
+  expect_one_line_error(run_cli("info -m '" + d + "'"), {"model.safetensors", "Q99"});
+  // A header length far past the end of the file.
+  std::string b2 = bytes;
+  b2[5] = '\x7f';
+  test::write_file(d + "/model.safetensors", b2);
+  expect_one_line_error(run_cli("info -m '" + d + "'"), {"model.safetensors"});
+}
+
+TEST(CliErrors, Llama2cHeaders) {
+  STRATA_REQUIRE_SHARED_DATA(data);
+  std::string d = test::make_temp_dir("l2c");
+  const std::string bytes = test::read_file(data + "/stories260K.bin");
+  std::string magic = bytes;
+  magic.replace(0, 4, std::string("\x32\x34\x6b\x61", 4));  // 0x616b3432 little-endian: llama2.c v1/v2
+  test::write_file(d + "/v1.bin", magic);
+  expect_one_line_error(run_cli("info -m '" + d + "/v1.bin'"), {"v1.bin", "not supported"});
+  test::write_file(d + "/short.bin", bytes.substr(0, bytes.size() - 100));
+  expect_one_line_error(run_cli("info -m '" + d + "/short.bin'"), {"short.bin"});
+  std::string neg = bytes;
+  neg.replace(8, 4, std::string("\xff\xff\xff\xff", 4));  // n_layers = -1
+  test::write_file(d + "/neg.bin", neg);
+  expect_one_line_error(run_cli("info -m '" + d + "/neg.bin'"), {"neg.bin", "layers"});
+}
+
+TEST(CliErrors, BadFlags) {
+  expect_one_line_error(run_cli("generate -m x --top-p 2"), {"--top-p"});
+  expect_one_line_error(run_cli("generate -m x --temp -1"), {"--temp"});
+  expect_one_line_error(run_cli("bench --preset nope"), {"nope"});
+  auto r = run_cli("generate -m '" + tiny_dir() + "' -n 2", "STRATA_ISA=sse9");
+  expect_one_line_error(r, {"STRATA_ISA"});
+}
+
+}  // namespace
+}  // namespace strata

@@ -1,0 +1,151 @@
+// Every optimised kernel against the scalar reference, on every ISA this CPU has.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <vector>
+
+#include "core/cpu.h"
+#include "core/rng.h"
+#include "kernels/kernels.h"
+#include "strata/tensor.h"
+
+namespace strata {
+namespace {
+
+std::vector<float> randn(size_t n, uint64_t seed, float scale = 1.0f) {
+  Rng r(seed);
+  std::vector<float> v(n);
+  for (auto& x : v) x = static_cast<float>(r.normal()) * scale;
+  return v;
+}
+
+std::vector<Isa> simd_isas() {
+  std::vector<Isa> r;
+  for (Isa i : {Isa::Avx2, Isa::Avx512})
+    if (isa_supported(i)) r.push_back(i);
+  return r;
+}
+
+void expect_close(const std::vector<float>& a, const std::vector<float>& b, float rtol, float atol, const char* what) {
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < a.size(); ++i)
+    ASSERT_NEAR(a[i], b[i], atol + rtol * std::fabs(b[i])) << what << " at " << i;
+}
+
+class KernelTest : public ::testing::TestWithParam<Isa> {};
+
+TEST_P(KernelTest, MatmulMatchesScalarForAllShapes) {
+  const auto& ref = kernels::scalar_table();
+  const auto& k = kernels::table(GetParam());
+  for (int64_t M : {1, 2, 3, 4, 5, 9}) {
+    for (int64_t N : {1, 3, 8, 13}) {
+      for (int64_t K : {1, 7, 16, 33, 64, 100}) {
+        auto x = randn(M * K, 1 + M), w = randn(N * K, 2 + N);
+        std::vector<uint16_t> wb(w.size());
+        for (size_t i = 0; i < w.size(); ++i) wb[i] = f32_to_bf16(w[i]);
+        std::vector<float> y0(M * N), y1(M * N);
+        ref.matmul_f32(x.data(), M, K, w.data(), N, y0.data(), N);
+        k.matmul_f32(x.data(), M, K, w.data(), N, y1.data(), N);
+        expect_close(y1, y0, 1e-5f, 1e-5f, "matmul_f32");
+        ref.matmul_bf16(x.data(), M, K, wb.data(), N, y0.data(), N);
+        k.matmul_bf16(x.data(), M, K, wb.data(), N, y1.data(), N);
+        expect_close(y1, y0, 1e-5f, 1e-5f, "matmul_bf16");
+      }
+    }
+  }
+}
+
+// A row's result must not depend on how many rows are computed with it or
+// where the weight rows start: batching and threading never change outputs.
+TEST_P(KernelTest, MatmulRowsAreBitwiseIndependentOfBatching) {
+  const auto& k = kernels::table(GetParam());
+  const int64_t M = 11, N = 19, K = 70;
+  auto x = randn(M * K, 5), w = randn(N * K, 6);
+  std::vector<float> all(M * N), one(N), part(N);
+  k.matmul_f32(x.data(), M, K, w.data(), N, all.data(), N);
+  for (int64_t i = 0; i < M; ++i) {
+    k.matmul_f32(x.data() + i * K, 1, K, w.data(), N, one.data(), N);
+    // Weight rows split at an odd boundary, as a thread split might.
+    k.matmul_f32(x.data() + i * K, 1, K, w.data(), 5, part.data(), N);
+    k.matmul_f32(x.data() + i * K, 1, K, w.data() + 5 * K, N - 5, part.data() + 5, N);
+    for (int64_t j = 0; j < N; ++j) {
+      ASSERT_EQ(all[i * N + j], one[j]) << i << "," << j;
+      ASSERT_EQ(part[j], one[j]) << i << "," << j;
+    }
+  }
+}
+
+TEST_P(KernelTest, ElementwiseKernelsMatchScalar) {
+  const auto& ref = kernels::scalar_table();
+  const auto& k = kernels::table(GetParam());
+  for (int64_t n : {1, 5, 8, 16, 17, 64, 100, 2048}) {
+    auto x = randn(n, 10 + n, 3.0f), w = randn(n, 20 + n), u = randn(n, 30 + n);
+    std::vector<float> a(n), b(n);
+    ref.rmsnorm(x.data(), w.data(), a.data(), n, 1e-5f);
+    k.rmsnorm(x.data(), w.data(), b.data(), n, 1e-5f);
+    expect_close(b, a, 1e-5f, 1e-6f, "rmsnorm");
+
+    a = x, b = x;
+    ref.softmax(a.data(), n);
+    k.softmax(b.data(), n);
+    expect_close(b, a, 1e-5f, 1e-7f, "softmax");
+
+    ref.silu_mul(x.data(), u.data(), a.data(), n);
+    k.silu_mul(x.data(), u.data(), b.data(), n);
+    expect_close(b, a, 1e-5f, 1e-6f, "silu_mul");
+
+    EXPECT_NEAR(k.dot(x.data(), w.data(), n), ref.dot(x.data(), w.data(), n), 1e-4f * std::sqrt((float)n));
+
+    a = u, b = u;
+    ref.axpy(0.7f, x.data(), a.data(), n);
+    k.axpy(0.7f, x.data(), b.data(), n);
+    expect_close(b, a, 1e-6f, 1e-6f, "axpy");
+
+    std::vector<uint16_t> h(n);
+    for (int64_t i = 0; i < n; ++i) h[i] = f32_to_bf16(x[i]);
+    ref.bf16_to_f32(h.data(), a.data(), n);
+    k.bf16_to_f32(h.data(), b.data(), n);
+    EXPECT_EQ(a, b);
+  }
+}
+
+TEST_P(KernelTest, SoftmaxHandlesExtremeValues) {
+  const auto& k = kernels::table(GetParam());
+  std::vector<float> v = {1000.0f, -1000.0f, 0.0f, 999.0f, -1e30f, 50.0f, 1000.0f, 3.0f, 2.0f};
+  k.softmax(v.data(), static_cast<int64_t>(v.size()));
+  float sum = 0;
+  for (float p : v) {
+    ASSERT_TRUE(std::isfinite(p));
+    sum += p;
+  }
+  EXPECT_NEAR(sum, 1.0f, 1e-6f);
+  EXPECT_NEAR(v[0], v[6], 1e-7f);
+}
+
+TEST_P(KernelTest, RopeMatchesScalar) {
+  const auto& ref = kernels::scalar_table();
+  const auto& k = kernels::table(GetParam());
+  for (int64_t hd : {4, 8, 32, 64, 128}) {
+    const int64_t heads = 3;
+    auto x = randn(heads * hd, hd), c = randn(hd / 2, hd + 1), s = randn(hd / 2, hd + 2);
+    auto a = x, b = x;
+    ref.rope(a.data(), heads, hd, c.data(), s.data());
+    k.rope(b.data(), heads, hd, c.data(), s.data());
+    expect_close(b, a, 1e-6f, 1e-6f, "rope");
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Isa, KernelTest, ::testing::ValuesIn(simd_isas()),
+                         [](const auto& info) { return std::string(isa_name(info.param)); });
+GTEST_ALLOW_UNINSTANTIATED_PARAMETERIZED_TEST(KernelTest);
+
+TEST(KernelScalar, RopeRotatesHalfPairs) {
+  // Pairs are (i, i + d/2): rotating e_0 by 90 degrees moves it to e_{d/2}.
+  std::vector<float> x = {1, 0, 0, 0}, c = {0, 1}, s = {1, 0};
+  kernels::scalar_table().rope(x.data(), 1, 4, c.data(), s.data());
+  EXPECT_FLOAT_EQ(x[0], 0.0f);
+  EXPECT_FLOAT_EQ(x[2], 1.0f);
+}
+
+}  // namespace
+}  // namespace strata
