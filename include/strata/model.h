@@ -96,6 +96,7 @@ class Model {
   std::string embed_name_ = "model.embed_tokens.weight", head_name_ = "lm_head.weight";
   std::vector<std::pair<std::string, Tensor>> bound_;  // every parameter, in declaration order
   std::vector<float> x_, h_, o_, last_;                // activations reused between calls
+  std::unique_ptr<class Scratch> scratch_;             // module temporaries, shared by all blocks
 };
 
 }  // namespace strata

@@ -102,15 +102,15 @@ class Attention final : public Module {
     return s;
   }
 
-  void forward(const float* x, float* y, const Batch& batch, LayerState* const* states) override {
+  void forward(const float* x, float* y, const Batch& batch, LayerState* const* states, Scratch& scratch) override {
     const int64_t rows = batch.rows, qd = heads_ * head_dim_, kvd = kv_heads_ * head_dim_;
-    q_.resize(static_cast<size_t>(rows * qd));
-    k_.resize(static_cast<size_t>(rows * kvd));
-    v_.resize(static_cast<size_t>(rows * kvd));
-    att_.resize(static_cast<size_t>(rows * qd));
-    ops::matmul(x, rows, wq_, q_.data());
-    ops::matmul(x, rows, wk_, k_.data());
-    ops::matmul(x, rows, wv_, v_.data());
+    float* q_all = scratch.floats(0, static_cast<size_t>(rows * qd));
+    float* k_all = scratch.floats(1, static_cast<size_t>(rows * kvd));
+    float* v_all = scratch.floats(2, static_cast<size_t>(rows * kvd));
+    float* att = scratch.floats(3, static_cast<size_t>(rows * qd));
+    ops::matmul(x, rows, wq_, q_all);
+    ops::matmul(x, rows, wk_, k_all);
+    ops::matmul(x, rows, wv_, v_all);
 
     // Which sequence and absolute position every row has; the cache of each sequence.
     row_seq_.resize(static_cast<size_t>(rows));
@@ -137,13 +137,13 @@ class Attention final : public Module {
       for (int64_t r = b; r < e; ++r) {
         const float* c = &rope_->cos[row_pos_[r] * rope_->half];
         const float* s = &rope_->sin[row_pos_[r] * rope_->half];
-        kt.rope(&q_[r * qd], heads_, head_dim_, c, s);
-        kt.rope(&k_[r * kvd], kv_heads_, head_dim_, c, s);
+        kt.rope(q_all + r * qd, heads_, head_dim_, c, s);
+        kt.rope(k_all + r * kvd, kv_heads_, head_dim_, c, s);
       }
     });
     for (size_t s = 0; s < batch.seqs.size(); ++s) {
       const SeqSpan& sp = batch.seqs[s];
-      caches_[s]->append(&k_[sp.row * kvd], &v_[sp.row * kvd], sp.len);
+      caches_[s]->append(k_all + sp.row * kvd, v_all + sp.row * kvd, sp.len);
     }
 
     // One work item per (row, head): scores over the visible keys, softmax,
@@ -159,16 +159,16 @@ class Attention final : public Module {
         const int64_t first = c->len - batch.seqs[s].len;  // cache position of the sequence's first row
         const int64_t n_keys = first + (r - batch.seqs[s].row) + 1;
         if (static_cast<int64_t>(scores.size()) < n_keys) scores.resize(static_cast<size_t>(n_keys));
-        const float* q = &q_[r * qd + h * head_dim_];
+        const float* q = q_all + r * qd + h * head_dim_;
         const int64_t kv_off = (h / group) * head_dim_;
         for (int64_t t = 0; t < n_keys; ++t) scores[t] = kt.dot(q, &c->k[t * kvd + kv_off], head_dim_) / scale;
         kt.softmax(scores.data(), n_keys);
-        float* out = &att_[r * qd + h * head_dim_];
+        float* out = att + r * qd + h * head_dim_;
         for (int64_t i = 0; i < head_dim_; ++i) out[i] = 0.0f;
         for (int64_t t = 0; t < n_keys; ++t) kt.axpy(scores[t], &c->v[t * kvd + kv_off], out, head_dim_);
       }
     });
-    ops::matmul(att_.data(), rows, wo_, y);
+    ops::matmul(att, rows, wo_, y);
   }
 
  private:
@@ -176,7 +176,6 @@ class Attention final : public Module {
   int64_t dim_, heads_, kv_heads_, head_dim_;
   std::shared_ptr<const RopeTable> rope_;
   Tensor wq_, wk_, wv_, wo_;
-  std::vector<float> q_, k_, v_, att_;
   std::vector<int32_t> row_seq_;
   std::vector<int64_t> row_pos_;
   std::vector<KvCache> tmp_;  // caches for calls without state (training, --no-cache)

@@ -26,24 +26,23 @@ class Mlp final : public Module {
   }
   int64_t out_width() const override { return dim_; }
 
-  void forward(const float* x, float* y, const Batch& batch, LayerState* const*) override {
+  void forward(const float* x, float* y, const Batch& batch, LayerState* const*, Scratch& scratch) override {
     const int64_t rows = batch.rows;
-    g_.resize(static_cast<size_t>(rows * hidden_));
-    u_.resize(static_cast<size_t>(rows * hidden_));
-    ops::matmul(x, rows, gate_, g_.data());
-    ops::matmul(x, rows, up_, u_.data());
+    float* g = scratch.floats(0, static_cast<size_t>(rows * hidden_));
+    float* u = scratch.floats(1, static_cast<size_t>(rows * hidden_));
+    ops::matmul(x, rows, gate_, g);
+    ops::matmul(x, rows, up_, u);
     const kernels::Table& kt = kernels::active();
     parallel_for(rows, 1, [&](int64_t b, int64_t e) {
-      for (int64_t r = b; r < e; ++r) kt.silu_mul(&g_[r * hidden_], &u_[r * hidden_], &g_[r * hidden_], hidden_);
+      for (int64_t r = b; r < e; ++r) kt.silu_mul(g + r * hidden_, u + r * hidden_, g + r * hidden_, hidden_);
     });
-    ops::matmul(g_.data(), rows, down_, y);
+    ops::matmul(g, rows, down_, y);
   }
 
  private:
   std::string prefix_;
   int64_t dim_, hidden_;
   Tensor gate_, up_, down_;
-  std::vector<float> g_, u_;
 };
 
 }  // namespace

@@ -28,7 +28,7 @@ std::unique_ptr<State> State::clone() const {
   return s;
 }
 
-Model::Model(const Config& cfg) : cfg_(cfg) {}
+Model::Model(const Config& cfg) : cfg_(cfg), scratch_(std::make_unique<Scratch>()) {}
 Model::~Model() = default;
 
 void Model::build() {
@@ -200,9 +200,9 @@ void Model::run(const float* input, const Batch& batch, State* const* states, bo
       for (size_t s = 0; s < batch.seqs.size(); ++s) layer_states[s] = states[s]->layers_[b].get();
       ls = layer_states.data();
     }
-    blk.norm->forward(x, h_.data(), batch, nullptr);
-    if (decode) blk.mixer->step(h_.data(), o_.data(), batch, ls);
-    else blk.mixer->forward(h_.data(), o_.data(), batch, ls);
+    blk.norm->forward(x, h_.data(), batch, nullptr, *scratch_);
+    if (decode) blk.mixer->step(h_.data(), o_.data(), batch, ls, *scratch_);
+    else blk.mixer->forward(h_.data(), o_.data(), batch, ls, *scratch_);
     const float* o = o_.data();
     parallel_for(rows * D, 1 << 14, [&](int64_t lo, int64_t hi) {
       for (int64_t i = lo; i < hi; ++i) x[i] += o[i];
@@ -226,7 +226,7 @@ void Model::run(const float* input, const Batch& batch, State* const* states, bo
     head_batch.rows = rows;
   }
   h_.resize(static_cast<size_t>(std::max(rows, head_batch.rows) * D));
-  final_norm_->forward(head_in, h_.data(), head_batch, nullptr);
+  final_norm_->forward(head_in, h_.data(), head_batch, nullptr, *scratch_);
   logits.resize(static_cast<size_t>(head_batch.rows * V));
   ops::matmul(h_.data(), head_batch.rows, head_, logits.data());
 }

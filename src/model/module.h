@@ -33,6 +33,20 @@ class LayerState {
   virtual std::unique_ptr<LayerState> clone() const = 0;
 };
 
+// Temporary buffers shared by all modules of a model: a module may use them
+// only within one forward/step call, so one set serves the whole stack.
+class Scratch {
+ public:
+  float* floats(size_t slot, size_t n) {
+    if (bufs_.size() <= slot) bufs_.resize(slot + 1);
+    if (bufs_[slot].size() < n) bufs_[slot].resize(n);
+    return bufs_[slot].data();
+  }
+
+ private:
+  std::vector<std::vector<float>> bufs_;
+};
+
 enum class Init { Normal, Ones, Zeros };
 
 struct ParamDecl {
@@ -65,10 +79,11 @@ class Module {
   virtual std::unique_ptr<LayerState> make_state() const { return nullptr; }
   // Full sequences: x, y are [batch.rows, width]. With states (one per
   // sequence) the forward continues from them and leaves them updated.
-  virtual void forward(const float* x, float* y, const Batch& batch, LayerState* const* states) = 0;
+  // Temporaries come from `scratch`; nothing is kept there between calls.
+  virtual void forward(const float* x, float* y, const Batch& batch, LayerState* const* states, Scratch& scratch) = 0;
   // One new row per sequence (every len == 1), states required.
-  virtual void step(const float* x, float* y, const Batch& batch, LayerState* const* states) {
-    forward(x, y, batch, states);
+  virtual void step(const float* x, float* y, const Batch& batch, LayerState* const* states, Scratch& scratch) {
+    forward(x, y, batch, states, scratch);
   }
   // Width of the output rows (the residual width for mixers).
   virtual int64_t out_width() const = 0;

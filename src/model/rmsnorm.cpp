@@ -15,7 +15,7 @@ class RmsNorm final : public Module {
   void bind(ParamBinder& b) override { w_ = b.get(params()[0]); }
   int64_t out_width() const override { return dim_; }
 
-  void forward(const float* x, float* y, const Batch& batch, LayerState* const*) override {
+  void forward(const float* x, float* y, const Batch& batch, LayerState* const*, Scratch&) override {
     ops::rmsnorm(x, w_.f32(), y, batch.rows, dim_, eps_);
   }
 
