@@ -10,6 +10,8 @@
 #include <fstream>
 #include <sstream>
 
+#include "strata/error.h"
+
 namespace fs = std::filesystem;
 
 namespace strata::test {
@@ -54,6 +56,15 @@ std::string read_file(const std::string& path) {
   std::stringstream ss;
   ss << f.rdbuf();
   return ss.str();
+}
+
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "<no error>";
 }
 
 void write_file(const std::string& path, const std::string& content) {

@@ -2,6 +2,7 @@
 #pragma once
 #include <gtest/gtest.h>
 
+#include <functional>
 #include <string>
 
 namespace strata::test {
@@ -26,6 +27,8 @@ struct CliResult {
 CliResult run_cli(const std::string& args, const std::string& env = "");
 
 std::string read_file(const std::string& path);
+// The message of the strata::Error that f throws, or "<no error>".
+std::string error_of(const std::function<void()>& f);
 void write_file(const std::string& path, const std::string& content);
 
 }  // namespace strata::test

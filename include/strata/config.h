@@ -40,6 +40,11 @@ struct Config {
   int64_t q_dim() const { return num_attention_heads * head_dim; }
 };
 
+// A Llama configuration with the llama2.c / Llama-2 conventions (eps 1e-5,
+// theta 10000, bos 1, eos 2, head_dim = hidden / heads).
+Config llama_config(int64_t vocab, int64_t hidden, int64_t inter, int64_t layers, int64_t heads, int64_t kv_heads,
+                    int64_t max_pos, bool tied);
+
 // Built-in configurations for `strata init` / `strata bench --preset`.
 Config preset_config(const std::string& name);  // throws for an unknown name
 std::vector<std::string> preset_names();

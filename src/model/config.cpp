@@ -249,10 +249,8 @@ std::string Config::to_json_text() const {
   return j.dump(2) + "\n";
 }
 
-namespace {
-
-Config make(int64_t vocab, int64_t hidden, int64_t inter, int64_t layers, int64_t heads, int64_t kv, int64_t max_pos,
-            bool tied) {
+Config llama_config(int64_t vocab, int64_t hidden, int64_t inter, int64_t layers, int64_t heads, int64_t kv,
+                    int64_t max_pos, bool tied) {
   Config c;
   c.vocab_size = vocab;
   c.hidden_size = hidden;
@@ -260,7 +258,7 @@ Config make(int64_t vocab, int64_t hidden, int64_t inter, int64_t layers, int64_
   c.num_hidden_layers = layers;
   c.num_attention_heads = heads;
   c.num_key_value_heads = kv;
-  c.head_dim = hidden / heads;
+  c.head_dim = heads > 0 ? hidden / heads : 0;
   c.max_position_embeddings = max_pos;
   c.rms_norm_eps = 1e-5;
   c.rope_theta = 10000.0;
@@ -270,25 +268,23 @@ Config make(int64_t vocab, int64_t hidden, int64_t inter, int64_t layers, int64_
   return c;
 }
 
-}  // namespace
-
 std::vector<std::string> preset_names() { return {"tinyllama-1.1b", "stories260k", "stories15m", "tiny", "tiny-tied"}; }
 
 Config preset_config(const std::string& name) {
   Config c;
   if (name == "tinyllama-1.1b") {
-    c = make(32000, 2048, 5632, 22, 32, 4, 2048, false);
+    c = llama_config(32000, 2048, 5632, 22, 32, 4, 2048, false);
     c.torch_dtype = "bfloat16";
   } else if (name == "stories260k") {
-    c = make(512, 64, 172, 5, 8, 4, 512, true);
+    c = llama_config(512, 64, 172, 5, 8, 4, 512, true);
     c.stop_at_bos = true;  // llama2.c models end a sample with BOS
   } else if (name == "stories15m") {
-    c = make(32000, 288, 768, 6, 6, 6, 256, true);
+    c = llama_config(32000, 288, 768, 6, 6, 6, 256, true);
     c.stop_at_bos = true;
   } else if (name == "tiny") {
-    c = make(512, 64, 160, 2, 4, 2, 256, false);
+    c = llama_config(512, 64, 160, 2, 4, 2, 256, false);
   } else if (name == "tiny-tied") {
-    c = make(512, 64, 160, 2, 4, 2, 256, true);
+    c = llama_config(512, 64, 160, 2, 4, 2, 256, true);
   } else {
     std::string names;
     for (const std::string& n : preset_names()) names += (names.empty() ? "" : ", ") + n;

@@ -16,14 +16,7 @@ namespace {
 namespace fs = std::filesystem;
 using json = nlohmann::json;
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "<no error>";
-}
+using test::error_of;
 
 Tensor random_tensor(Shape shape, uint32_t seed, DType dt = DType::F32) {
   std::mt19937 rng(seed);

@@ -23,14 +23,7 @@ std::string st_bytes(const std::string& header, const std::string& data) {
   return out + header + data;
 }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "<no error>";
-}
+using test::error_of;
 
 Tensor filled(DType dt, Shape shape, float seed) {
   Tensor f = Tensor::alloc(DType::F32, shape);

@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include "strata/config.h"
+#include "test_util.h"
 #include "strata/error.h"
 
 namespace strata {
@@ -43,14 +44,7 @@ void expect_same(const Config& a, const Config& b) {
   EXPECT_EQ(a.torch_dtype, b.torch_dtype);
 }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "<no error>";
-}
+using test::error_of;
 
 TEST(Config, TinyLlamaPresetMatchesSpec) {
   Config c = preset_config("tinyllama-1.1b");

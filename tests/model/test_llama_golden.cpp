@@ -3,6 +3,8 @@
 // on every ISA path.
 #include <gtest/gtest.h>
 
+#include <cmath>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
@@ -142,6 +144,53 @@ TEST(Stories260KText, GreedyTextMatchesReferenceThroughTheCli) {
                     "/tok512.model' -p 'Once upon a time' -n 196 --temp 0");
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(r.out, test::read_file(data + "/expected/stories260K_t0_n200_once_upon_a_time.txt"));
+}
+
+}  // namespace
+}  // namespace strata
+
+namespace strata {
+namespace {
+
+// BF16 and F16 checkpoints of the same weights load (F16 is widened at load,
+// BF16 used in place) and give logits close to the F32 ones.
+TEST(Stories260KDtypes, HalfPrecisionDirectoriesAgreeWithF32) {
+  STRATA_REQUIRE_SHARED_DATA(data);
+  Checkpoint ck = read_llama2c(data + "/stories260K.bin");
+  auto ref_model = Model::from_weights(ck.config, ck.weights);
+  auto tok = Tokenizer::load(data + "/tok512.model");
+  std::vector<int32_t> ids = tok->encode("Once upon a time, there was a little girl", true);
+  std::vector<float> ref, got;
+  SeqInput in{ids};
+  ref_model->forward({&in, 1}, Logits::All, ref);
+  for (DType dt : {DType::F16, DType::BF16}) {
+    NamedTensors t;
+    for (auto& [name, w] : ref_model->named_tensors()) t.emplace_back(name, w.to(dt));
+    std::string dir = test::make_temp_dir(std::string(dtype_name(dt)));
+    save_hf_checkpoint(dir, ck.config, t);
+    auto m = Model::load(dir);
+    for (const auto& p : m->param_info())
+      EXPECT_EQ(p.dtype, dt == DType::F16 || p.shape.size() == 1 ? DType::F32 : DType::BF16) << p.name;
+    m->forward({&in, 1}, Logits::All, got);
+    float worst = 0;
+    for (size_t i = 0; i < ref.size(); ++i) worst = std::max(worst, std::fabs(got[i] - ref[i]));
+    EXPECT_LT(worst, dt == DType::F16 ? 0.02f : 0.3f) << dtype_name(dt);
+  }
+}
+
+TEST(Stories260KText, TokenizerConfigAddBosFalseIsHonoured) {
+  STRATA_REQUIRE_SHARED_DATA(data);
+  std::string dir = test::make_temp_dir("nobos");
+  for (const auto& e : std::filesystem::directory_iterator(hf_dir(data, 0)))
+    std::filesystem::copy(e.path(), std::filesystem::path(dir) / e.path().filename());
+  std::filesystem::copy(data + "/tok512.model", dir + "/tokenizer.model");
+  auto r = test::run_cli("logits -m '" + dir + "' -p 'Once upon a time' --json");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("\"tokens\":[1,403,407,261,378]"), std::string::npos) << r.out;
+  test::write_file(dir + "/tokenizer_config.json", "{\"add_bos_token\": false}");
+  r = test::run_cli("logits -m '" + dir + "' -p 'Once upon a time' --json");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("\"tokens\":[403,407,261,378]"), std::string::npos) << r.out;
 }
 
 }  // namespace
