@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-scripts/build.sh
+scripts/build.sh strata
 out=demo-out
 mkdir -p "$out"
 s=./build/strata
