@@ -71,7 +71,9 @@ class Stories260K : public ::testing::TestWithParam<std::tuple<std::string, Isa>
     set_active_isa(std::get<1>(GetParam()));
     const std::string& src = std::get<0>(GetParam());
     std::string path = src == "bin" ? data_ + "/stories260K.bin" : hf_dir(data_, src == "sharded" ? 60000 : 0);
-    if (src == "sharded") ASSERT_TRUE(std::ifstream(path + "/model.safetensors.index.json").good());
+    if (src == "sharded") {
+      ASSERT_TRUE(std::ifstream(path + "/model.safetensors.index.json").good());
+    }
     model_ = Model::load(path);
     tok_ = Tokenizer::load(data_ + "/tok512.model");
   }
