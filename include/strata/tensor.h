@@ -26,6 +26,7 @@ struct Tensor {
   Shape shape;
   void* data = nullptr;
   std::shared_ptr<void> owner;  // keeps the buffer or the mapping alive
+  bool mapped = false;          // a view into a read-only file mapping
 
   int64_t numel() const { return shape_numel(shape); }
   size_t nbytes() const { return static_cast<size_t>(numel()) * dtype_size(dtype); }
@@ -35,6 +36,11 @@ struct Tensor {
 
   // A zero-filled, 64-byte aligned, owned tensor.
   static Tensor alloc(DType dtype, Shape shape);
+  // An owned copy in anonymous memory backed by transparent huge pages where
+  // the kernel allows. With release_source and a mapped source, the source
+  // pages are dropped from this process as they are copied (the file stays in
+  // the page cache), so moving weights never holds two copies.
+  Tensor relocate(bool release_source) const;
   // A copy converted to `dtype` (F16/BF16 -> F32 is exact; F32 -> BF16 rounds to nearest even).
   Tensor to(DType dtype) const;
 };

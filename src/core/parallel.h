@@ -1,5 +1,6 @@
 // Work sharing over the cores. OpenMP underneath; each index range is handled
-// by exactly one thread and results never depend on the thread count.
+// by exactly one thread and results never depend on the thread count. Chunks
+// are dealt round-robin, which balances triangular (causal) work too.
 #pragma once
 #include <cstdint>
 
@@ -19,7 +20,7 @@ void parallel_for(int64_t n, int64_t grain, Fn&& fn) {
     fn(int64_t{0}, n);
     return;
   }
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static, 1)
   for (int64_t c = 0; c < chunks; ++c) {
     const int64_t b = c * grain;
     const int64_t e = b + grain < n ? b + grain : n;

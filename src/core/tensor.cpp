@@ -4,6 +4,9 @@
 #include <cstdlib>
 #include <cstring>
 
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include "strata/error.h"
 
 namespace strata {
@@ -57,6 +60,33 @@ Tensor Tensor::alloc(DType dtype, Shape shape) {
   std::memset(p, 0, bytes ? bytes : 64);
   t.data = p;
   t.owner = std::shared_ptr<void>(p, [](void* q) { std::free(q); });
+  return t;
+}
+
+Tensor Tensor::relocate(bool release_source) const {
+  const size_t bytes = nbytes();
+  const size_t huge = size_t{2} << 20;
+  const size_t len = (bytes + huge - 1) / huge * huge;
+  void* p = mmap(nullptr, len ? len : huge, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) fail("out of memory relocating a tensor of ", bytes, " bytes");
+  madvise(p, len, MADV_HUGEPAGE);  // a hint: fine if refused
+  Tensor t;
+  t.dtype = dtype;
+  t.shape = shape;
+  t.data = p;
+  t.owner = std::shared_ptr<void>(p, [len](void* q) { munmap(q, len ? len : size_t{2} << 20); });
+  // Copy in slices, releasing each slice of the source once copied.
+  const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE)), slice = size_t{64} << 20;
+  const auto src = reinterpret_cast<uintptr_t>(data);
+  for (size_t off = 0; off < bytes; off += slice) {
+    const size_t n = bytes - off < slice ? bytes - off : slice;
+    std::memcpy(static_cast<char*>(p) + off, static_cast<const char*>(data) + off, n);
+    if (release_source && mapped) {
+      // Only whole pages inside this tensor: neighbours may share the edge pages.
+      const uintptr_t b = (src + off + page - 1) / page * page, e = (src + off + n) / page * page;
+      if (e > b) madvise(reinterpret_cast<void*>(b), e - b, MADV_DONTNEED);
+    }
+  }
   return t;
 }
 

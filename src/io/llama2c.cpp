@@ -126,6 +126,7 @@ Checkpoint read_llama2c(const std::string& path) {
     t.shape = std::move(shape);
     t.data = const_cast<float*>(p);
     t.owner = std::shared_ptr<void>(mf, t.data);  // keeps the mapping alive
+    t.mapped = true;
     return t;
   };
   WeightSet& w = ck.weights;

@@ -191,6 +191,7 @@ void read_safetensors(const std::string& path, WeightSet& out) {
       // A view: the aliasing constructor shares ownership of the whole mapping.
       t.data = const_cast<uint8_t*>(p);
       t.owner = std::shared_ptr<void>(mf, t.data);
+      t.mapped = true;
     } else {
       Tensor c = Tensor::alloc(dtype, t.shape);
       std::memcpy(c.data, p, nbytes);

@@ -10,13 +10,15 @@
 namespace strata::kernels {
 
 struct Table {
-  // y[i*ldy + j] = sum_k x[i*K + k] * w[j*K + k]   for i < M, j < N
+  // y[i*ldy + j] = sum_k x[i*ldx + k] * w[j*ldw + k]   for i < M, j < N, k < K
   // (x: M rows of activations, w: N rows of weights in [out, in] layout).
   // Every y element is one dot product accumulated in the same order whatever
-  // M, N or the position of the row in the call, so results never depend on
-  // batching or threading.
-  void (*matmul_f32)(const float* x, int64_t M, int64_t K, const float* w, int64_t N, float* y, int64_t ldy);
-  void (*matmul_bf16)(const float* x, int64_t M, int64_t K, const uint16_t* w, int64_t N, float* y, int64_t ldy);
+  // M, N or the position of the row in the call (the order of `dot`), so
+  // results never depend on batching or threading.
+  void (*matmul_f32)(const float* x, int64_t ldx, int64_t M, int64_t K, const float* w, int64_t ldw, int64_t N,
+                     float* y, int64_t ldy);
+  void (*matmul_bf16)(const float* x, int64_t ldx, int64_t M, int64_t K, const uint16_t* w, int64_t ldw, int64_t N,
+                      float* y, int64_t ldy);
   // y = w * (x / sqrt(mean(x^2) + eps)) over one row of n.
   void (*rmsnorm)(const float* x, const float* w, float* y, int64_t n, float eps);
   // In place: x = exp(x - max) / sum.
@@ -29,8 +31,29 @@ struct Table {
   float (*dot)(const float* a, const float* b, int64_t n);
   // y += a * x
   void (*axpy)(float a, const float* x, float* y, int64_t n);
+  // Attention's weighted sum of values: for every row r < rows,
+  //   out[r*ldo + d] = sum over t < n_keys[r] of p[r*ldp + t] * v[t*ldv + d]   (d < dim)
+  // accumulated in increasing t exactly as repeated `axpy` calls would, so a
+  // block of query rows gives the bits of one row at a time.
+  void (*attn_pv)(const float* p, int64_t ldp, int64_t rows, const int64_t* n_keys, const float* v, int64_t ldv,
+                  int64_t dim, float* out, int64_t ldo);
   void (*bf16_to_f32)(const uint16_t* src, float* dst, int64_t n);
+
+  // AMX only (null elsewhere): BF16-weight matmul on tiles for M >= 16 rows and
+  // K a multiple of 32. The activations are first packed to BF16 (VNNI order,
+  // token blocks [begin, end) of 16) into amx_packed_elems(M, K) elements; then
+  // any range of weight rows (N a multiple of 16) is multiplied against them.
+  // Rounds activations to BF16, so results differ from the F32 paths by
+  // BF16-level error; every other kernel is the AVX-512 one.
+  void (*amx_pack_x)(const float* x, int64_t M, int64_t K, uint16_t* packed, int64_t block_begin, int64_t block_end);
+  void (*amx_matmul_bf16)(const uint16_t* packed, int64_t M, int64_t K, const uint16_t* w, int64_t N, float* y,
+                          int64_t ldy);
 };
+
+int64_t amx_packed_elems(int64_t M, int64_t K);
+void amx_pack_x(const float* x, int64_t M, int64_t K, uint16_t* packed, int64_t block_begin, int64_t block_end);
+void amx_matmul_bf16(const uint16_t* packed, int64_t M, int64_t K, const uint16_t* w, int64_t N, float* y,
+                     int64_t ldy);
 
 const Table& table(Isa isa);
 inline const Table& active() { return table(active_isa()); }
@@ -39,5 +62,6 @@ inline const Table& active() { return table(active_isa()); }
 const Table& scalar_table();
 const Table& avx2_table();
 const Table& avx512_table();
+const Table& amx_table();
 
 }  // namespace strata::kernels

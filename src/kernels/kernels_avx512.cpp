@@ -9,4 +9,14 @@ const Table& avx512_table() {
   return t;
 }
 
+const Table& amx_table() {
+  static const Table t = [] {
+    Table a = make_table<VecAvx512>();
+    a.amx_pack_x = amx_pack_x;
+    a.amx_matmul_bf16 = amx_matmul_bf16;
+    return a;
+  }();
+  return t;
+}
+
 }  // namespace strata::kernels

@@ -8,20 +8,22 @@
 namespace strata::kernels {
 namespace {
 
-void matmul_f32(const float* x, int64_t M, int64_t K, const float* w, int64_t N, float* y, int64_t ldy) {
+void matmul_f32(const float* x, int64_t ldx, int64_t M, int64_t K, const float* w, int64_t ldw, int64_t N, float* y,
+                int64_t ldy) {
   for (int64_t i = 0; i < M; ++i)
     for (int64_t j = 0; j < N; ++j) {
       float s = 0.0f;
-      for (int64_t k = 0; k < K; ++k) s += x[i * K + k] * w[j * K + k];
+      for (int64_t k = 0; k < K; ++k) s += x[i * ldx + k] * w[j * ldw + k];
       y[i * ldy + j] = s;
     }
 }
 
-void matmul_bf16(const float* x, int64_t M, int64_t K, const uint16_t* w, int64_t N, float* y, int64_t ldy) {
+void matmul_bf16(const float* x, int64_t ldx, int64_t M, int64_t K, const uint16_t* w, int64_t ldw, int64_t N,
+                 float* y, int64_t ldy) {
   for (int64_t i = 0; i < M; ++i)
     for (int64_t j = 0; j < N; ++j) {
       float s = 0.0f;
-      for (int64_t k = 0; k < K; ++k) s += x[i * K + k] * bf16_to_f32(w[j * K + k]);
+      for (int64_t k = 0; k < K; ++k) s += x[i * ldx + k] * bf16_to_f32(w[j * ldw + k]);
       y[i * ldy + j] = s;
     }
 }
@@ -71,6 +73,15 @@ void axpy(float a, const float* x, float* y, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
 }
 
+void attn_pv(const float* p, int64_t ldp, int64_t rows, const int64_t* n_keys, const float* v, int64_t ldv,
+             int64_t dim, float* out, int64_t ldo) {
+  for (int64_t r = 0; r < rows; ++r) {
+    float* o = out + r * ldo;
+    for (int64_t d = 0; d < dim; ++d) o[d] = 0.0f;
+    for (int64_t t = 0; t < n_keys[r]; ++t) axpy(p[r * ldp + t], v + t * ldv, o, dim);
+  }
+}
+
 void bf16_to_f32_row(const uint16_t* src, float* dst, int64_t n) {
   for (int64_t i = 0; i < n; ++i) dst[i] = bf16_to_f32(src[i]);
 }
@@ -78,7 +89,8 @@ void bf16_to_f32_row(const uint16_t* src, float* dst, int64_t n) {
 }  // namespace
 
 const Table& scalar_table() {
-  static const Table t{matmul_f32, matmul_bf16, rmsnorm, softmax, silu_mul, rope, dot, axpy, bf16_to_f32_row};
+  static const Table t{matmul_f32, matmul_bf16, rmsnorm, softmax, silu_mul, rope, dot, axpy, attn_pv, bf16_to_f32_row,
+                       nullptr, nullptr};
   return t;
 }
 

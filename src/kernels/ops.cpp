@@ -1,14 +1,38 @@
 #include "kernels/ops.h"
 
+#include <vector>
+
 #include "core/parallel.h"
 #include "kernels/kernels.h"
 #include "strata/error.h"
 
 namespace strata::ops {
 
+namespace {
+
+// AMX path: pack the activations once (split over the threads by token
+// blocks), then split the weight rows in multiples of 32 over the threads.
+void matmul_amx(const kernels::Table& kt, const float* x, int64_t M, int64_t K, const uint16_t* w, int64_t N,
+                float* y) {
+  static thread_local std::vector<uint16_t> packed;
+  packed.resize(static_cast<size_t>(kernels::amx_packed_elems(M, K)));
+  uint16_t* p = packed.data();
+  parallel_for((M + 15) / 16, 1, [&](int64_t b, int64_t e) { kt.amx_pack_x(x, M, K, p, b, e); });
+  const int64_t n16 = N / 16 * 16;
+  const int64_t threads = num_threads();
+  int64_t grain = (n16 + threads - 1) / threads;
+  grain = (grain + 31) / 32 * 32;
+  parallel_for(n16, grain, [&](int64_t b, int64_t e) { kt.amx_matmul_bf16(p, M, K, w + b * K, e - b, y + b, N); });
+  if (n16 < N) kt.matmul_bf16(x, K, M, K, w + n16 * K, K, N - n16, y + n16, N);
+}
+
+}  // namespace
+
 void matmul(const float* x, int64_t M, const Tensor& w, float* y) {
   const int64_t N = w.dim(0), K = w.dim(1);
   const kernels::Table& kt = kernels::active();
+  if (kt.amx_matmul_bf16 && w.dtype == DType::BF16 && M >= 16 && K % 32 == 0 && N >= 16)
+    return matmul_amx(kt, x, M, K, w.u16(), N, y);
   // Chunks of weight rows: several per thread for balance, a multiple of 16 rows.
   const int64_t threads = num_threads();
   int64_t grain = (N + threads * 4 - 1) / (threads * 4);
@@ -16,10 +40,10 @@ void matmul(const float* x, int64_t M, const Tensor& w, float* y) {
   if (M * N * K < (1 << 16)) grain = N;  // tiny: not worth waking threads
   if (w.dtype == DType::F32) {
     const float* wd = w.f32();
-    parallel_for(N, grain, [&](int64_t b, int64_t e) { kt.matmul_f32(x, M, K, wd + b * K, e - b, y + b, N); });
+    parallel_for(N, grain, [&](int64_t b, int64_t e) { kt.matmul_f32(x, K, M, K, wd + b * K, K, e - b, y + b, N); });
   } else if (w.dtype == DType::BF16) {
     const uint16_t* wd = w.u16();
-    parallel_for(N, grain, [&](int64_t b, int64_t e) { kt.matmul_bf16(x, M, K, wd + b * K, e - b, y + b, N); });
+    parallel_for(N, grain, [&](int64_t b, int64_t e) { kt.matmul_bf16(x, K, M, K, wd + b * K, K, e - b, y + b, N); });
   } else {
     fail("matmul: unsupported weight dtype ", dtype_name(w.dtype));
   }

@@ -48,7 +48,7 @@ typename V::R vexp(typename V::R x) {
 // single accumulator chain over K in steps of the vector width, a fixed
 // reduction, then the scalar tail: the same arithmetic for every tile shape.
 template <class V, int RX, int RW, class WT>
-inline void tile(const float* x, int64_t K, const WT* w, float* y, int64_t ldy) {
+inline void tile(const float* x, int64_t ldx, int64_t K, const WT* w, int64_t ldw, float* y, int64_t ldy) {
   using R = typename V::R;
   R acc[RX][RW];
   for (int i = 0; i < RX; ++i)
@@ -56,46 +56,39 @@ inline void tile(const float* x, int64_t K, const WT* w, float* y, int64_t ldy) 
   const int64_t kv = K / V::kWidth * V::kWidth;
   for (int64_t k = 0; k < kv; k += V::kWidth) {
     R xv[RX];
-    for (int i = 0; i < RX; ++i) xv[i] = V::load(x + i * K + k);
+    for (int i = 0; i < RX; ++i) xv[i] = V::load(x + i * ldx + k);
     for (int j = 0; j < RW; ++j) {
-      const R wv = load_w<V>(w + j * K + k);
+      const R wv = load_w<V>(w + j * ldw + k);
       for (int i = 0; i < RX; ++i) acc[i][j] = V::fma(xv[i], wv, acc[i][j]);
     }
   }
   for (int i = 0; i < RX; ++i)
     for (int j = 0; j < RW; ++j) {
       float s = V::reduce_add(acc[i][j]);
-      for (int64_t k = kv; k < K; ++k) s += x[i * K + k] * to_float(w[j * K + k]);
+      for (int64_t k = kv; k < K; ++k) s += x[i * ldx + k] * to_float(w[j * ldw + k]);
       y[i * ldy + j] = s;
     }
 }
 
 // tile<V, RX, rw> for a run-time rw in [1, RWMAX].
 template <class V, int RX, int RWMAX, class WT>
-inline void tile_rw(int rw, const float* x, int64_t K, const WT* w, float* y, int64_t ldy) {
+inline void tile_rw(int rw, const float* x, int64_t ldx, int64_t K, const WT* w, int64_t ldw, float* y, int64_t ldy) {
   if constexpr (RWMAX >= 1) {
-    if (rw == RWMAX) return tile<V, RX, RWMAX>(x, K, w, y, ldy);
-    tile_rw<V, RX, RWMAX - 1>(rw, x, K, w, y, ldy);
-  }
-}
-
-// tile<V, rx, RW> for a run-time rx in [1, RXMAX].
-template <class V, int RXMAX, int RW, class WT>
-inline void tile_rx(int rx, const float* x, int64_t K, const WT* w, float* y, int64_t ldy) {
-  if constexpr (RXMAX >= 1) {
-    if (rx == RXMAX) return tile<V, RXMAX, RW>(x, K, w, y, ldy);
-    tile_rx<V, RXMAX - 1, RW>(rx, x, K, w, y, ldy);
+    if (rw == RWMAX) return tile<V, RX, RWMAX>(x, ldx, K, w, ldw, y, ldy);
+    tile_rw<V, RX, RWMAX - 1>(rw, x, ldx, K, w, ldw, y, ldy);
   }
 }
 
 template <class V, class WT>
-void matmul(const float* x, int64_t M, int64_t K, const WT* w, int64_t N, float* y, int64_t ldy) {
+void matmul(const float* x, int64_t ldx, int64_t M, int64_t K, const WT* w, int64_t ldw, int64_t N, float* y,
+            int64_t ldy) {
   constexpr int RX = V::kRowsX, RW = V::kRowsW, RG = V::kRowsWGemv;
   if (M < RX) {
     // Decode: few activation rows; stream each weight row once per activation row.
     for (int64_t j = 0; j < N; j += RG) {
       const int rw = static_cast<int>(N - j < RG ? N - j : RG);
-      for (int64_t i = 0; i < M; ++i) tile_rw<V, 1, RG>(rw, x + i * K, K, w + j * K, y + i * ldy + j, ldy);
+      for (int64_t i = 0; i < M; ++i)
+        tile_rw<V, 1, RG>(rw, x + i * ldx, ldx, K, w + j * ldw, ldw, y + i * ldy + j, ldy);
     }
     return;
   }
@@ -108,21 +101,23 @@ void matmul(const float* x, int64_t M, int64_t K, const WT* w, int64_t N, float*
       const int rw = static_cast<int>(N - j < RW ? N - j : RW);
       int64_t i = i0;
       for (; i + RX <= i1; i += RX) {
-        if (rw == RW) tile<V, RX, RW>(x + i * K, K, w + j * K, y + i * ldy + j, ldy);
-        else tile_rw<V, RX, RW>(rw, x + i * K, K, w + j * K, y + i * ldy + j, ldy);
+        if (rw == RW) tile<V, RX, RW>(x + i * ldx, ldx, K, w + j * ldw, ldw, y + i * ldy + j, ldy);
+        else tile_rw<V, RX, RW>(rw, x + i * ldx, ldx, K, w + j * ldw, ldw, y + i * ldy + j, ldy);
       }
-      for (; i < i1; ++i) tile_rw<V, 1, RW>(rw, x + i * K, K, w + j * K, y + i * ldy + j, ldy);
+      for (; i < i1; ++i) tile_rw<V, 1, RW>(rw, x + i * ldx, ldx, K, w + j * ldw, ldw, y + i * ldy + j, ldy);
     }
   }
 }
 
 template <class V>
-void matmul_f32(const float* x, int64_t M, int64_t K, const float* w, int64_t N, float* y, int64_t ldy) {
-  matmul<V>(x, M, K, w, N, y, ldy);
+void matmul_f32(const float* x, int64_t ldx, int64_t M, int64_t K, const float* w, int64_t ldw, int64_t N, float* y,
+                int64_t ldy) {
+  matmul<V>(x, ldx, M, K, w, ldw, N, y, ldy);
 }
 template <class V>
-void matmul_bf16(const float* x, int64_t M, int64_t K, const uint16_t* w, int64_t N, float* y, int64_t ldy) {
-  matmul<V>(x, M, K, w, N, y, ldy);
+void matmul_bf16(const float* x, int64_t ldx, int64_t M, int64_t K, const uint16_t* w, int64_t ldw, int64_t N,
+                 float* y, int64_t ldy) {
+  matmul<V>(x, ldx, M, K, w, ldw, N, y, ldy);
 }
 
 template <class V>
@@ -141,6 +136,72 @@ void axpy(float a, const float* x, float* y, int64_t n) {
   const int64_t nv = n / V::kWidth * V::kWidth;
   for (int64_t i = 0; i < nv; i += V::kWidth) V::store(y + i, V::fma(av, V::load(x + i), V::load(y + i)));
   for (int64_t i = nv; i < n; ++i) y[i] += a * x[i];
+}
+
+// RR query rows x ND vectors of the value dimension, accumulated over keys in
+// increasing t with the same fma as axpy: keys every row has first, then each
+// row's own remaining keys.
+template <class V, int RR, int ND>
+inline void pv_tile(const float* p, int64_t ldp, const int64_t* n_keys, const float* v, int64_t ldv, float* out,
+                    int64_t ldo) {
+  using R = typename V::R;
+  R acc[RR][ND];
+  for (int i = 0; i < RR; ++i)
+    for (int j = 0; j < ND; ++j) acc[i][j] = V::zero();
+  int64_t common = n_keys[0];
+  for (int i = 1; i < RR; ++i) common = n_keys[i] < common ? n_keys[i] : common;
+  for (int64_t t = 0; t < common; ++t) {
+    R vv[ND];
+    for (int j = 0; j < ND; ++j) vv[j] = V::load(v + t * ldv + j * V::kWidth);
+    for (int i = 0; i < RR; ++i) {
+      const R pv = V::set1(p[i * ldp + t]);
+      for (int j = 0; j < ND; ++j) acc[i][j] = V::fma(pv, vv[j], acc[i][j]);
+    }
+  }
+  for (int i = 0; i < RR; ++i) {
+    for (int64_t t = common; t < n_keys[i]; ++t) {
+      const R pv = V::set1(p[i * ldp + t]);
+      for (int j = 0; j < ND; ++j) acc[i][j] = V::fma(pv, V::load(v + t * ldv + j * V::kWidth), acc[i][j]);
+    }
+    for (int j = 0; j < ND; ++j) V::store(out + i * ldo + j * V::kWidth, acc[i][j]);
+  }
+}
+
+template <class V, int RR, int NDMAX>
+inline void pv_tile_nd(int nd, const float* p, int64_t ldp, const int64_t* n_keys, const float* v, int64_t ldv,
+                       float* out, int64_t ldo) {
+  if constexpr (NDMAX >= 1) {
+    if (nd == NDMAX) return pv_tile<V, RR, NDMAX>(p, ldp, n_keys, v, ldv, out, ldo);
+    pv_tile_nd<V, RR, NDMAX - 1>(nd, p, ldp, n_keys, v, ldv, out, ldo);
+  }
+}
+
+template <class V>
+void attn_pv(const float* p, int64_t ldp, int64_t rows, const int64_t* n_keys, const float* v, int64_t ldv,
+             int64_t dim, float* out, int64_t ldo) {
+  constexpr int RR = 4, NDMAX = 4;
+  const int64_t dv = dim / V::kWidth * V::kWidth;
+  for (int64_t r0 = 0; r0 < rows; r0 += RR) {
+    const int rr = static_cast<int>(rows - r0 < RR ? rows - r0 : RR);
+    for (int64_t d0 = 0; d0 < dv; d0 += NDMAX * V::kWidth) {
+      const int nd = static_cast<int>((dv - d0) / V::kWidth < NDMAX ? (dv - d0) / V::kWidth : NDMAX);
+      const float* pr = p + r0 * ldp;
+      float* o = out + r0 * ldo + d0;
+      if (rr == RR) pv_tile_nd<V, RR, NDMAX>(nd, pr, ldp, n_keys + r0, v + d0, ldv, o, ldo);
+      else
+        for (int i = 0; i < rr; ++i)
+          pv_tile_nd<V, 1, NDMAX>(nd, pr + i * ldp, ldp, n_keys + r0 + i, v + d0, ldv, o + i * ldo, ldo);
+    }
+    // The columns past the last full vector, as axpy's scalar tail computes them.
+    for (int i = 0; i < rr; ++i) {
+      float* o = out + (r0 + i) * ldo;
+      for (int64_t d = dv; d < dim; ++d) o[d] = 0.0f;
+      for (int64_t t = 0; t < n_keys[r0 + i]; ++t) {
+        const float a = p[(r0 + i) * ldp + t];
+        for (int64_t d = dv; d < dim; ++d) o[d] += a * v[t * ldv + d];
+      }
+    }
+  }
 }
 
 template <class V>
@@ -239,8 +300,8 @@ void bf16_to_f32(const uint16_t* src, float* dst, int64_t n) {
 
 template <class V>
 Table make_table() {
-  return Table{matmul_f32<V>, matmul_bf16<V>, rmsnorm<V>, softmax<V>, silu_mul<V>,
-               rope<V>,       dot<V>,         axpy<V>,    bf16_to_f32<V>};
+  return Table{matmul_f32<V>, matmul_bf16<V>, rmsnorm<V>,     softmax<V>, silu_mul<V>, rope<V>, dot<V>,
+               axpy<V>,       attn_pv<V>,     bf16_to_f32<V>, nullptr,    nullptr};
 }
 
 }  // namespace

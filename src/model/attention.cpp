@@ -1,6 +1,7 @@
 // Causal multi-head attention with grouped KV heads and rotate_half RoPE
 // (HF LlamaAttention). Decode state: a per-sequence KV cache of the rotated
 // keys and the values, one row of kv_dim floats per position.
+#include <algorithm>
 #include <cmath>
 #include <map>
 #include <mutex>
@@ -146,26 +147,50 @@ class Attention final : public Module {
       caches_[s]->append(k_all + sp.row * kvd, v_all + sp.row * kvd, sp.len);
     }
 
-    // One work item per (row, head): scores over the visible keys, softmax,
-    // weighted sum of values, in that order, as the reference does.
+    // Work items: (sequence, KV head, block of up to kQueryBlock query rows).
+    // An item handles the `group` query heads that share the KV head together,
+    // so each key and value row is read once for all of them: scores S = Q Kᵀ
+    // with the matmul kernel (each score is the same dot product as in decode),
+    // a causal softmax per row, then the rows' weighted sums of values.
     const int64_t group = heads_ / kv_heads_;
     const float scale = std::sqrt(static_cast<float>(head_dim_));
-    parallel_for(rows * heads_, 4, [&](int64_t b, int64_t e) {
-      thread_local std::vector<float> scores;
-      for (int64_t item = b; item < e; ++item) {
-        const int64_t r = item / heads_, h = item % heads_;
-        const int32_t s = row_seq_[r];
-        const KvCache* c = caches_[s];
-        const int64_t first = c->len - batch.seqs[s].len;  // cache position of the sequence's first row
-        const int64_t n_keys = first + (r - batch.seqs[s].row) + 1;
-        if (static_cast<int64_t>(scores.size()) < n_keys) scores.resize(static_cast<size_t>(n_keys));
-        const float* q = q_all + r * qd + h * head_dim_;
-        const int64_t kv_off = (h / group) * head_dim_;
-        for (int64_t t = 0; t < n_keys; ++t) scores[t] = kt.dot(q, &c->k[t * kvd + kv_off], head_dim_) / scale;
-        kt.softmax(scores.data(), n_keys);
-        float* out = att + r * qd + h * head_dim_;
-        for (int64_t i = 0; i < head_dim_; ++i) out[i] = 0.0f;
-        for (int64_t t = 0; t < n_keys; ++t) kt.axpy(scores[t], &c->v[t * kvd + kv_off], out, head_dim_);
+    items_.clear();
+    for (size_t s = 0; s < batch.seqs.size(); ++s)
+      for (int64_t g = 0; g < kv_heads_; ++g)
+        for (int64_t i0 = 0; i0 < batch.seqs[s].len; i0 += kQueryBlock) items_.push_back({s, g, i0});
+    parallel_for(static_cast<int64_t>(items_.size()), 1, [&](int64_t b, int64_t e) {
+      thread_local std::vector<float> qg, scores, out;
+      thread_local std::vector<int64_t> n_keys;
+      for (int64_t it = b; it < e; ++it) {
+        const Item& item = items_[it];
+        const SeqSpan& sp = batch.seqs[item.seq];
+        const KvCache* c = caches_[item.seq];
+        const int64_t first = c->len - sp.len;  // cache position of the sequence's first row in this call
+        const int64_t nq = std::min(kQueryBlock, sp.len - item.i0), m = nq * group;
+        const int64_t n_max = first + item.i0 + nq;  // keys visible to the block's last query
+        qg.resize(static_cast<size_t>(m * head_dim_));
+        scores.resize(static_cast<size_t>(m * n_max));
+        out.resize(static_cast<size_t>(m * head_dim_));
+        n_keys.resize(static_cast<size_t>(m));
+        for (int64_t i = 0; i < nq; ++i)
+          for (int64_t j = 0; j < group; ++j) {
+            const float* q = q_all + (sp.row + item.i0 + i) * qd + (item.g * group + j) * head_dim_;
+            std::copy(q, q + head_dim_, &qg[(i * group + j) * head_dim_]);
+            n_keys[i * group + j] = first + item.i0 + i + 1;
+          }
+        const int64_t koff = item.g * head_dim_;
+        kt.matmul_f32(qg.data(), head_dim_, m, head_dim_, c->k.data() + koff, kvd, n_max, scores.data(), n_max);
+        for (int64_t r = 0; r < m; ++r) {
+          float* row = &scores[r * n_max];
+          for (int64_t t = 0; t < n_keys[r]; ++t) row[t] /= scale;
+          kt.softmax(row, n_keys[r]);
+        }
+        kt.attn_pv(scores.data(), n_max, m, n_keys.data(), c->v.data() + koff, kvd, head_dim_, out.data(), head_dim_);
+        for (int64_t i = 0; i < nq; ++i)
+          for (int64_t j = 0; j < group; ++j) {
+            const float* o = &out[(i * group + j) * head_dim_];
+            std::copy(o, o + head_dim_, att + (sp.row + item.i0 + i) * qd + (item.g * group + j) * head_dim_);
+          }
       }
     });
     ops::matmul(att, rows, wo_, y);
@@ -180,6 +205,12 @@ class Attention final : public Module {
   std::vector<int64_t> row_pos_;
   std::vector<KvCache> tmp_;  // caches for calls without state (training, --no-cache)
   std::vector<KvCache*> caches_;
+  struct Item {
+    size_t seq;
+    int64_t g, i0;
+  };
+  std::vector<Item> items_;
+  static constexpr int64_t kQueryBlock = 16;
 };
 
 }  // namespace

@@ -68,7 +68,7 @@ bool ignorable_tensor(const std::string& name, const Config& cfg) {
 }  // namespace
 
 void Model::bind(const WeightSet& weights) {
-  ParamBinder binder(weights);
+  ParamBinder binder(weights, /*relocate=*/true);
   auto decls = all_params(cfg_, blocks_, *final_norm_);
   embed_ = binder.get(decls.front());
   for (auto& b : blocks_) {

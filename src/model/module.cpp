@@ -14,6 +14,7 @@ Tensor ParamBinder::get(const ParamDecl& decl) {
   // Matrices stay in their stored dtype when a kernel reads it directly (F32,
   // BF16: used in place from the mapping); F16 and all vectors become F32.
   const bool keep = t->dtype == DType::F32 || (decl.matrix && t->dtype == DType::BF16);
+  if (keep && relocate_ && decl.matrix && t->mapped) return bound_[decl.name] = t->relocate(true);
   return bound_[decl.name] = keep ? *t : t->to(DType::F32);
 }
 

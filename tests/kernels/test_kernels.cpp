@@ -44,11 +44,11 @@ TEST_P(KernelTest, MatmulMatchesScalarForAllShapes) {
         std::vector<uint16_t> wb(w.size());
         for (size_t i = 0; i < w.size(); ++i) wb[i] = f32_to_bf16(w[i]);
         std::vector<float> y0(M * N), y1(M * N);
-        ref.matmul_f32(x.data(), M, K, w.data(), N, y0.data(), N);
-        k.matmul_f32(x.data(), M, K, w.data(), N, y1.data(), N);
+        ref.matmul_f32(x.data(), K, M, K, w.data(), K, N, y0.data(), N);
+        k.matmul_f32(x.data(), K, M, K, w.data(), K, N, y1.data(), N);
         expect_close(y1, y0, 1e-5f, 1e-5f, "matmul_f32");
-        ref.matmul_bf16(x.data(), M, K, wb.data(), N, y0.data(), N);
-        k.matmul_bf16(x.data(), M, K, wb.data(), N, y1.data(), N);
+        ref.matmul_bf16(x.data(), K, M, K, wb.data(), K, N, y0.data(), N);
+        k.matmul_bf16(x.data(), K, M, K, wb.data(), K, N, y1.data(), N);
         expect_close(y1, y0, 1e-5f, 1e-5f, "matmul_bf16");
       }
     }
@@ -62,12 +62,12 @@ TEST_P(KernelTest, MatmulRowsAreBitwiseIndependentOfBatching) {
   const int64_t M = 11, N = 19, K = 70;
   auto x = randn(M * K, 5), w = randn(N * K, 6);
   std::vector<float> all(M * N), one(N), part(N);
-  k.matmul_f32(x.data(), M, K, w.data(), N, all.data(), N);
+  k.matmul_f32(x.data(), K, M, K, w.data(), K, N, all.data(), N);
   for (int64_t i = 0; i < M; ++i) {
-    k.matmul_f32(x.data() + i * K, 1, K, w.data(), N, one.data(), N);
+    k.matmul_f32(x.data() + i * K, K, 1, K, w.data(), K, N, one.data(), N);
     // Weight rows split at an odd boundary, as a thread split might.
-    k.matmul_f32(x.data() + i * K, 1, K, w.data(), 5, part.data(), N);
-    k.matmul_f32(x.data() + i * K, 1, K, w.data() + 5 * K, N - 5, part.data() + 5, N);
+    k.matmul_f32(x.data() + i * K, K, 1, K, w.data(), K, 5, part.data(), N);
+    k.matmul_f32(x.data() + i * K, K, 1, K, w.data() + 5 * K, K, N - 5, part.data() + 5, N);
     for (int64_t j = 0; j < N; ++j) {
       ASSERT_EQ(all[i * N + j], one[j]) << i << "," << j;
       ASSERT_EQ(part[j], one[j]) << i << "," << j;
