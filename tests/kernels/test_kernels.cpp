@@ -21,7 +21,7 @@ std::vector<float> randn(size_t n, uint64_t seed, float scale = 1.0f) {
 
 std::vector<Isa> simd_isas() {
   std::vector<Isa> r;
-  for (Isa i : {Isa::Avx2, Isa::Avx512})
+  for (Isa i : {Isa::Avx2, Isa::Avx512, Isa::Amx})
     if (isa_supported(i)) r.push_back(i);
   return r;
 }
@@ -106,6 +106,46 @@ TEST_P(KernelTest, ElementwiseKernelsMatchScalar) {
     ref.bf16_to_f32(h.data(), a.data(), n);
     k.bf16_to_f32(h.data(), b.data(), n);
     EXPECT_EQ(a, b);
+  }
+}
+
+TEST_P(KernelTest, AttentionWeightedSumEqualsRepeatedAxpyBitwise) {
+  const auto& k = kernels::table(GetParam());
+  for (int64_t dim : {8, 20, 64, 100}) {
+    const int64_t rows = 7, keys = 30, ldv = dim + 3;
+    auto p = randn(rows * keys, 40 + dim), v = randn(keys * ldv, 50 + dim);
+    std::vector<int64_t> n(rows);
+    for (int64_t r = 0; r < rows; ++r) n[r] = 20 + r % 4 * 3;  // rows of different lengths
+    std::vector<float> out(rows * dim), ref(rows * dim, 0.0f), sref(rows * dim);
+    k.attn_pv(p.data(), keys, rows, n.data(), v.data(), ldv, dim, out.data(), dim);
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t t = 0; t < n[r]; ++t) k.axpy(p[r * keys + t], &v[t * ldv], &ref[r * dim], dim);
+    EXPECT_EQ(out, ref) << "dim " << dim;
+    kernels::scalar_table().attn_pv(p.data(), keys, rows, n.data(), v.data(), ldv, dim, sref.data(), dim);
+    expect_close(out, sref, 1e-5f, 1e-5f, "attn_pv");
+  }
+}
+
+// AMX rounds activations to BF16: compare with the scalar reference fed the
+// same rounded activations.
+TEST_P(KernelTest, AmxMatmulMatchesScalarOnBf16Activations) {
+  const auto& k = kernels::table(GetParam());
+  if (!k.amx_matmul_bf16) GTEST_SKIP() << "no AMX on this path";
+  for (int64_t M : {16, 17, 40, 100}) {
+    for (int64_t N : {16, 48, 64, 96}) {
+      const int64_t K = 96;
+      auto x = randn(M * K, 60 + M), w = randn(N * K, 70 + N);
+      std::vector<uint16_t> wb(w.size());
+      for (size_t i = 0; i < w.size(); ++i) wb[i] = f32_to_bf16(w[i]);
+      auto xr = x;
+      for (auto& v : xr) v = bf16_to_f32(f32_to_bf16(v));
+      std::vector<uint16_t> packed(kernels::amx_packed_elems(M, K));
+      k.amx_pack_x(x.data(), M, K, packed.data(), 0, (M + 15) / 16);
+      std::vector<float> y(M * N), ref(M * N);
+      k.amx_matmul_bf16(packed.data(), M, K, wb.data(), N, y.data(), N);
+      kernels::scalar_table().matmul_bf16(xr.data(), K, M, K, wb.data(), K, N, ref.data(), N);
+      expect_close(y, ref, 1e-4f, 1e-4f, "amx_matmul_bf16");
+    }
   }
 }
 
