@@ -12,6 +12,7 @@
 #include "core/cpu.h"
 #include "core/parallel.h"
 #include "core/rng.h"
+#include "kernels/kernels.h"
 #include "strata/error.h"
 
 namespace strata::cli {
@@ -21,6 +22,43 @@ double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   const size_t n = v.size();
   return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+// DRAM read bandwidth with all threads: the best of three passes over a 1 GiB
+// buffer (far larger than any cache), summed with the active kernels.
+double probe_read_gb_s() {
+  const int64_t n = int64_t{1} << 28;  // floats
+  std::vector<float> buf(static_cast<size_t>(n), 1.0f);
+  const kernels::Table& kt = kernels::active();
+  const int64_t threads = num_threads();
+  double best = 0;
+  for (int pass = 0; pass < 3; ++pass) {
+    std::vector<float> partial(static_cast<size_t>(threads));
+    auto t0 = std::chrono::steady_clock::now();
+    parallel_for(threads, 1, [&](int64_t b, int64_t e) {
+      for (int64_t t = b; t < e; ++t) {
+        const int64_t lo = n / threads * t, hi = t + 1 == threads ? n : n / threads * (t + 1);
+        partial[t] = kt.dot(buf.data() + lo, buf.data() + lo, hi - lo);
+      }
+    });
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (partial[0] < 0) return 0;  // keeps the reads alive
+    best = std::max(best, n * 4.0 / s / 1e9);
+  }
+  return best;
+}
+
+// Bytes of weights one decoded token reads: every matrix once, except that
+// the embedding table contributes one row (unless it doubles as the head).
+double decode_bytes_per_token(const Model& m) {
+  double bytes = 0;
+  const Config& c = m.config();
+  for (const auto& [name, t] : m.named_tensors()) {
+    if (name == "model.embed_tokens.weight" && !c.tie_word_embeddings)
+      bytes += static_cast<double>(t.nbytes()) / static_cast<double>(c.vocab_size);
+    else bytes += static_cast<double>(t.nbytes());
+  }
+  return bytes;
 }
 
 double peak_rss_mib() {
@@ -37,7 +75,7 @@ void register_bench(CLI::App& app) {
     int64_t prompt_len = 512, gen = 128;
     int repeat = 1, threads = 0;
     uint64_t seed = 0;
-    bool json = false;
+    bool json = false, no_probe = false;
   };
   auto o = std::make_shared<Opts>();
   CLI::App* cmd = app.add_subcommand("bench", "measure prefill and decode speed");
@@ -50,6 +88,7 @@ void register_bench(CLI::App& app) {
   cmd->add_option("--repeat", o->repeat, "runs; medians are reported")->check(CLI::PositiveNumber);
   cmd->add_option("--seed", o->seed, "seed of the random prompt and weights");
   cmd->add_flag("--json", o->json, "print one JSON object");
+  cmd->add_flag("--no-probe", o->no_probe, "skip the DRAM bandwidth probe (and the roofline line)");
   add_threads_option(cmd, &o->threads);
   cmd->callback([o] {
     apply_threads(o->threads);
@@ -89,6 +128,10 @@ void register_bench(CLI::App& app) {
       prefill.push_back(o->prompt_len / std::chrono::duration<double>(t1 - t0).count());
       if (o->gen > 0) decode.push_back(o->gen / std::chrono::duration<double>(t2 - t1).count());
     }
+    const double rss = peak_rss_mib();  // before the probe's own buffer
+    const double probe = o->no_probe ? 0.0 : probe_read_gb_s();
+    const double decode_tok_s = decode.empty() ? 0.0 : median(decode);
+    const double decode_gb_s = decode_tok_s * decode_bytes_per_token(*model) / 1e9;
     nlohmann::json j{{"model", name},
                      {"dtype", dtype},
                      {"params", model->num_params()},
@@ -98,8 +141,11 @@ void register_bench(CLI::App& app) {
                      {"gen", o->gen},
                      {"repeat", o->repeat},
                      {"prefill_tok_s", median(prefill)},
-                     {"decode_tok_s", decode.empty() ? 0.0 : median(decode)},
-                     {"peak_rss_mib", peak_rss_mib()}};
+                     {"decode_tok_s", decode_tok_s},
+                     {"decode_gb_s", decode_gb_s},
+                     {"probe_gb_s", probe},
+                     {"roofline_fraction", probe > 0 ? decode_gb_s / probe : 0.0},
+                     {"peak_rss_mib", rss}};
     if (o->json) {
       std::printf("%s\n", j.dump().c_str());
       return;
@@ -108,7 +154,10 @@ void register_bench(CLI::App& app) {
                 (long long)model->num_params(), std::string(isa_name(active_isa())).c_str(), num_threads());
     std::printf("prefill  %6lld tokens  %9.2f tok/s\n", (long long)o->prompt_len, j["prefill_tok_s"].get<double>());
     std::printf("decode   %6lld tokens  %9.2f tok/s\n", (long long)o->gen, j["decode_tok_s"].get<double>());
-    std::printf("peak RSS %.1f MiB\n", peak_rss_mib());
+    if (probe > 0)
+      std::printf("roofline decode reads %.2f GB/token: %.1f GB/s = %.0f%% of the %.1f GB/s read probe\n",
+                  decode_bytes_per_token(*model) / 1e9, decode_gb_s, 100 * decode_gb_s / probe, probe);
+    std::printf("peak RSS %.1f MiB\n", j["peak_rss_mib"].get<double>());
   });
 }
 
