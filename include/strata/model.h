@@ -7,6 +7,7 @@
 //   m->step(next_ids, {st.get()}, logits);                        // decode
 #pragma once
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <span>
 #include <string>
@@ -82,6 +83,28 @@ class Model {
   std::vector<std::pair<std::string, int64_t>> param_counts() const;
   int64_t num_params() const;
 
+  // ---- training (src/model/model_train.cpp) ----
+  // Makes every parameter an owned, writable F32 tensor (the master weights)
+  // and allocates zeroed F32 gradients of the same shapes.
+  void enable_training();
+  bool training_enabled() const { return !grads_.empty(); }
+  struct LossSum {
+    double sum = 0;     // summed token cross-entropy (natural log)
+    int64_t count = 0;  // targets that counted (target >= 0)
+  };
+  // inputs/targets are [B, T]; a target of -1 is ignored. Forward, the mean
+  // cross-entropy over counted targets, and backward: adds grad_scale * d(mean
+  // loss)/dθ into the gradient buffers. A batch with no counted target is an
+  // error. If d_embeds is given, inputs are taken from `embeds` [B*T, hidden]
+  // instead of the ids and d(loss)/d(embeds) is written there.
+  LossSum train_batch(const int32_t* inputs, const int32_t* targets, int64_t B, int64_t T, float grad_scale,
+                      const float* embeds = nullptr, float* d_embeds = nullptr);
+  // The same loss without gradients (validation).
+  LossSum eval_batch(const int32_t* inputs, const int32_t* targets, int64_t B, int64_t T);
+  void zero_grads();
+  // Parameters and their gradients, in declaration order (training enabled).
+  std::vector<std::pair<std::string, Tensor>> named_grads() const;
+
  private:
   explicit Model(const Config& cfg);
   void build();
@@ -95,7 +118,12 @@ class Model {
   Tensor embed_, head_;
   std::string embed_name_ = "model.embed_tokens.weight", head_name_ = "lm_head.weight";
   std::vector<std::pair<std::string, Tensor>> bound_;  // every parameter, in declaration order
+  LossSum head_loss(const int32_t* targets, int64_t rows, float grad_scale, bool backward);
+  void set_training(bool on);
+
   std::vector<float> x_, h_, o_, last_;                // activations reused between calls
+  std::map<std::string, Tensor> grads_;                // training: gradient per parameter
+  std::vector<float> dx_, dtmp_, dnorm_;               // training: backward buffers
   std::unique_ptr<class Scratch> scratch_;             // module temporaries, shared by all blocks
 };
 

@@ -1,5 +1,6 @@
 #include "kernels/ops.h"
 
+#include <algorithm>
 #include <vector>
 
 #include "core/parallel.h"
@@ -47,6 +48,36 @@ void matmul(const float* x, int64_t M, const Tensor& w, float* y) {
   } else {
     fail("matmul: unsupported weight dtype ", dtype_name(w.dtype));
   }
+}
+
+// Both products are the outer-product form of attn_pv (rows of `a` weight the
+// rows of `b`), register-blocked in the kernel.
+void matmul_nn(const float* a, int64_t M, int64_t N, const float* b, int64_t K, float* y) {
+  const kernels::Table& kt = kernels::active();
+  const std::vector<int64_t> n(static_cast<size_t>(std::min<int64_t>(M, 64)), N);
+  parallel_for(M, 16, [&](int64_t lo, int64_t hi) {
+    for (int64_t r = lo; r < hi; r += 64) {
+      const int64_t rows = std::min<int64_t>(64, hi - r);
+      kt.attn_pv(a + r * N, N, rows, n.data(), b, K, K, y + r * K, K);
+    }
+  });
+}
+
+void matmul_tn_acc(const float* a, int64_t M, int64_t N, const float* b, int64_t K, float* y) {
+  const kernels::Table& kt = kernels::active();
+  std::vector<float> at(static_cast<size_t>(N * M));  // aᵀ, so each output row reads one contiguous row
+  for (int64_t i = 0; i < M; ++i)
+    for (int64_t j = 0; j < N; ++j) at[j * M + i] = a[i * N + j];
+  const std::vector<int64_t> n(16, M);
+  parallel_for(N, 16, [&](int64_t lo, int64_t hi) {
+    thread_local std::vector<float> tmp;
+    tmp.resize(static_cast<size_t>(16 * K));
+    for (int64_t r = lo; r < hi; r += 16) {
+      const int64_t rows = std::min<int64_t>(16, hi - r);
+      kt.attn_pv(&at[r * M], M, rows, n.data(), b, K, K, tmp.data(), K);
+      for (int64_t i = 0; i < rows * K; ++i) y[r * K + i] += tmp[i];
+    }
+  });
 }
 
 void embed(const Tensor& table, const int32_t* ids, int64_t n, float* out) {

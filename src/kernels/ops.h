@@ -11,6 +11,12 @@ namespace strata::ops {
 // weight rows, so each weight row is read once per call for small M.
 void matmul(const float* x, int64_t M, const Tensor& w, float* y);
 
+// Backward-pass products, F32, split over the threads:
+// y[M, K] = a[M, N] · b[N, K]
+void matmul_nn(const float* a, int64_t M, int64_t N, const float* b, int64_t K, float* y);
+// y[N, K] += a[M, N]ᵀ · b[M, K]   (weight gradients: dW += dYᵀ X)
+void matmul_tn_acc(const float* a, int64_t M, int64_t N, const float* b, int64_t K, float* y);
+
 // out[i, :] = table[ids[i], :] as F32 (ids are checked by the caller).
 void embed(const Tensor& table, const int32_t* ids, int64_t n, float* out);
 

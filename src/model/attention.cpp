@@ -193,7 +193,97 @@ class Attention final : public Module {
           }
       }
     });
+    if (training_) {
+      if (states) fail("attention ", prefix_, ": training forward runs without decode states");
+      saved_x_.assign(x, x + rows * dim_);
+      saved_q_.assign(q_all, q_all + rows * qd);
+      saved_att_.assign(att, att + rows * qd);
+    }
     ops::matmul(att, rows, wo_, y);
+  }
+
+  void bind_grads(GradBinder& gb) override {
+    auto p = params();
+    dwq_ = gb.get(p[0].name);
+    dwk_ = gb.get(p[1].name);
+    dwv_ = gb.get(p[2].name);
+    dwo_ = gb.get(p[3].name);
+  }
+
+  // Per (sequence, KV head): recompute P = softmax(q kᵀ / sqrt(d)) row by row;
+  // dP = dO vᵀ, dS = P * (dP - sum(P * dP)), dq = dS k / sqrt(d),
+  // dk += dSᵀ q / sqrt(d), dv += Pᵀ dO; RoPE is a rotation, so its backward
+  // rotates back; then the projections' products.
+  void backward(const float* dy, float* dx, const Batch& batch, Scratch& scratch) override {
+    const int64_t rows = batch.rows, qd = heads_ * head_dim_, kvd = kv_heads_ * head_dim_, hd = head_dim_;
+    float* dO = scratch.floats(0, static_cast<size_t>(rows * qd));
+    float* dq = scratch.floats(1, static_cast<size_t>(rows * qd));
+    float* dk = scratch.floats(2, static_cast<size_t>(rows * kvd));
+    float* dv = scratch.floats(3, static_cast<size_t>(rows * kvd));
+    float* tmp = scratch.floats(4, static_cast<size_t>(rows * dim_));
+    ops::matmul_nn(dy, rows, dim_, wo_.f32(), qd, dO);
+    ops::matmul_tn_acc(dy, rows, dim_, saved_att_.data(), qd, dwo_);
+    std::fill(dk, dk + rows * kvd, 0.0f);
+    std::fill(dv, dv + rows * kvd, 0.0f);
+    const int64_t group = heads_ / kv_heads_;
+    const float scale = std::sqrt(static_cast<float>(hd));
+    const kernels::Table& kt = kernels::active();
+    const int64_t n_items = static_cast<int64_t>(batch.seqs.size()) * kv_heads_;
+    parallel_for(n_items, 1, [&](int64_t b, int64_t e) {
+      thread_local std::vector<float> p, dp;
+      for (int64_t it = b; it < e; ++it) {
+        const size_t s = static_cast<size_t>(it / kv_heads_);
+        const int64_t g = it % kv_heads_;
+        const SeqSpan& sp = batch.seqs[s];
+        const KvCache& c = tmp_[s];
+        p.resize(static_cast<size_t>(sp.len));
+        dp.resize(static_cast<size_t>(sp.len));
+        for (int64_t j = 0; j < group; ++j) {
+          const int64_t h = g * group + j;
+          for (int64_t i = 0; i < sp.len; ++i) {
+            const int64_t r = sp.row + i, n = i + 1;
+            const float* q = &saved_q_[r * qd + h * hd];
+            const float* dOi = dO + r * qd + h * hd;
+            for (int64_t t = 0; t < n; ++t) p[t] = kt.dot(q, &c.k[t * kvd + g * hd], hd) / scale;
+            kt.softmax(p.data(), n);
+            double sum = 0;
+            for (int64_t t = 0; t < n; ++t) {
+              dp[t] = kt.dot(dOi, &c.v[t * kvd + g * hd], hd);
+              sum += static_cast<double>(p[t]) * dp[t];
+            }
+            float* dqi = dq + r * qd + h * hd;
+            std::fill(dqi, dqi + hd, 0.0f);
+            for (int64_t t = 0; t < n; ++t) {
+              const float ds = p[t] * (dp[t] - static_cast<float>(sum)) / scale;
+              kt.axpy(ds, &c.k[t * kvd + g * hd], dqi, hd);
+              kt.axpy(ds, q, dk + (sp.row + t) * kvd + g * hd, hd);
+              kt.axpy(p[t], dOi, dv + (sp.row + t) * kvd + g * hd, hd);
+            }
+          }
+        }
+      }
+    });
+    // Undo the rotations: rotating by -angle is RoPE with sin negated.
+    parallel_for(rows, 8, [&](int64_t lo, int64_t hi) {
+      thread_local std::vector<float> neg;
+      neg.resize(static_cast<size_t>(rope_->half));
+      for (int64_t r = lo; r < hi; ++r) {
+        const float* c = &rope_->cos[row_pos_[r] * rope_->half];
+        const float* sn = &rope_->sin[row_pos_[r] * rope_->half];
+        for (int64_t i = 0; i < rope_->half; ++i) neg[i] = -sn[i];
+        kt.rope(dq + r * qd, heads_, hd, c, neg.data());
+        kt.rope(dk + r * kvd, kv_heads_, hd, c, neg.data());
+      }
+    });
+    const float* x = saved_x_.data();
+    ops::matmul_tn_acc(dq, rows, qd, x, dim_, dwq_);
+    ops::matmul_tn_acc(dk, rows, kvd, x, dim_, dwk_);
+    ops::matmul_tn_acc(dv, rows, kvd, x, dim_, dwv_);
+    ops::matmul_nn(dq, rows, qd, wq_.f32(), dim_, dx);
+    ops::matmul_nn(dk, rows, kvd, wk_.f32(), dim_, tmp);
+    for (int64_t i = 0; i < rows * dim_; ++i) dx[i] += tmp[i];
+    ops::matmul_nn(dv, rows, kvd, wv_.f32(), dim_, tmp);
+    for (int64_t i = 0; i < rows * dim_; ++i) dx[i] += tmp[i];
   }
 
  private:
@@ -201,6 +291,8 @@ class Attention final : public Module {
   int64_t dim_, heads_, kv_heads_, head_dim_;
   std::shared_ptr<const RopeTable> rope_;
   Tensor wq_, wk_, wv_, wo_;
+  float *dwq_ = nullptr, *dwk_ = nullptr, *dwv_ = nullptr, *dwo_ = nullptr;
+  std::vector<float> saved_x_, saved_q_, saved_att_;  // training: inputs, rotated queries, head outputs
   std::vector<int32_t> row_seq_;
   std::vector<int64_t> row_pos_;
   std::vector<KvCache> tmp_;  // caches for calls without state (training, --no-cache)

@@ -8,16 +8,13 @@
 #include "core/rng.h"
 #include "io/checkpoint.h"
 #include "kernels/ops.h"
+#include "model/block.h"
 #include "model/module.h"
 #include "model/recipe.h"
 #include "model/registry.h"
 #include "strata/error.h"
 
 namespace strata {
-
-struct Block {
-  std::unique_ptr<Module> norm, mixer;
-};
 
 State::~State() = default;
 

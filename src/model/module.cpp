@@ -18,4 +18,10 @@ Tensor ParamBinder::get(const ParamDecl& decl) {
   return bound_[decl.name] = keep ? *t : t->to(DType::F32);
 }
 
+float* GradBinder::get(const std::string& name) {
+  auto it = grads_.find(name);
+  if (it == grads_.end()) fail("no gradient buffer for parameter '", name, "'");
+  return it->second.f32();
+}
+
 }  // namespace strata

@@ -75,6 +75,16 @@ class ParamBinder {
   std::map<std::string, Tensor> bound_;
 };
 
+// Where a module's parameter gradients live (F32, the parameter's shape).
+class GradBinder {
+ public:
+  explicit GradBinder(std::map<std::string, Tensor>& grads) : grads_(grads) {}
+  float* get(const std::string& name);  // throws if the model has no gradient for `name`
+
+ private:
+  std::map<std::string, Tensor>& grads_;
+};
+
 class Module {
  public:
   virtual ~Module() = default;
@@ -92,6 +102,16 @@ class Module {
   }
   // Width of the output rows (the residual width for mixers).
   virtual int64_t out_width() const = 0;
+
+  // Training. While training is on, forward() (called without states) keeps
+  // what backward needs for that call; backward() then writes dx (overwriting)
+  // from dy and adds the parameter gradients into the buffers of bind_grads().
+  void set_training(bool on) { training_ = on; }
+  virtual void bind_grads(GradBinder& grads) = 0;
+  virtual void backward(const float* dy, float* dx, const Batch& batch, Scratch& scratch) = 0;
+
+ protected:
+  bool training_ = false;
 };
 
 }  // namespace strata

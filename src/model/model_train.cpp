@@ -1,0 +1,161 @@
+// Training passes of the model: forward with saved activations, the fused
+// classifier + cross-entropy, and backward through the blocks in reverse.
+#include <algorithm>
+#include <cmath>
+
+#include "core/parallel.h"
+#include "kernels/ops.h"
+#include "model/block.h"
+#include "model/module.h"
+#include "strata/error.h"
+#include "strata/model.h"
+
+namespace strata {
+
+void Model::enable_training() {
+  if (!grads_.empty()) return;
+  WeightSet owned;
+  owned.origin = "training copy";
+  for (const auto& [name, t] : bound_) owned.add(name, t.to(DType::F32), "<training>");  // to() always copies
+  bind(owned);
+  for (const auto& [name, t] : bound_) grads_[name] = Tensor::alloc(DType::F32, t.shape);
+  GradBinder gb(grads_);
+  for (auto& b : blocks_) {
+    b->norm->bind_grads(gb);
+    b->mixer->bind_grads(gb);
+  }
+  final_norm_->bind_grads(gb);
+}
+
+void Model::set_training(bool on) {
+  for (auto& b : blocks_) {
+    b->norm->set_training(on);
+    b->mixer->set_training(on);
+  }
+  final_norm_->set_training(on);
+}
+
+void Model::zero_grads() {
+  for (auto& [name, g] : grads_) std::fill(g.f32(), g.f32() + g.numel(), 0.0f);
+}
+
+std::vector<std::pair<std::string, Tensor>> Model::named_grads() const {
+  std::vector<std::pair<std::string, Tensor>> r;
+  for (const auto& [name, t] : bound_) r.emplace_back(name, grads_.at(name));
+  return r;
+}
+
+// Logits are formed a chunk of rows at a time and never kept: each chunk's
+// loss, d(logits) (softmax - onehot, scaled) and its products with the head
+// are done before the next chunk, so memory is rows_per_chunk x vocab.
+Model::LossSum Model::head_loss(const int32_t* targets, int64_t rows, float grad_scale, bool backward) {
+  const int64_t D = cfg_.hidden_size, V = cfg_.vocab_size, chunk = 256;
+  LossSum r;
+  for (int64_t i = 0; i < rows; ++i) {
+    if (targets[i] >= V) fail("target id ", targets[i], " is outside the vocabulary (", V, ")");
+    r.count += targets[i] >= 0;
+  }
+  if (r.count == 0) fail("a training batch has no target to predict (every target is masked)");
+  const float scale = grad_scale / static_cast<float>(r.count);
+  std::vector<float> logits(static_cast<size_t>(std::min(rows, chunk) * V));
+  std::vector<double> row_loss(static_cast<size_t>(chunk));
+  float* dhead = backward ? grads_.at(cfg_.tie_word_embeddings ? embed_name_ : head_name_).f32() : nullptr;
+  for (int64_t r0 = 0; r0 < rows; r0 += chunk) {
+    const int64_t n = std::min(chunk, rows - r0);
+    const float* h = h_.data() + r0 * D;
+    ops::matmul(h, n, head_, logits.data());
+    parallel_for(n, 8, [&](int64_t lo, int64_t hi) {
+      for (int64_t i = lo; i < hi; ++i) {
+        float* l = logits.data() + i * V;
+        const int32_t t = targets[r0 + i];
+        row_loss[i] = 0;
+        if (t < 0) {
+          if (backward) std::fill(l, l + V, 0.0f);
+          continue;
+        }
+        float mx = l[0];
+        for (int64_t j = 1; j < V; ++j) mx = std::max(mx, l[j]);
+        double sum = 0;
+        for (int64_t j = 0; j < V; ++j) sum += std::exp(static_cast<double>(l[j] - mx));
+        row_loss[i] = std::log(sum) + mx - l[t];
+        if (backward) {
+          const double inv = 1.0 / sum;
+          for (int64_t j = 0; j < V; ++j) l[j] = static_cast<float>(std::exp(static_cast<double>(l[j] - mx)) * inv) * scale;
+          l[t] -= scale;
+        }
+      }
+    });
+    for (int64_t i = 0; i < n; ++i) r.sum += row_loss[i];
+    if (backward) {
+      ops::matmul_nn(logits.data(), n, V, head_.f32(), D, dnorm_.data() + r0 * D);
+      ops::matmul_tn_acc(logits.data(), n, V, h, D, dhead);
+    }
+  }
+  return r;
+}
+
+Model::LossSum Model::train_batch(const int32_t* inputs, const int32_t* targets, int64_t B, int64_t T,
+                                  float grad_scale, const float* embeds, float* d_embeds) {
+  if (grads_.empty()) fail("train_batch: call enable_training() first");
+  const int64_t D = cfg_.hidden_size, rows = B * T;
+  if (T > cfg_.max_position_embeddings)
+    fail("sequence length ", T, " exceeds the model's context of max_position_embeddings=",
+         cfg_.max_position_embeddings);
+  Batch batch;
+  for (int64_t b = 0; b < B; ++b) batch.seqs.push_back({b * T, T, 0});
+  batch.rows = rows;
+  x_.resize(static_cast<size_t>(rows * D));
+  if (embeds) {
+    std::copy(embeds, embeds + rows * D, x_.data());
+  } else {
+    for (int64_t i = 0; i < rows; ++i)
+      if (inputs[i] < 0 || inputs[i] >= cfg_.vocab_size)
+        fail("token id ", inputs[i], " is outside the vocabulary (", cfg_.vocab_size, ")");
+    ops::embed(embed_, inputs, rows, x_.data());
+  }
+  set_training(true);
+  std::vector<float> unused;
+  run(x_.data(), batch, nullptr, false, Logits::None, unused);
+  h_.resize(static_cast<size_t>(rows * D));
+  final_norm_->forward(x_.data(), h_.data(), batch, nullptr, *scratch_);
+  dnorm_.resize(static_cast<size_t>(rows * D));
+  LossSum loss = head_loss(targets, rows, grad_scale, true);
+
+  // Backward: dx is the gradient of the residual stream.
+  dx_.resize(static_cast<size_t>(rows * D));
+  dtmp_.resize(static_cast<size_t>(rows * D));
+  final_norm_->backward(dnorm_.data(), dx_.data(), batch, *scratch_);
+  for (size_t b = blocks_.size(); b-- > 0;) {
+    blocks_[b]->mixer->backward(dx_.data(), dtmp_.data(), batch, *scratch_);
+    blocks_[b]->norm->backward(dtmp_.data(), dnorm_.data(), batch, *scratch_);
+    for (int64_t i = 0; i < rows * D; ++i) dx_[i] += dnorm_[i];
+  }
+  if (d_embeds) {
+    std::copy(dx_.begin(), dx_.end(), d_embeds);
+  } else {
+    float* de = grads_.at(embed_name_).f32();
+    for (int64_t i = 0; i < rows; ++i)  // serial: the same order for any thread count
+      for (int64_t j = 0; j < D; ++j) de[inputs[i] * D + j] += dx_[i * D + j];
+  }
+  set_training(false);
+  return loss;
+}
+
+Model::LossSum Model::eval_batch(const int32_t* inputs, const int32_t* targets, int64_t B, int64_t T) {
+  const int64_t D = cfg_.hidden_size, rows = B * T;
+  Batch batch;
+  for (int64_t b = 0; b < B; ++b) batch.seqs.push_back({b * T, T, 0});
+  batch.rows = rows;
+  for (int64_t i = 0; i < rows; ++i)
+    if (inputs[i] < 0 || inputs[i] >= cfg_.vocab_size)
+      fail("token id ", inputs[i], " is outside the vocabulary (", cfg_.vocab_size, ")");
+  x_.resize(static_cast<size_t>(rows * D));
+  ops::embed(embed_, inputs, rows, x_.data());
+  std::vector<float> unused;
+  run(x_.data(), batch, nullptr, false, Logits::None, unused);
+  h_.resize(static_cast<size_t>(rows * D));
+  final_norm_->forward(x_.data(), h_.data(), batch, nullptr, *scratch_);
+  return head_loss(targets, rows, 0.0f, false);
+}
+
+}  // namespace strata
