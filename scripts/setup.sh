@@ -8,9 +8,10 @@ packages=(
   build-essential g++ cmake pkg-config git
   googletest libgtest-dev libgmock-dev libbenchmark-dev
   libsentencepiece-dev nlohmann-json3-dev libcli11-dev
-  python3 python3-numpy python3-sentencepiece
+  python3 python3-numpy python3-sentencepiece python3-torch
+  gnuplot-nox
 )
-# Optional extras: STRATA_SETUP_EXTRAS="python3-torch gnuplot-nox"
+# Extra packages for one machine: STRATA_SETUP_EXTRAS="pkg1 pkg2"
 if [[ -n "${STRATA_SETUP_EXTRAS:-}" ]]; then
   read -r -a extras <<<"$STRATA_SETUP_EXTRAS"
   packages+=("${extras[@]}")

@@ -35,5 +35,9 @@ void register_ppl(CLI::App& app);
 void register_bench(CLI::App& app);
 void register_convert(CLI::App& app);
 void register_train_tokenizer(CLI::App& app);
+void register_tokenize(CLI::App& app);
+void register_plot(CLI::App& app);
+void register_train(CLI::App& app);
+void register_sft(CLI::App& app);
 
 }  // namespace strata::cli

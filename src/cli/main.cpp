@@ -17,6 +17,10 @@ int main(int argc, char** argv) {
   strata::cli::register_bench(app);
   strata::cli::register_convert(app);
   strata::cli::register_train_tokenizer(app);
+  strata::cli::register_tokenize(app);
+  strata::cli::register_plot(app);
+  strata::cli::register_train(app);
+  strata::cli::register_sft(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

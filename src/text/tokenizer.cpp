@@ -205,6 +205,7 @@ void train_tokenizer(const TokenizerTrainOptions& opts, const std::string& out_p
       {"split_digits", "true"},
       {"allow_whitespace_only_pieces", "true"},
       {"normalization_rule_name", "identity"},
+      {"remove_extra_whitespaces", "false"},  // decode(encode(x)) == x, spaces included
       {"unk_id", "0"},
       {"bos_id", "1"},
       {"eos_id", "2"},

@@ -1,0 +1,47 @@
+// The training loop shared by `strata train` and `strata sft`: micro-batches
+// with gradient accumulation, non-finite and spike skipping, global-norm
+// clipping, AdamW on a warmup + cosine schedule, logging, evaluation, atomic
+// checkpoints and exact resume.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <string>
+
+#include "strata/model.h"
+#include "train/optimizer.h"
+#include "train/schedule.h"
+
+namespace strata {
+
+struct TrainerOptions {
+  std::string run_dir;
+  int64_t steps = 1000;
+  int64_t batch = 8, seq = 256, accum = 1;
+  LrSchedule schedule;  // lr, min_lr, warmup, total_steps (= steps)
+  AdamWConfig adamw;
+  float clip = 1.0f;               // <= 0: no clipping
+  double skip_spike_z = 0;         // > 0: skip a step whose loss is this many std devs above the recent mean
+  int64_t eval_every = 0;          // 0: never
+  int64_t eval_batches = 8;
+  int64_t save_every = 0;          // 0: only at the end
+  int keep_last = 0;               // 0: keep all checkpoints
+  bool resume = false;
+  uint64_t seed = 0;
+};
+
+// Fills inputs/targets [B, T] for global micro-batch m (0-based); stateless in m.
+using BatchFn = std::function<void(int64_t m, int32_t* inputs, int32_t* targets)>;
+
+struct TrainerResult {
+  int64_t start_step = 0, last_step = 0;
+  double last_loss = 0, last_val_loss = -1;
+  int64_t skipped = 0;
+};
+
+// Trains `model` (training enabled here). `val` may be empty (no evaluation).
+// With opts.resume and a complete checkpoint in run_dir, the model weights,
+// optimizer state and step are restored from it first.
+TrainerResult train(Model& model, const TrainerOptions& opts, const BatchFn& train_batches,
+                    const BatchFn& val_batches);
+
+}  // namespace strata
