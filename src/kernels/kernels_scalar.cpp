@@ -82,6 +82,12 @@ void attn_pv(const float* p, int64_t ldp, int64_t rows, const int64_t* n_keys, c
   }
 }
 
+void outer_acc(const float* a, int64_t lda, int64_t lda_n, int64_t M, int64_t N, const float* b, int64_t ldb, int64_t K,
+               float* y, int64_t ldy) {
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t i = 0; i < M; ++i) axpy(a[i * lda + n * lda_n], b + i * ldb, y + n * ldy, K);
+}
+
 void bf16_to_f32_row(const uint16_t* src, float* dst, int64_t n) {
   for (int64_t i = 0; i < n; ++i) dst[i] = bf16_to_f32(src[i]);
 }
@@ -89,8 +95,8 @@ void bf16_to_f32_row(const uint16_t* src, float* dst, int64_t n) {
 }  // namespace
 
 const Table& scalar_table() {
-  static const Table t{matmul_f32, matmul_bf16, rmsnorm, softmax, silu_mul, rope, dot, axpy, attn_pv, bf16_to_f32_row,
-                       nullptr, nullptr};
+  static const Table t{matmul_f32, matmul_bf16, rmsnorm, softmax,  silu_mul, rope,   dot,
+                       axpy,       attn_pv,     bf16_to_f32_row, outer_acc, nullptr,  nullptr};
   return t;
 }
 

@@ -16,6 +16,10 @@ void matmul(const float* x, int64_t M, const Tensor& w, float* y);
 void matmul_nn(const float* a, int64_t M, int64_t N, const float* b, int64_t K, float* y);
 // y[N, K] += a[M, N]ᵀ · b[M, K]   (weight gradients: dW += dYᵀ X)
 void matmul_tn_acc(const float* a, int64_t M, int64_t N, const float* b, int64_t K, float* y);
+void transpose_f32(const float* a, int64_t rows, int64_t cols, float* at);
+// y[M, N] = x[M, K] · w[N, K]ᵀ given wt = wᵀ [K, N], in outer-product form: no
+// horizontal sums, the better form when K is short (a classifier over a small width).
+void matmul_wt(const float* x, int64_t M, int64_t K, const float* wt, int64_t N, float* y);
 
 // out[i, :] = table[ids[i], :] as F32 (ids are checked by the caller).
 void embed(const Tensor& table, const int32_t* ids, int64_t n, float* out);

@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "core/parallel.h"
+#include "kernels/kernels.h"
 #include "kernels/ops.h"
 #include "model/block.h"
 #include "model/module.h"
@@ -11,6 +12,16 @@
 #include "strata/model.h"
 
 namespace strata {
+namespace {
+
+// One row of logits, plainly: for the rare row whose target probability underflows.
+void ops_row_logits(const float* h, const float* head_t, int64_t D, int64_t V, float* out) {
+  for (int64_t v = 0; v < V; ++v) out[v] = 0.0f;
+  for (int64_t k = 0; k < D; ++k)
+    for (int64_t v = 0; v < V; ++v) out[v] += h[k] * head_t[k * V + v];
+}
+
+}  // namespace
 
 void Model::enable_training() {
   if (!grads_.empty()) return;
@@ -60,10 +71,15 @@ Model::LossSum Model::head_loss(const int32_t* targets, int64_t rows, float grad
   std::vector<float> logits(static_cast<size_t>(std::min(rows, chunk) * V));
   std::vector<double> row_loss(static_cast<size_t>(chunk));
   float* dhead = backward ? grads_.at(cfg_.tie_word_embeddings ? embed_name_ : head_name_).f32() : nullptr;
+  // headᵀ [D, V], once per call: logits = h · headᵀ and dh = dlogits · head
+  // run from it chunk after chunk.
+  std::vector<float> head_t(static_cast<size_t>(V * D));
+  ops::transpose_f32(head_.f32(), V, D, head_t.data());
+  const kernels::Table& kt = kernels::active();
   for (int64_t r0 = 0; r0 < rows; r0 += chunk) {
     const int64_t n = std::min(chunk, rows - r0);
     const float* h = h_.data() + r0 * D;
-    ops::matmul(h, n, head_, logits.data());
+    ops::matmul_wt(h, n, D, head_t.data(), V, logits.data());
     parallel_for(n, 8, [&](int64_t lo, int64_t hi) {
       for (int64_t i = lo; i < hi; ++i) {
         float* l = logits.data() + i * V;
@@ -73,14 +89,20 @@ Model::LossSum Model::head_loss(const int32_t* targets, int64_t rows, float grad
           if (backward) std::fill(l, l + V, 0.0f);
           continue;
         }
-        float mx = l[0];
-        for (int64_t j = 1; j < V; ++j) mx = std::max(mx, l[j]);
-        double sum = 0;
-        for (int64_t j = 0; j < V; ++j) sum += std::exp(static_cast<double>(l[j] - mx));
-        row_loss[i] = std::log(sum) + mx - l[t];
+        const float lt = l[t];
+        kt.softmax(l, V);  // vectorised; loss = -log p[t]
+        if (l[t] > 1e-30f) {
+          row_loss[i] = -std::log(static_cast<double>(l[t]));
+        } else {  // p[t] underflowed: log-sum-exp in double from the raw logits (recomputed)
+          double mx = -1e300, sum = 0;
+          std::vector<float> row(static_cast<size_t>(V));
+          ops_row_logits(h + i * D, head_t.data(), D, V, row.data());
+          for (float v : row) mx = std::max(mx, static_cast<double>(v));
+          for (float v : row) sum += std::exp(v - mx);
+          row_loss[i] = std::log(sum) + mx - lt;
+        }
         if (backward) {
-          const double inv = 1.0 / sum;
-          for (int64_t j = 0; j < V; ++j) l[j] = static_cast<float>(std::exp(static_cast<double>(l[j] - mx)) * inv) * scale;
+          for (int64_t j = 0; j < V; ++j) l[j] *= scale;
           l[t] -= scale;
         }
       }
