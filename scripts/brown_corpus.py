@@ -11,7 +11,7 @@ This drops the tags, joins the tokens with natural spacing around punctuation
 their own and writes one document per Brown file, its paragraphs one per line,
 documents separated by a blank line (the input format of `strata tokenize`).
 
-The split is deterministic and spread over all genres: round(val_fraction x N)
+The split is deterministic and spread over the genres: round(val_fraction x N)
 files at evenly spaced positions of the sorted file list go to OUT_DIR/val.txt,
 the rest to OUT_DIR/train.txt. Prints a one-line summary on stdout:
 `train_documents 475 val_documents 25 train_words ... val_words ...`.
