@@ -6,6 +6,7 @@
 
 #include "cli/common.h"
 #include "core/parallel.h"
+#include "io/safetensors.h"
 #include "strata/error.h"
 #include "train/sft_data.h"
 #include "train/token_data.h"
@@ -75,14 +76,6 @@ void copy_tokenizer(const std::string& run_dir, const std::string& tokenizer) {
   }
 }
 
-std::string read_text(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) fail(path, ": cannot open");
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
-
 }  // namespace
 
 void register_train(CLI::App& app) {
@@ -112,7 +105,7 @@ void register_train(CLI::App& app) {
     if (!o->init.empty()) {
       model = Model::load(o->init);
     } else {
-      Config cfg = o->preset.empty() ? Config::from_json_text(read_text(o->config), o->config) : preset_config(o->preset);
+      Config cfg = o->preset.empty() ? Config::from_json_text(read_file_text(o->config), o->config) : preset_config(o->preset);
       if (train_data.meta().vocab_size > 0 && train_data.meta().vocab_size != cfg.vocab_size) {
         std::fprintf(stderr, "vocab_size %lld -> %lld (the data's tokenizer)\n", (long long)cfg.vocab_size,
                      (long long)train_data.meta().vocab_size);

@@ -25,17 +25,8 @@ bool is_file(const fs::path& p) {
   return fs::is_regular_file(p, ec);
 }
 
-std::string read_text(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) fail(path, ": cannot open for reading");
-  std::stringstream ss;
-  ss << f.rdbuf();
-  if (f.bad()) fail(path, ": read error");
-  return ss.str();
-}
-
 json parse_json_file(const std::string& path) {
-  const std::string text = read_text(path);
+  const std::string text = read_file_text(path);
   try {
     return json::parse(text);
   } catch (const json::exception& e) {
@@ -99,7 +90,7 @@ Checkpoint load_hf(const fs::path& dir, const fs::path* single_file) {
   ck.format = "hf";
   const fs::path cfg = dir / "config.json";
   if (!is_file(cfg)) fail(dir.string(), ": no config.json");
-  ck.config = Config::from_json_text(read_text(cfg.string()), cfg.string());
+  ck.config = Config::from_json_text(read_file_text(cfg.string()), cfg.string());
 
   if (single_file) {
     read_safetensors(single_file->string(), ck.weights);

@@ -6,6 +6,8 @@
 
 #include <cerrno>
 #include <cstring>
+#include <fstream>
+#include <sstream>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -238,6 +240,15 @@ void write_file_atomic(const std::string& path, const std::string& data) {
   AtomicWriter w(path);
   w.write(data.data(), data.size());
   w.commit();
+}
+
+std::string read_file_text(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) fail(path, ": cannot open for reading");
+  std::stringstream ss;
+  ss << f.rdbuf();
+  if (f.bad()) fail(path, ": read error");
+  return ss.str();
 }
 
 }  // namespace strata

@@ -23,6 +23,9 @@ using NamedTensors = std::vector<std::pair<std::string, Tensor>>;
 void write_safetensors(const std::string& path, const NamedTensors& tensors,
                        const std::map<std::string, std::string>& metadata = {});
 
+// The whole file as bytes; errors name the path.
+std::string read_file_text(const std::string& path);
+
 // Writes `data` to `path` atomically (temp file in the same directory, fsync,
 // rename, fsync of the directory).
 void write_file_atomic(const std::string& path, const std::string& data);

@@ -101,15 +101,6 @@ void install_dir(const fs::path& run_dir, const fs::path& tmp, const fs::path& f
   remove_tree(old);
 }
 
-std::string read_text(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) fail(path, ": cannot open for reading");
-  std::stringstream ss;
-  ss << f.rdbuf();
-  if (f.bad()) fail(path, ": read error");
-  return ss.str();
-}
-
 struct MetricsLine {
   std::string text;
   json value;
@@ -233,7 +224,7 @@ MetricsLog::MetricsLog(const std::string& path, bool resume, int64_t resume_step
   std::error_code ec;
   if (resume && fs::exists(path, ec)) {
     std::string kept;
-    for (const MetricsLine& l : parse_metrics(path, read_text(path)))
+    for (const MetricsLine& l : parse_metrics(path, read_file_text(path)))
       if (l.step <= resume_step) kept += l.text + "\n";
     write_file_atomic(path, kept);
   } else {
@@ -262,7 +253,7 @@ void MetricsLog::sync() {
 
 MetricsSeries read_metrics(const std::string& path) {
   MetricsSeries s;
-  for (const MetricsLine& l : parse_metrics(path, read_text(path))) {
+  for (const MetricsLine& l : parse_metrics(path, read_file_text(path))) {
     auto loss = l.value.find("loss");
     if (loss != l.value.end() && loss->is_number()) s.loss.emplace_back(l.step, loss->get<double>());
     auto val = l.value.find("val_loss");
