@@ -3,11 +3,10 @@
 
 #include <chrono>
 #include <cstdio>
-#include <fstream>
-#include <sstream>
 
 #include "cli/common.h"
 #include "eval/perplexity.h"
+#include "io/safetensors.h"
 #include "strata/error.h"
 
 namespace strata::cli {
@@ -29,12 +28,9 @@ void register_ppl(CLI::App& app) {
   add_threads_option(cmd, &o->threads);
   cmd->callback([o] {
     apply_threads(o->threads);
-    std::ifstream f(o->text, std::ios::binary);
-    if (!f) fail(o->text, ": cannot open");
-    std::stringstream ss;
-    ss << f.rdbuf();
+    const std::string text = read_file_text(o->text);
     Loaded l = load(o->model, o->tokenizer, true);
-    const std::vector<int32_t> ids = l.tokenizer->encode(ss.str(), true);
+    const std::vector<int32_t> ids = l.tokenizer->encode(text, true);
     const int64_t ctx = o->ctx > 0 ? o->ctx : l.model->config().max_position_embeddings;
     const auto t0 = std::chrono::steady_clock::now();
     PerplexityResult r = perplexity(*l.model, ids, ctx, [&](int64_t w, int64_t total) {
