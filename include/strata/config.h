@@ -30,11 +30,27 @@ struct Config {
   double initializer_range = 0.02;
   std::string torch_dtype = "float32";
 
+  // The modified decoder (recipe "modified", model_type
+  // "strata_modified_llama"; spec: docs/modified-decoder.md). With
+  // differential attention, num_attention_heads / num_key_value_heads /
+  // head_dim still describe the baseline Llama attention the layout is
+  // derived from.
+  std::string attention = "standard";  // "standard" | "differential"
+  std::string diff_layout = "paper";   // "paper" (parameter-neutral) | "expanded" (exact conversion)
+  bool diff_subln = true;              // per-head RMSNorm of the differential output
+  bool diff_out_scale = true;          // scale heads by (1 - lambda_init); false: by 1
+  bool diff_lambda_init_zero = false;  // lambda_init buffer initialised to 0 instead of the paper formula
+  std::string ctx_mode = "causal";     // context statistics: "causal" prefix mean | "global" sequence mean
+  int64_t ada_rank = 64;               // AdaRMSNorm context rank (0 disables the adaptation)
+  int64_t tm_kernel = 4;               // token-mixing taps (1..8)
+  int64_t se_reduction = 16;           // SE hidden width = hidden_size / se_reduction
+
   // Throws strata::Error naming `source` and the field when a value is missing,
   // of the wrong type, out of range or unsupported.
   static Config from_json_text(const std::string& text, const std::string& source);
   std::string to_json_text() const;  // HF-compatible config.json
   void validate(const std::string& source) const;
+  void validate_modified(const std::string& source) const;
 
   int64_t kv_dim() const { return num_key_value_heads * head_dim; }
   int64_t q_dim() const { return num_attention_heads * head_dim; }

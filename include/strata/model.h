@@ -33,8 +33,9 @@ class State {
  private:
   friend class Model;
   State() = default;
-  std::vector<std::unique_ptr<LayerState>> layers_;  // one per block (may be null)
+  std::vector<std::unique_ptr<LayerState>> layers_;  // per block: norm, mixer, post (may be null)
   int64_t n_past_ = 0;
+  std::vector<float> history_;  // non-causal models only: every input row so far
 };
 
 struct SeqInput {
@@ -50,6 +51,7 @@ struct ParamInfo {
   std::string name;
   Shape shape;
   DType dtype;
+  bool trainable = true;  // false for buffers (saved, never updated)
 };
 
 class Model {
@@ -66,6 +68,9 @@ class Model {
   ~Model();
 
   const Config& config() const { return cfg_; }
+  // False when some module looks at later positions (`global` context mode):
+  // decoding then recomputes the prefix at every step instead of using caches.
+  bool causal() const { return causal_; }
   std::unique_ptr<State> new_state() const;
 
   // Runs full sequences (prefill / scoring). `logits` receives [n_seqs, vocab]
@@ -102,7 +107,8 @@ class Model {
   // The same loss without gradients (validation).
   LossSum eval_batch(const int32_t* inputs, const int32_t* targets, int64_t B, int64_t T);
   void zero_grads();
-  // Parameters and their gradients, in declaration order (training enabled).
+  // Parameters and their gradients, in declaration order (training enabled);
+  // a buffer (not trainable) comes with an empty gradient tensor.
   std::vector<std::pair<std::string, Tensor>> named_grads() const;
 
  private:
@@ -111,13 +117,17 @@ class Model {
   void bind(const WeightSet& weights);
   void run(const float* input, const struct Batch& batch, State* const* states, bool decode, Logits mode,
            std::vector<float>& logits);
+  void run_recompute(const float* input, const struct Batch& batch, State* const* states, Logits mode,
+                     std::vector<float>& logits);
 
   Config cfg_;
+  bool causal_ = true;
   std::vector<std::unique_ptr<Block>> blocks_;
   std::unique_ptr<class Module> final_norm_;
   Tensor embed_, head_;
   std::string embed_name_ = "model.embed_tokens.weight", head_name_ = "lm_head.weight";
   std::vector<std::pair<std::string, Tensor>> bound_;  // every parameter, in declaration order
+  std::map<std::string, bool> trainable_;              // per parameter name
   LossSum head_loss(const int32_t* targets, int64_t rows, float grad_scale, bool backward);
   void set_training(bool on);
 

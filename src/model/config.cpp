@@ -17,6 +17,7 @@ namespace {
 constexpr int64_t kMaxDim = int64_t{1} << 20;
 constexpr int64_t kMaxVocab = int64_t{1} << 22;
 constexpr int64_t kMaxLayers = 1024;
+constexpr const char* kModifiedType = "strata_modified_llama";
 
 [[noreturn]] void field_error(const std::string& src, const std::string& field, const std::string& what) {
   fail(src, ": field '", field, "': ", what);
@@ -104,15 +105,35 @@ Config Config::from_json_text(const std::string& text, const std::string& source
 
   Config c;
   c.model_type = opt_string(j, "model_type", "llama", source);
-  if (c.model_type != "llama")
-    field_error(source, "model_type", cat("model type '", c.model_type, "' is not supported (expected 'llama')"));
+  if (c.model_type != "llama" && c.model_type != kModifiedType)
+    field_error(source, "model_type",
+                cat("model type '", c.model_type, "' is not supported (expected 'llama' or '", kModifiedType, "')"));
   if (const json* a = get(j, "architectures")) {
     if (!a->is_array()) field_error(source, "architectures", cat("expected a list of strings, got ", type_of(*a)));
     for (const json& e : *a)
       if (!e.is_string()) field_error(source, "architectures", "expected a list of strings");
     if (!a->empty()) c.architecture = (*a)[0].get<std::string>();
   }
-  c.recipe = opt_string(j, "strata_recipe", "llama", source);
+  c.recipe = opt_string(j, "strata_recipe", c.model_type == kModifiedType ? "modified" : "llama", source);
+  if (c.model_type == kModifiedType) {
+    c.attention = opt_string(j, "attention", c.attention, source);
+    if (const json* d = get(j, "diff_attn")) {
+      if (!d->is_object()) field_error(source, "diff_attn", cat("expected an object, got ", type_of(*d)));
+      c.diff_layout = opt_string(*d, "layout", c.diff_layout, source);
+      c.diff_subln = opt_bool(*d, "subln", c.diff_subln, source);
+      const std::string scale = opt_string(*d, "out_scale", "one_minus_lambda_init", source);
+      if (scale != "one_minus_lambda_init" && scale != "one")
+        field_error(source, "diff_attn.out_scale", cat("'", scale, "' is not one_minus_lambda_init or one"));
+      c.diff_out_scale = scale == "one_minus_lambda_init";
+      const std::string li = opt_string(*d, "lambda_init", "paper", source);
+      if (li != "paper" && li != "zero") field_error(source, "diff_attn.lambda_init", cat("'", li, "' is not paper or zero"));
+      c.diff_lambda_init_zero = li == "zero";
+    }
+    c.ctx_mode = opt_string(j, "ctx_mode", c.ctx_mode, source);
+    c.ada_rank = opt_int(j, "ada_rank", c.ada_rank, source);
+    c.tm_kernel = opt_int(j, "tm_kernel", c.tm_kernel, source);
+    c.se_reduction = opt_int(j, "se_reduction", c.se_reduction, source);
+  }
 
   c.vocab_size = req_int(j, "vocab_size", source);
   c.hidden_size = req_int(j, "hidden_size", source);
@@ -176,9 +197,14 @@ Config Config::from_json_text(const std::string& text, const std::string& source
 }
 
 void Config::validate(const std::string& source) const {
-  if (model_type != "llama")
-    field_error(source, "model_type", cat("model type '", model_type, "' is not supported (expected 'llama')"));
+  if (model_type != "llama" && model_type != kModifiedType)
+    field_error(source, "model_type",
+                cat("model type '", model_type, "' is not supported (expected 'llama' or '", kModifiedType, "')"));
   if (recipe.empty()) field_error(source, "strata_recipe", "must not be empty");
+  if ((recipe == "modified") != (model_type == kModifiedType))
+    field_error(source, "model_type",
+                cat("recipe '", recipe, "' goes with model_type '", recipe == "modified" ? kModifiedType : "llama", "'"));
+  if (recipe == "modified") validate_modified(source);
   check_size(source, "vocab_size", vocab_size, kMaxVocab);
   check_size(source, "hidden_size", hidden_size, kMaxDim);
   check_size(source, "intermediate_size", intermediate_size, kMaxDim);
@@ -210,6 +236,25 @@ void Config::validate(const std::string& source) const {
   DType dt;
   if (!parse_dtype(torch_dtype, &dt))
     field_error(source, "torch_dtype", cat("dtype '", torch_dtype, "' is not supported (float32, bfloat16, float16)"));
+}
+
+void Config::validate_modified(const std::string& source) const {
+  if (attention != "standard" && attention != "differential")
+    field_error(source, "attention", cat("'", attention, "' is not standard or differential"));
+  if (diff_layout != "paper" && diff_layout != "expanded")
+    field_error(source, "diff_attn.layout", cat("'", diff_layout, "' is not paper or expanded"));
+  if (attention == "differential" && diff_layout == "paper") {
+    if (num_attention_heads % 2 != 0 || num_key_value_heads % 2 != 0)
+      field_error(source, "num_key_value_heads",
+                  "the paper layout of differential attention pairs heads: num_attention_heads and "
+                  "num_key_value_heads must be even");
+  }
+  if (ctx_mode != "causal" && ctx_mode != "global")
+    field_error(source, "ctx_mode", cat("'", ctx_mode, "' is not causal or global"));
+  if (ada_rank < 0 || ada_rank > kMaxDim) field_error(source, "ada_rank", cat("must be in [0, ", kMaxDim, "]"));
+  if (tm_kernel < 1 || tm_kernel > 8) field_error(source, "tm_kernel", cat("must be in 1..8 (got ", tm_kernel, ")"));
+  if (se_reduction < 1 || hidden_size % se_reduction != 0)
+    field_error(source, "se_reduction", cat(se_reduction, " does not divide hidden_size ", hidden_size));
 }
 
 std::string Config::to_json_text() const {
@@ -246,6 +291,17 @@ std::string Config::to_json_text() const {
   j["torch_dtype"] = torch_dtype;
   j["strata_recipe"] = recipe;
   j["strata_stop_at_bos"] = stop_at_bos;
+  if (recipe == "modified") {
+    j["attention"] = attention;
+    j["diff_attn"] = ojson{{"layout", diff_layout},
+                           {"subln", diff_subln},
+                           {"out_scale", diff_out_scale ? "one_minus_lambda_init" : "one"},
+                           {"lambda_init", diff_lambda_init_zero ? "zero" : "paper"}};
+    j["ctx_mode"] = ctx_mode;
+    j["ada_rank"] = ada_rank;
+    j["tm_kernel"] = tm_kernel;
+    j["se_reduction"] = se_reduction;
+  }
   return j.dump(2) + "\n";
 }
 

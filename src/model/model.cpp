@@ -1,4 +1,4 @@
-// Model assembly: embedding -> blocks (x += Mixer(Norm(x))) -> final norm -> head.
+// Model assembly: embedding -> blocks (x += Post(Mixer(Norm(x)))) -> final norm -> head.
 #include "strata/model.h"
 
 #include <algorithm>
@@ -21,6 +21,7 @@ State::~State() = default;
 std::unique_ptr<State> State::clone() const {
   std::unique_ptr<State> s(new State());
   s->n_past_ = n_past_;
+  s->history_ = history_;
   for (const auto& l : layers_) s->layers_.push_back(l ? l->clone() : nullptr);
   return s;
 }
@@ -35,6 +36,9 @@ void Model::build() {
       auto b = std::make_unique<Block>();
       b->norm = make_module(spec.norm, cfg_, spec.norm_prefix);
       b->mixer = make_module(spec.mixer, cfg_, spec.mixer_prefix);
+      if (!spec.post.empty()) b->post = make_module(spec.post, cfg_, spec.post_prefix);
+      for (int i = 0; i < Block::kSlots; ++i)
+        if (b->slot(i) && !b->slot(i)->causal()) causal_ = false;
       blocks_.push_back(std::move(b));
     }
   }
@@ -48,10 +52,10 @@ std::vector<ParamDecl> all_params(const Config& cfg, const std::vector<std::uniq
                                   const Module& final_norm) {
   std::vector<ParamDecl> p;
   p.push_back({"model.embed_tokens.weight", {cfg.vocab_size, cfg.hidden_size}});
-  for (const auto& b : blocks) {
-    for (auto& d : b->norm->params()) p.push_back(d);
-    for (auto& d : b->mixer->params()) p.push_back(d);
-  }
+  for (const auto& b : blocks)
+    for (int i = 0; i < Block::kSlots; ++i)
+      if (const Module* m = b->slot(i))
+        for (auto& d : m->params()) p.push_back(d);
   for (auto& d : final_norm.params()) p.push_back(d);
   if (!cfg.tie_word_embeddings) p.push_back({"lm_head.weight", {cfg.vocab_size, cfg.hidden_size}});
   return p;
@@ -68,14 +72,17 @@ void Model::bind(const WeightSet& weights) {
   ParamBinder binder(weights, /*relocate=*/true);
   auto decls = all_params(cfg_, blocks_, *final_norm_);
   embed_ = binder.get(decls.front());
-  for (auto& b : blocks_) {
-    b->norm->bind(binder);
-    b->mixer->bind(binder);
-  }
+  for (auto& b : blocks_)
+    for (int i = 0; i < Block::kSlots; ++i)
+      if (Module* m = b->slot(i)) m->bind(binder);
   final_norm_->bind(binder);
   head_ = cfg_.tie_word_embeddings ? embed_ : binder.get(decls.back());
   bound_.clear();
-  for (const auto& d : decls) bound_.emplace_back(d.name, binder.bound().at(d.name));
+  trainable_.clear();
+  for (const auto& d : decls) {
+    bound_.emplace_back(d.name, binder.bound().at(d.name));
+    trainable_[d.name] = d.trainable;
+  }
 
   for (const auto& [name, t] : weights.tensors)
     if (!binder.bound().count(name) && !ignorable_tensor(name, cfg_))
@@ -106,14 +113,21 @@ std::unique_ptr<Model> Model::random(const Config& cfg, uint64_t seed, DType dty
     Tensor t = Tensor::alloc(d.matrix ? dtype : DType::F32, d.shape);
     const int64_t n = t.numel();
     const int64_t chunk = 1 << 16;  // each chunk has its own stream: same values for any thread count
-    const float std_dev = static_cast<float>(cfg.initializer_range);
+    const float std_dev = d.init_std >= 0.0f ? d.init_std : static_cast<float>(cfg.initializer_range);
+    const int64_t last = d.shape.empty() ? 1 : d.shape.back();
     parallel_for((n + chunk - 1) / chunk, 1, [&](int64_t b, int64_t e) {
       for (int64_t c = b; c < e; ++c) {
         uint64_t s = seed ^ (0x9e3779b97f4a7c15ull * (pi + 1));
         Rng rng(Rng::splitmix64(s) + static_cast<uint64_t>(c));
         for (int64_t i = c * chunk; i < std::min(n, (c + 1) * chunk); ++i) {
-          const float v = d.init == Init::Ones ? 1.0f : d.init == Init::Zeros ? 0.0f
-                                                                            : static_cast<float>(rng.normal()) * std_dev;
+          float v = 0.0f;
+          switch (d.init) {
+            case Init::Normal: v = static_cast<float>(rng.normal()) * std_dev; break;
+            case Init::Ones: v = 1.0f; break;
+            case Init::Zeros: v = 0.0f; break;
+            case Init::Constant: v = d.init_value; break;
+            case Init::DiracLast: v = (i + 1) % last == 0 ? 1.0f : 0.0f; break;
+          }
           if (t.dtype == DType::F32) t.f32()[i] = v;
           else if (t.dtype == DType::BF16) t.u16()[i] = f32_to_bf16(v);
           else t.u16()[i] = f32_to_f16(v);
@@ -128,7 +142,8 @@ std::unique_ptr<Model> Model::random(const Config& cfg, uint64_t seed, DType dty
 
 std::unique_ptr<State> Model::new_state() const {
   std::unique_ptr<State> s(new State());
-  for (const auto& b : blocks_) s->layers_.push_back(b->mixer->make_state());
+  for (const auto& b : blocks_)
+    for (int i = 0; i < Block::kSlots; ++i) s->layers_.push_back(b->slot(i) ? b->slot(i)->make_state() : nullptr);
   return s;
 }
 
@@ -185,21 +200,32 @@ void Model::run(const float* input, const Batch& batch, State* const* states, bo
     if (batch.seqs[s].pos + batch.seqs[s].len > cfg_.max_position_embeddings)
       fail("sequence ", s, " would reach ", batch.seqs[s].pos + batch.seqs[s].len,
            " tokens, beyond the model's context of max_position_embeddings=", cfg_.max_position_embeddings);
+  if (states && !causal_) return run_recompute(input, batch, states, mode, logits);
   float* x = x_.data();
   if (input != x) std::copy(input, input + rows * D, x);
   h_.resize(static_cast<size_t>(rows * D));
   o_.resize(static_cast<size_t>(rows * D));
-  std::vector<LayerState*> layer_states(batch.seqs.size());
+  std::vector<LayerState*> slot_states(Block::kSlots * batch.seqs.size());
   for (size_t b = 0; b < blocks_.size(); ++b) {
     Block& blk = *blocks_[b];
-    LayerState* const* ls = nullptr;
+    LayerState* const* ls[Block::kSlots] = {nullptr, nullptr, nullptr};
     if (states) {
-      for (size_t s = 0; s < batch.seqs.size(); ++s) layer_states[s] = states[s]->layers_[b].get();
-      ls = layer_states.data();
+      for (int i = 0; i < Block::kSlots; ++i) {
+        LayerState** dst = &slot_states[i * batch.seqs.size()];
+        for (size_t s = 0; s < batch.seqs.size(); ++s) dst[s] = states[s]->layers_[b * Block::kSlots + i].get();
+        ls[i] = dst;
+      }
     }
-    blk.norm->forward(x, h_.data(), batch, nullptr, *scratch_);
-    if (decode) blk.mixer->step(h_.data(), o_.data(), batch, ls, *scratch_);
-    else blk.mixer->forward(h_.data(), o_.data(), batch, ls, *scratch_);
+    auto apply = [&](Module& m, const float* in, float* out, LayerState* const* st) {
+      if (decode) m.step(in, out, batch, st, *scratch_);
+      else m.forward(in, out, batch, st, *scratch_);
+    };
+    apply(*blk.norm, x, h_.data(), ls[0]);
+    apply(*blk.mixer, h_.data(), o_.data(), ls[1]);
+    if (blk.post) {
+      apply(*blk.post, o_.data(), h_.data(), ls[2]);
+      std::swap(h_, o_);
+    }
     const float* o = o_.data();
     parallel_for(rows * D, 1 << 14, [&](int64_t lo, int64_t hi) {
       for (int64_t i = lo; i < hi; ++i) x[i] += o[i];
@@ -228,9 +254,43 @@ void Model::run(const float* input, const Batch& batch, State* const* states, bo
   ops::matmul(h_.data(), head_batch.rows, head_, logits.data());
 }
 
+// Models with non-causal modules (`global` context statistics) cannot
+// continue from cached states: an output row depends on rows that come later.
+// Their states keep the input rows seen so far, and every call reruns the
+// whole prefix without caches, returning the rows of the new positions.
+void Model::run_recompute(const float* input, const Batch& batch, State* const* states, Logits mode,
+                          std::vector<float>& logits) {
+  const int64_t D = cfg_.hidden_size, V = cfg_.vocab_size;
+  Batch full;
+  std::vector<float> rows_in;
+  for (size_t s = 0; s < batch.seqs.size(); ++s) {
+    const SeqSpan& sp = batch.seqs[s];
+    std::vector<float>& h = states[s]->history_;
+    if (static_cast<int64_t>(h.size()) != states[s]->n_past_ * D)
+      fail("state of sequence ", s, " does not belong to this model");
+    h.insert(h.end(), input + sp.row * D, input + (sp.row + sp.len) * D);
+    full.seqs.push_back({full.rows, static_cast<int64_t>(h.size()) / D, 0});
+    full.rows += static_cast<int64_t>(h.size()) / D;
+    rows_in.insert(rows_in.end(), h.begin(), h.end());
+  }
+  std::vector<float> all;
+  run(rows_in.data(), full, nullptr, false, mode == Logits::All ? Logits::All : mode, all);
+  for (size_t s = 0; s < batch.seqs.size(); ++s) states[s]->n_past_ += batch.seqs[s].len;
+  if (mode != Logits::All) {
+    logits.swap(all);
+    return;
+  }
+  logits.resize(static_cast<size_t>(batch.rows * V));
+  for (size_t s = 0; s < batch.seqs.size(); ++s) {
+    const SeqSpan& sp = batch.seqs[s];
+    const int64_t first_new = full.seqs[s].row + full.seqs[s].len - sp.len;
+    std::copy(all.begin() + first_new * V, all.begin() + (first_new + sp.len) * V, logits.begin() + sp.row * V);
+  }
+}
+
 std::vector<ParamInfo> Model::param_info() const {
   std::vector<ParamInfo> r;
-  for (const auto& [name, t] : bound_) r.push_back({name, t.shape, t.dtype});
+  for (const auto& [name, t] : bound_) r.push_back({name, t.shape, t.dtype, trainable_.at(name)});
   return r;
 }
 
@@ -251,7 +311,8 @@ std::vector<std::pair<std::string, int64_t>> Model::param_counts() const {
   };
   add("embed_tokens", embed_.numel());
   for (const auto& b : blocks_) {
-    for (const Module* m : {b->norm.get(), b->mixer.get()}) {
+    for (const Module* m : {b->norm.get(), b->mixer.get(), b->post.get()}) {
+      if (!m) continue;
       int64_t n = 0;
       for (const auto& d : m->params()) n += shape_numel(d.shape);
       add(m->kind(), n);

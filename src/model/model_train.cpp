@@ -29,20 +29,19 @@ void Model::enable_training() {
   owned.origin = "training copy";
   for (const auto& [name, t] : bound_) owned.add(name, t.to(DType::F32), "<training>");  // to() always copies
   bind(owned);
-  for (const auto& [name, t] : bound_) grads_[name] = Tensor::alloc(DType::F32, t.shape);
+  for (const auto& [name, t] : bound_)
+    if (trainable_.at(name)) grads_[name] = Tensor::alloc(DType::F32, t.shape);
   GradBinder gb(grads_);
-  for (auto& b : blocks_) {
-    b->norm->bind_grads(gb);
-    b->mixer->bind_grads(gb);
-  }
+  for (auto& b : blocks_)
+    for (int i = 0; i < Block::kSlots; ++i)
+      if (Module* m = b->slot(i)) m->bind_grads(gb);
   final_norm_->bind_grads(gb);
 }
 
 void Model::set_training(bool on) {
-  for (auto& b : blocks_) {
-    b->norm->set_training(on);
-    b->mixer->set_training(on);
-  }
+  for (auto& b : blocks_)
+    for (int i = 0; i < Block::kSlots; ++i)
+      if (Module* m = b->slot(i)) m->set_training(on);
   final_norm_->set_training(on);
 }
 
@@ -52,7 +51,10 @@ void Model::zero_grads() {
 
 std::vector<std::pair<std::string, Tensor>> Model::named_grads() const {
   std::vector<std::pair<std::string, Tensor>> r;
-  for (const auto& [name, t] : bound_) r.emplace_back(name, grads_.at(name));
+  for (const auto& [name, t] : bound_) {
+    auto it = grads_.find(name);
+    r.emplace_back(name, it == grads_.end() ? Tensor() : it->second);
+  }
   return r;
 }
 
@@ -148,7 +150,12 @@ Model::LossSum Model::train_batch(const int32_t* inputs, const int32_t* targets,
   dtmp_.resize(static_cast<size_t>(rows * D));
   final_norm_->backward(dnorm_.data(), dx_.data(), batch, *scratch_);
   for (size_t b = blocks_.size(); b-- > 0;) {
-    blocks_[b]->mixer->backward(dx_.data(), dtmp_.data(), batch, *scratch_);
+    const float* dbranch = dx_.data();
+    if (blocks_[b]->post) {
+      blocks_[b]->post->backward(dx_.data(), dnorm_.data(), batch, *scratch_);
+      dbranch = dnorm_.data();
+    }
+    blocks_[b]->mixer->backward(dbranch, dtmp_.data(), batch, *scratch_);
     blocks_[b]->norm->backward(dtmp_.data(), dnorm_.data(), batch, *scratch_);
     for (int64_t i = 0; i < rows * D; ++i) dx_[i] += dnorm_[i];
   }

@@ -47,13 +47,22 @@ class Scratch {
   std::vector<std::vector<float>> bufs_;
 };
 
-enum class Init { Normal, Ones, Zeros };
+// How Model::random initialises a parameter.
+//   Normal: N(0, std²), std = ParamDecl::init_std, or the config's
+//           initializer_range when init_std < 0.
+//   Constant: every element = init_value (Ones/Zeros are the common cases).
+//   DiracLast: 1 at the last index of the last dimension, 0 elsewhere (a
+//           depthwise convolution that passes its current input through).
+enum class Init { Normal, Ones, Zeros, Constant, DiracLast };
 
 struct ParamDecl {
   std::string name;  // full HF-style name, e.g. model.layers.3.self_attn.q_proj.weight
   Shape shape;
   Init init = Init::Normal;
   bool matrix = true;  // used by matmuls: kept in its stored dtype (F32/BF16)
+  float init_std = -1.0f;
+  float init_value = 0.0f;
+  bool trainable = true;  // false: a buffer (saved and loaded, never updated by the optimizer)
 };
 
 // Hands declared tensors to modules, checking shape and dtype and naming the
@@ -102,6 +111,10 @@ class Module {
   }
   // Width of the output rows (the residual width for mixers).
   virtual int64_t out_width() const = 0;
+  // False if an output row depends on later rows of its sequence (the
+  // `global` context statistics): the model then cannot decode from cached
+  // states and recomputes the whole prefix at every step.
+  virtual bool causal() const { return true; }
 
   // Training. While training is on, forward() (called without states) keeps
   // what backward needs for that call; backward() then writes dx (overwriting)

@@ -158,6 +158,7 @@ AdamW::AdamW(std::vector<TrainParam> params, AdamWConfig cfg) : params_(std::mov
     for (size_t r = 0; r < cfg_.rules.size(); ++r)
       if (glob_match(cfg_.rules[r].pattern, p.name)) rule_used[r] = true;
     ParamSettings s = resolve_param(p.name, p.shape, cfg_);
+    if (p.buffer) s.frozen = true;
     if (!s.frozen && !p.g && p.n > 0) fail("AdamW: trainable parameter '", p.name, "' has no gradient buffer");
     settings_.push_back(s);
     m_.push_back(s.frozen ? Tensor() : Tensor::alloc(DType::F32, p.shape));

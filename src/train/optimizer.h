@@ -34,6 +34,7 @@ struct TrainParam {
   float* g = nullptr;
   int64_t n = 0;
   Shape shape;
+  bool buffer = false;  // never updated, whatever the rules say (e.g. lambda_init)
 };
 
 // Settings for the parameters whose full name matches `pattern` (a glob: `*`

@@ -21,7 +21,11 @@ std::vector<TrainParam> train_params(Model& m) {
   std::vector<TrainParam> r;
   auto w = m.named_tensors();
   auto g = m.named_grads();
-  for (size_t i = 0; i < w.size(); ++i) r.push_back({w[i].first, w[i].second.f32(), g[i].second.f32(), w[i].second.numel(), w[i].second.shape});
+  for (size_t i = 0; i < w.size(); ++i) {
+    const bool buffer = g[i].second.numel() == 0 || !g[i].second.data;
+    r.push_back({w[i].first, w[i].second.f32(), buffer ? nullptr : g[i].second.f32(), w[i].second.numel(),
+                 w[i].second.shape, buffer});
+  }
   return r;
 }
 

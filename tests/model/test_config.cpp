@@ -42,6 +42,15 @@ void expect_same(const Config& a, const Config& b) {
   EXPECT_EQ(a.stop_at_bos, b.stop_at_bos);
   EXPECT_EQ(a.initializer_range, b.initializer_range);
   EXPECT_EQ(a.torch_dtype, b.torch_dtype);
+  EXPECT_EQ(a.attention, b.attention);
+  EXPECT_EQ(a.diff_layout, b.diff_layout);
+  EXPECT_EQ(a.diff_subln, b.diff_subln);
+  EXPECT_EQ(a.diff_out_scale, b.diff_out_scale);
+  EXPECT_EQ(a.diff_lambda_init_zero, b.diff_lambda_init_zero);
+  EXPECT_EQ(a.ctx_mode, b.ctx_mode);
+  EXPECT_EQ(a.ada_rank, b.ada_rank);
+  EXPECT_EQ(a.tm_kernel, b.tm_kernel);
+  EXPECT_EQ(a.se_reduction, b.se_reduction);
 }
 
 using test::error_of;
@@ -120,7 +129,10 @@ TEST(Config, ExplicitHeadDimAndEosListAndStrataFields) {
   json j = json::parse(kTinyLlamaJson);
   j["head_dim"] = 128;  // need not equal hidden / heads when given
   j["eos_token_id"] = {2, 32, 7};
+  j["model_type"] = "strata_modified_llama";
   j["strata_recipe"] = "modified";
+  j["ctx_mode"] = "global";
+  j["diff_attn"] = {{"layout", "expanded"}, {"subln", false}, {"out_scale", "one"}, {"lambda_init", "zero"}};
   j["strata_stop_at_bos"] = true;
   j["rope_scaling"] = {{"type", "linear"}, {"factor", 4.0}};
   Config c = Config::from_json_text(j.dump(), "c.json");
@@ -128,6 +140,11 @@ TEST(Config, ExplicitHeadDimAndEosListAndStrataFields) {
   EXPECT_EQ(c.q_dim(), 4096);
   EXPECT_EQ(c.eos_token_ids, (std::vector<int32_t>{2, 32, 7}));
   EXPECT_EQ(c.recipe, "modified");
+  EXPECT_EQ(c.ctx_mode, "global");
+  EXPECT_EQ(c.diff_layout, "expanded");
+  EXPECT_FALSE(c.diff_subln);
+  EXPECT_FALSE(c.diff_out_scale);
+  EXPECT_TRUE(c.diff_lambda_init_zero);
   EXPECT_TRUE(c.stop_at_bos);
   EXPECT_DOUBLE_EQ(c.rope_scaling_factor, 4.0);
   expect_same(Config::from_json_text(c.to_json_text(), "rt"), c);
@@ -207,6 +224,11 @@ TEST(Config, EveryInvalidFieldIsNamed) {
       {"architectures", [](json& j) { j["architectures"] = "LlamaForCausalLM"; }},
       {"torch_dtype", [](json& j) { j["torch_dtype"] = "int8"; }},
       {"strata_recipe", [](json& j) { j["strata_recipe"] = 3; }},
+      {"model_type", [](json& j) { j["strata_recipe"] = "modified"; }},
+      {"ctx_mode", [](json& j) { j["model_type"] = "strata_modified_llama"; j["ctx_mode"] = "future"; }},
+      {"tm_kernel", [](json& j) { j["model_type"] = "strata_modified_llama"; j["tm_kernel"] = 9; }},
+      {"se_reduction", [](json& j) { j["model_type"] = "strata_modified_llama"; j["se_reduction"] = 7; }},
+      {"diff_attn.layout", [](json& j) { j["model_type"] = "strata_modified_llama"; j["diff_attn"] = {{"layout", "x"}}; }},
       {"strata_stop_at_bos", [](json& j) { j["strata_stop_at_bos"] = "yes"; }},
       {"initializer_range", [](json& j) { j["initializer_range"] = "small"; }},
   };
