@@ -49,6 +49,42 @@ BENCHMARK(BM_Matmul)
     ->UseRealTime();
 BENCHMARK(BM_Matmul)->Name("Prefill")->ArgsProduct({{1, 2}, {0, 1}, {64}})->UseRealTime();
 
+// The training products of a stories15M-shaped step (8192 rows, dim 288, FFN
+// 768, vocab 32000). Args: op (0 x·Wᵀ with the inference matmul, 4 x·Wᵀ
+// through ops::gemm, 7 x·B with B stored [K, N], 1 dy·W, 2 dW += dyᵀ·x;
+// 8, 9, 10: x·Wᵀ, dy·W, dW += dyᵀ·x through ops::gemm_bf16),
+// N (output features), K (input features).
+void BM_TrainGemm(benchmark::State& state) {
+  const int op = static_cast<int>(state.range(0));
+  const int64_t M = 8192, N = state.range(1), K = state.range(2);
+  Tensor w = random_matrix(N, K, DType::F32);
+  std::vector<float> x(M * K, 0.01f), dy(M * N, 0.01f), y(M * std::max(N, K)), dw(N * K);
+  for (auto _ : state) {
+    switch (op) {
+      case 0: ops::matmul(x.data(), M, w, y.data()); break;
+      case 1: ops::matmul_nn(dy.data(), M, N, w.f32(), K, y.data()); break;
+      case 2: ops::matmul_tn_acc(dy.data(), M, N, x.data(), K, dw.data()); break;
+      case 4: ops::gemm(M, N, K, {x.data(), K, 1}, {w.f32(), 1, K}, y.data(), N, false); break;
+      case 7: ops::gemm(M, N, K, {x.data(), K, 1}, {w.f32(), N, 1}, y.data(), N, false); break;
+      case 8: ops::gemm_bf16(M, N, K, {x.data(), K, 1}, {w.f32(), 1, K}, y.data(), N, false); break;
+      case 9: ops::gemm_bf16(M, K, N, {dy.data(), N, 1}, {w.f32(), K, 1}, y.data(), K, false); break;
+      case 10: ops::gemm_bf16(N, K, M, {dy.data(), 1, N}, {x.data(), K, 1}, dw.data(), K, true); break;
+    }
+    benchmark::DoNotOptimize(y.data());
+  }
+  state.counters["GFLOP/s"] =
+      benchmark::Counter(2.0 * M * N * K, benchmark::Counter::kIsIterationInvariantRate, benchmark::Counter::kIs1000);
+}
+BENCHMARK(BM_TrainGemm)
+    ->Name("TrainGemm")
+    ->ArgsProduct({{0, 4, 1, 2, 8, 9, 10}, {288, 768}, {288, 768}})
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_TrainGemm)->Name("TrainGemmHead")->Args({0, 32000, 288})->Args({4, 32000, 288})->Args({7, 32000, 288})
+    ->Args({1, 32000, 288})->Args({2, 32000, 288})->Args({8, 32000, 288})->Args({9, 32000, 288})
+    ->Args({10, 32000, 288})
+    ->UseRealTime()->Unit(benchmark::kMillisecond);
+
 }  // namespace
 
 BENCHMARK_MAIN();

@@ -44,6 +44,11 @@ struct Table {
   // no operand is transposed and there are no horizontal sums.
   void (*outer_acc)(const float* a, int64_t lda, int64_t lda_n, int64_t M, int64_t N, const float* b, int64_t ldb,
                     int64_t K, float* y, int64_t ldy);
+  // Register block of the packed GEMM (src/kernels/gemm.cpp): for i < gemm_mr, j < gemm_nr
+  //   c[i*ldc + j] = (accumulate ? c[i*ldc + j] : 0) + sum over p < kc of ap[p*gemm_mr + i] * bp[p*gemm_nr + j]
+  // with ap, bp packed panels, sums in increasing p.
+  void (*gemm_micro)(int64_t kc, const float* ap, const float* bp, float* c, int64_t ldc, bool accumulate);
+  int gemm_mr, gemm_nr;
 
   // AMX only (null elsewhere): BF16-weight matmul on tiles for M >= 16 rows and
   // K a multiple of 32. The activations are first packed to BF16 (VNNI order,
@@ -54,12 +59,30 @@ struct Table {
   void (*amx_pack_x)(const float* x, int64_t M, int64_t K, uint16_t* packed, int64_t block_begin, int64_t block_end);
   void (*amx_matmul_bf16)(const uint16_t* packed, int64_t M, int64_t K, const uint16_t* w, int64_t N, float* y,
                           int64_t ldy);
+  // AMX only: c[M, N] (+)= a[M, K] · b[K, N], a BF16 row-major (row stride
+  // lda, rows readable up to a multiple of 32), b BF16 in VNNI order
+  // [K/2][ldb][2] (columns readable up to a multiple of 32), K a multiple of 32.
+  void (*amx_gemm_bf16)(const uint16_t* a, int64_t lda, const uint16_t* b, int64_t ldb, int64_t M, int64_t N,
+                        int64_t K, float* c, int64_t ldc, bool accumulate);
+  // The operands for it, rounded to nearest even from any F32 view (element
+  // (i, p) at src[i*rs + p*cs]): row-major dst[i*ldd + p], or VNNI
+  // dst[(p/2)*ldd*2 + j*2 + p%2] for element (p, j) of a K x N source.
+  void (*amx_to_bf16_rows)(const float* src, int64_t rs, int64_t cs, int64_t rows, int64_t cols, uint16_t* dst,
+                           int64_t ldd);
+  void (*amx_to_bf16_vnni)(const float* src, int64_t rs, int64_t cs, int64_t K, int64_t N, uint16_t* dst,
+                           int64_t ldd);
 };
 
 int64_t amx_packed_elems(int64_t M, int64_t K);
 void amx_pack_x(const float* x, int64_t M, int64_t K, uint16_t* packed, int64_t block_begin, int64_t block_end);
 void amx_matmul_bf16(const uint16_t* packed, int64_t M, int64_t K, const uint16_t* w, int64_t N, float* y,
                      int64_t ldy);
+
+void amx_gemm_bf16(const uint16_t* a, int64_t lda, const uint16_t* b, int64_t ldb, int64_t M, int64_t N, int64_t K,
+                   float* c, int64_t ldc, bool accumulate);
+void amx_to_bf16_rows(const float* src, int64_t rs, int64_t cs, int64_t rows, int64_t cols, uint16_t* dst,
+                      int64_t ldd);
+void amx_to_bf16_vnni(const float* src, int64_t rs, int64_t cs, int64_t K, int64_t N, uint16_t* dst, int64_t ldd);
 
 const Table& table(Isa isa);
 inline const Table& active() { return table(active_isa()); }

@@ -14,6 +14,9 @@ const Table& amx_table() {
     Table a = make_table<VecAvx512>();
     a.amx_pack_x = amx_pack_x;
     a.amx_matmul_bf16 = amx_matmul_bf16;
+    a.amx_gemm_bf16 = amx_gemm_bf16;
+    a.amx_to_bf16_rows = amx_to_bf16_rows;
+    a.amx_to_bf16_vnni = amx_to_bf16_vnni;
     return a;
   }();
   return t;

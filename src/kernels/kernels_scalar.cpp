@@ -88,6 +88,17 @@ void outer_acc(const float* a, int64_t lda, int64_t lda_n, int64_t M, int64_t N,
     for (int64_t i = 0; i < M; ++i) axpy(a[i * lda + n * lda_n], b + i * ldb, y + n * ldy, K);
 }
 
+constexpr int kGemmMR = 4, kGemmNR = 4;
+
+void gemm_micro(int64_t kc, const float* ap, const float* bp, float* c, int64_t ldc, bool accumulate) {
+  for (int i = 0; i < kGemmMR; ++i)
+    for (int j = 0; j < kGemmNR; ++j) {
+      float acc = accumulate ? c[i * ldc + j] : 0.0f;
+      for (int64_t p = 0; p < kc; ++p) acc += ap[p * kGemmMR + i] * bp[p * kGemmNR + j];
+      c[i * ldc + j] = acc;
+    }
+}
+
 void bf16_to_f32_row(const uint16_t* src, float* dst, int64_t n) {
   for (int64_t i = 0; i < n; ++i) dst[i] = bf16_to_f32(src[i]);
 }
@@ -95,8 +106,9 @@ void bf16_to_f32_row(const uint16_t* src, float* dst, int64_t n) {
 }  // namespace
 
 const Table& scalar_table() {
-  static const Table t{matmul_f32, matmul_bf16, rmsnorm, softmax,  silu_mul, rope,   dot,
-                       axpy,       attn_pv,     bf16_to_f32_row, outer_acc, nullptr,  nullptr};
+  static const Table t{matmul_f32, matmul_bf16, rmsnorm,  softmax, silu_mul, rope,    dot,     axpy,
+                       attn_pv,    bf16_to_f32_row, outer_acc, gemm_micro, kGemmMR, kGemmNR, nullptr, nullptr,
+                       nullptr,    nullptr,         nullptr};
   return t;
 }
 

@@ -50,67 +50,18 @@ void matmul(const float* x, int64_t M, const Tensor& w, float* y) {
   }
 }
 
-namespace {
-
-// at[cols, rows] = a[rows, cols]ᵀ in 32 x 32 blocks (both sides stay in cache).
-void transpose(const float* a, int64_t rows, int64_t cols, float* at) {
-  constexpr int64_t kB = 32;
-  parallel_for((rows + kB - 1) / kB, 1, [&](int64_t lo, int64_t hi) {
-    for (int64_t bi = lo; bi < hi; ++bi)
-      for (int64_t j0 = 0; j0 < cols; j0 += kB)
-        for (int64_t i = bi * kB; i < std::min(rows, (bi + 1) * kB); ++i)
-          for (int64_t j = j0; j < std::min(cols, j0 + kB); ++j) at[j * rows + i] = a[i * cols + j];
-  });
-}
-
-// y[M, N] = x[M, K] · w[N, K]ᵀ on raw F32 (the dot-product kernel), split over w's rows.
-void matmul_nt(const float* x, int64_t M, int64_t K, const float* w, int64_t N, float* y) {
-  const kernels::Table& kt = kernels::active();
-  const int64_t threads = num_threads();
-  int64_t grain = (N + threads * 4 - 1) / (threads * 4);
-  grain = (grain + 15) / 16 * 16;
-  parallel_for(N, grain, [&](int64_t b, int64_t e) { kt.matmul_f32(x, K, M, K, w + b * K, K, e - b, y + b, N); });
-}
-
-}  // namespace
-
-// y[M, K] = a[M, N] · b[N, K]: outer products over n in blocks of 512 (the
-// slice of b stays in L2), rows of y split over the threads.
 void matmul_nn(const float* a, int64_t M, int64_t N, const float* b, int64_t K, float* y) {
-  const kernels::Table& kt = kernels::active();
-  parallel_for(M, 16, [&](int64_t lo, int64_t hi) {
-    for (int64_t r = lo; r < hi; ++r) std::fill(y + r * K, y + (r + 1) * K, 0.0f);
-    for (int64_t n0 = 0; n0 < N; n0 += 512) {
-      const int64_t n = std::min<int64_t>(512, N - n0);
-      kt.outer_acc(a + lo * N + n0, 1, N, n, hi - lo, b + n0 * K, K, K, y + lo * K, K);
-    }
-  });
+  gemm(M, K, N, {a, N, 1}, {b, K, 1}, y, K, false);
 }
 
 void matmul_tn_acc(const float* a, int64_t M, int64_t N, const float* b, int64_t K, float* y) {
-  const kernels::Table& kt = kernels::active();
-  // Output rows split over the threads; the rows (examples) are consumed in
-  // blocks of 256 so the slice of b in use stays in L2.
-  parallel_for(N, 64, [&](int64_t lo, int64_t hi) {
-    for (int64_t i0 = 0; i0 < M; i0 += 256) {
-      const int64_t m = std::min<int64_t>(256, M - i0);
-      kt.outer_acc(a + i0 * N + lo, N, 1, m, hi - lo, b + i0 * K, K, K, y + lo * K, K);
-    }
-  });
+  gemm(N, K, M, {a, 1, N}, {b, K, 1}, y, K, true);
 }
 
-void transpose_f32(const float* a, int64_t rows, int64_t cols, float* at) { transpose(a, rows, cols, at); }
-
-void matmul_wt(const float* x, int64_t M, int64_t K, const float* wt, int64_t N, float* y) {
-  const kernels::Table& kt = kernels::active();
-  std::vector<float> xt(static_cast<size_t>(K * M));
-  transpose(x, M, K, xt.data());
-  const float* a = xt.data();
-  // Column blocks of 256 (a K x 256 slice of wt stays in L2) over the threads.
-  parallel_for(N, 256, [&](int64_t lo, int64_t hi) {
-    for (int64_t r = 0; r < M; ++r) std::fill(y + r * N + lo, y + r * N + hi, 0.0f);
-    kt.outer_acc(a, M, 1, K, M, wt + lo, N, hi - lo, y + lo, N);
-  });
+void matmul_train(const float* x, int64_t M, const Tensor& w, float* y) {
+  if (w.dtype != DType::F32) return matmul(x, M, w, y);
+  const int64_t N = w.dim(0), K = w.dim(1);
+  gemm(M, N, K, {x, K, 1}, {w.f32(), 1, K}, y, N, false);
 }
 
 void embed(const Tensor& table, const int32_t* ids, int64_t n, float* out) {

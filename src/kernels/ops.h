@@ -2,6 +2,7 @@
 // table. These are what modules call.
 #pragma once
 #include <cstdint>
+#include <vector>
 
 #include "strata/tensor.h"
 
@@ -11,15 +12,39 @@ namespace strata::ops {
 // weight rows, so each weight row is read once per call for small M.
 void matmul(const float* x, int64_t M, const Tensor& w, float* y);
 
-// Backward-pass products, F32, split over the threads:
-// y[M, K] = a[M, N] · b[N, K]
+// Training products, F32, through `gemm` below:
+// y[M, K] = a[M, N] · b[N, K]   (input gradients: dX = dY W)
 void matmul_nn(const float* a, int64_t M, int64_t N, const float* b, int64_t K, float* y);
 // y[N, K] += a[M, N]ᵀ · b[M, K]   (weight gradients: dW += dYᵀ X)
 void matmul_tn_acc(const float* a, int64_t M, int64_t N, const float* b, int64_t K, float* y);
-void transpose_f32(const float* a, int64_t rows, int64_t cols, float* at);
-// y[M, N] = x[M, K] · w[N, K]ᵀ given wt = wᵀ [K, N], in outer-product form: no
-// horizontal sums, the better form when K is short (a classifier over a small width).
-void matmul_wt(const float* x, int64_t M, int64_t K, const float* wt, int64_t N, float* y);
+// y = x · wᵀ like `matmul`, for training forwards: F32 weights go through the
+// packed GEMM (faster for many rows; sums in another order than decode's).
+void matmul_train(const float* x, int64_t M, const Tensor& w, float* y);
+
+// Element (i, j) of a matrix view is data[i*rs + j*cs]: any strides, so a
+// transposed operand is a view, never a copy.
+struct MatRef {
+  const float* data;
+  int64_t rs, cs;
+};
+// c[M, N] = a[M, K] · b[K, N] (+ c if accumulate), F32, blocked and packed
+// (src/kernels/gemm.cpp). Split over the threads by rows or columns of c, so
+// each element is summed in the same order for any thread count. Used by
+// training; inference keeps `matmul`, whose sums match decode bit for bit.
+void gemm(int64_t M, int64_t N, int64_t K, MatRef a, MatRef b, float* c, int64_t ldc, bool accumulate);
+// The same product with both operands rounded to BF16 and F32 sums, on AMX
+// tiles (mixed-precision training); the F32 `gemm` where there is no AMX.
+void gemm_bf16(int64_t M, int64_t N, int64_t K, MatRef a, MatRef b, float* c, int64_t ldc, bool accumulate);
+// A B operand packed once for many gemm calls (the classifier meets every
+// chunk of rows with the same head), for the kernel table active when packed.
+struct PackedB {
+  PackedB(int64_t K, int64_t N, MatRef b);
+  int64_t K, N;
+  int nr;
+  std::vector<float> data;
+};
+// The same product with B prepacked; split over the threads by rows of c.
+void gemm(int64_t M, MatRef a, const PackedB& b, float* c, int64_t ldc, bool accumulate);
 
 // out[i, :] = table[ids[i], :] as F32 (ids are checked by the caller).
 void embed(const Tensor& table, const int32_t* ids, int64_t n, float* out);

@@ -14,6 +14,7 @@ struct VecAvx2 {
   static constexpr int kRowsX = 3;  // 3 x 4 accumulators + 3 x rows + 1 weight = 16 registers
   static constexpr int kRowsW = 4;
   static constexpr int kRowsWGemv = 8;
+  static constexpr int kGemmMR = 6, kGemmNV = 2;  // GEMM block 6 x 16: 12 of the 16 registers accumulate
 
   static R zero() { return _mm256_setzero_ps(); }
   static R set1(float v) { return _mm256_set1_ps(v); }

@@ -14,6 +14,7 @@ struct VecAvx512 {
   static constexpr int kRowsX = 4;  // prefill micro-kernel: 4 activation rows x 4 weight rows
   static constexpr int kRowsW = 4;
   static constexpr int kRowsWGemv = 8;  // decode: 8 independent accumulators hide FMA latency
+  static constexpr int kGemmMR = 8, kGemmNV = 3;  // GEMM block 8 x 48: 24 of the 32 registers accumulate
 
   static R zero() { return _mm512_setzero_ps(); }
   static R set1(float v) { return _mm512_set1_ps(v); }

@@ -350,10 +350,34 @@ void bf16_to_f32(const uint16_t* src, float* dst, int64_t n) {
   for (int64_t i = nv; i < n; ++i) dst[i] = bf16_bits_to_f32(src[i]);
 }
 
+// GEMM register block: MR rows (broadcast from the packed A panel) x NV
+// vectors (loaded from the packed B panel), MR * NV accumulators in registers.
+template <class V, int MR, int NV>
+void gemm_micro(int64_t kc, const float* ap, const float* bp, float* c, int64_t ldc, bool accumulate) {
+  using R = typename V::R;
+  constexpr int NR = NV * V::kWidth;
+  R acc[MR][NV];
+  for (int i = 0; i < MR; ++i)
+    for (int j = 0; j < NV; ++j) acc[i][j] = accumulate ? V::load(c + i * ldc + j * V::kWidth) : V::zero();
+  for (int64_t p = 0; p < kc; ++p) {
+    R b[NV];
+    for (int j = 0; j < NV; ++j) b[j] = V::load(bp + p * NR + j * V::kWidth);
+    for (int i = 0; i < MR; ++i) {
+      const R a = V::set1(ap[p * MR + i]);
+      for (int j = 0; j < NV; ++j) acc[i][j] = V::fma(a, b[j], acc[i][j]);
+    }
+  }
+  for (int i = 0; i < MR; ++i)
+    for (int j = 0; j < NV; ++j) V::store(c + i * ldc + j * V::kWidth, acc[i][j]);
+}
+
 template <class V>
 Table make_table() {
-  return Table{matmul_f32<V>, matmul_bf16<V>, rmsnorm<V>,     softmax<V>,   silu_mul<V>, rope<V>, dot<V>,
-               axpy<V>,       attn_pv<V>,     bf16_to_f32<V>, outer_acc<V>, nullptr,     nullptr};
+  return Table{matmul_f32<V>, matmul_bf16<V>, rmsnorm<V>,     softmax<V>,   silu_mul<V>,
+               rope<V>,       dot<V>,         axpy<V>,        attn_pv<V>,   bf16_to_f32<V>,
+               outer_acc<V>,  gemm_micro<V, V::kGemmMR, V::kGemmNV>,        V::kGemmMR,
+               V::kGemmNV * V::kWidth,        nullptr,        nullptr,      nullptr,
+               nullptr,       nullptr};
 }
 
 }  // namespace

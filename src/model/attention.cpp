@@ -109,9 +109,9 @@ class Attention final : public Module {
     float* k_all = scratch.floats(1, static_cast<size_t>(rows * kvd));
     float* v_all = scratch.floats(2, static_cast<size_t>(rows * kvd));
     float* att = scratch.floats(3, static_cast<size_t>(rows * qd));
-    ops::matmul(x, rows, wq_, q_all);
-    ops::matmul(x, rows, wk_, k_all);
-    ops::matmul(x, rows, wv_, v_all);
+    linear(x, rows, wq_, q_all);
+    linear(x, rows, wk_, k_all);
+    linear(x, rows, wv_, v_all);
 
     // Which sequence and absolute position every row has; the cache of each sequence.
     row_seq_.resize(static_cast<size_t>(rows));
@@ -199,7 +199,7 @@ class Attention final : public Module {
       saved_q_.assign(q_all, q_all + rows * qd);
       saved_att_.assign(att, att + rows * qd);
     }
-    ops::matmul(att, rows, wo_, y);
+    linear(att, rows, wo_, y);
   }
 
   void bind_grads(GradBinder& gb) override {

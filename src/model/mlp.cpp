@@ -32,8 +32,8 @@ class Mlp final : public Module {
     const int64_t rows = batch.rows;
     float* g = scratch.floats(0, static_cast<size_t>(rows * hidden_));
     float* u = scratch.floats(1, static_cast<size_t>(rows * hidden_));
-    ops::matmul(x, rows, gate_, g);
-    ops::matmul(x, rows, up_, u);
+    linear(x, rows, gate_, g);
+    linear(x, rows, up_, u);
     if (training_) {
       saved_x_.assign(x, x + rows * dim_);
       saved_g_.assign(g, g + rows * hidden_);
@@ -43,7 +43,7 @@ class Mlp final : public Module {
     parallel_for(rows, 1, [&](int64_t b, int64_t e) {
       for (int64_t r = b; r < e; ++r) kt.silu_mul(g + r * hidden_, u + r * hidden_, g + r * hidden_, hidden_);
     });
-    ops::matmul(g, rows, down_, y);
+    linear(g, rows, down_, y);
   }
 
   void bind_grads(GradBinder& gb) override {

@@ -2,6 +2,7 @@
 // classifier + cross-entropy, and backward through the blocks in reverse.
 #include <algorithm>
 #include <cmath>
+#include <optional>
 
 #include "core/parallel.h"
 #include "kernels/kernels.h"
@@ -15,10 +16,12 @@ namespace strata {
 namespace {
 
 // One row of logits, plainly: for the rare row whose target probability underflows.
-void ops_row_logits(const float* h, const float* head_t, int64_t D, int64_t V, float* out) {
-  for (int64_t v = 0; v < V; ++v) out[v] = 0.0f;
-  for (int64_t k = 0; k < D; ++k)
-    for (int64_t v = 0; v < V; ++v) out[v] += h[k] * head_t[k * V + v];
+void ops_row_logits(const float* h, const float* head, int64_t D, int64_t V, float* out) {
+  for (int64_t v = 0; v < V; ++v) {
+    float acc = 0.0f;
+    for (int64_t k = 0; k < D; ++k) acc += h[k] * head[v * D + k];
+    out[v] = acc;
+  }
 }
 
 }  // namespace
@@ -73,15 +76,17 @@ Model::LossSum Model::head_loss(const int32_t* targets, int64_t rows, float grad
   std::vector<float> logits(static_cast<size_t>(std::min(rows, chunk) * V));
   std::vector<double> row_loss(static_cast<size_t>(chunk));
   float* dhead = backward ? grads_.at(cfg_.tie_word_embeddings ? embed_name_ : head_name_).f32() : nullptr;
-  // headᵀ [D, V], once per call: logits = h · headᵀ and dh = dlogits · head
-  // run from it chunk after chunk.
-  std::vector<float> head_t(static_cast<size_t>(V * D));
-  ops::transpose_f32(head_.f32(), V, D, head_t.data());
   const kernels::Table& kt = kernels::active();
+  const float* head = head_.f32();
+  // The head packed once for all chunks: as headᵀ [D, V] for the logits and
+  // as head [V, D] for dh = dlogits · head.
+  const ops::PackedB head_t(D, V, {head, 1, D});
+  std::optional<ops::PackedB> head_n;
+  if (backward) head_n.emplace(V, D, ops::MatRef{head, D, 1});
   for (int64_t r0 = 0; r0 < rows; r0 += chunk) {
     const int64_t n = std::min(chunk, rows - r0);
     const float* h = h_.data() + r0 * D;
-    ops::matmul_wt(h, n, D, head_t.data(), V, logits.data());
+    ops::gemm(n, {h, D, 1}, head_t, logits.data(), V, false);
     parallel_for(n, 8, [&](int64_t lo, int64_t hi) {
       for (int64_t i = lo; i < hi; ++i) {
         float* l = logits.data() + i * V;
@@ -98,7 +103,7 @@ Model::LossSum Model::head_loss(const int32_t* targets, int64_t rows, float grad
         } else {  // p[t] underflowed: log-sum-exp in double from the raw logits (recomputed)
           double mx = -1e300, sum = 0;
           std::vector<float> row(static_cast<size_t>(V));
-          ops_row_logits(h + i * D, head_t.data(), D, V, row.data());
+          ops_row_logits(h + i * D, head, D, V, row.data());
           for (float v : row) mx = std::max(mx, static_cast<double>(v));
           for (float v : row) sum += std::exp(v - mx);
           row_loss[i] = std::log(sum) + mx - lt;
@@ -111,7 +116,7 @@ Model::LossSum Model::head_loss(const int32_t* targets, int64_t rows, float grad
     });
     for (int64_t i = 0; i < n; ++i) r.sum += row_loss[i];
     if (backward) {
-      ops::matmul_nn(logits.data(), n, V, head_.f32(), D, dnorm_.data() + r0 * D);
+      ops::gemm(n, {logits.data(), V, 1}, *head_n, dnorm_.data() + r0 * D, D, false);
       ops::matmul_tn_acc(logits.data(), n, V, h, D, dhead);
     }
   }

@@ -1,5 +1,6 @@
 #include "model/module.h"
 
+#include "kernels/ops.h"
 #include "strata/error.h"
 
 namespace strata {
@@ -16,6 +17,11 @@ Tensor ParamBinder::get(const ParamDecl& decl) {
   const bool keep = t->dtype == DType::F32 || (decl.matrix && t->dtype == DType::BF16);
   if (keep && relocate_ && decl.matrix && t->mapped) return bound_[decl.name] = t->relocate(true);
   return bound_[decl.name] = keep ? *t : t->to(DType::F32);
+}
+
+void Module::linear(const float* x, int64_t rows, const Tensor& w, float* y) const {
+  if (training_) ops::matmul_train(x, rows, w, y);
+  else ops::matmul(x, rows, w, y);
 }
 
 float* GradBinder::get(const std::string& name) {

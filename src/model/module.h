@@ -124,6 +124,10 @@ class Module {
   virtual void backward(const float* dy, float* dx, const Batch& batch, Scratch& scratch) = 0;
 
  protected:
+  // y = x · wᵀ: the training GEMM while training (fast for many rows), else
+  // ops::matmul (whose sums match decode's, so prefill == decode bitwise).
+  void linear(const float* x, int64_t rows, const Tensor& w, float* y) const;
+
   bool training_ = false;
 };
 

@@ -1,0 +1,237 @@
+// Blocked, packed F32 GEMM (the training products). The classic layering:
+// a kc x nc block of B and an mc x kc block of A are copied into contiguous
+// panels (B in L2, one B micro-panel in L1 while it meets every A panel), and a
+// register-blocked micro-kernel (kernels::Table::gemm_micro) runs over them.
+// Packing reads any strides, so transposed operands (dYᵀ X, X Wᵀ) cost no
+// separate transpose. The work is split over threads by rows or columns of C
+// only, so every element's sum runs in the same order for any thread count.
+#include <algorithm>
+#include <vector>
+
+#include "core/parallel.h"
+#include "kernels/kernels.h"
+#include "kernels/ops.h"
+#include "strata/error.h"
+
+namespace strata::ops {
+namespace {
+
+constexpr int64_t kKC = 192;   // largest reduction block (K is cut into equal blocks up to this)
+constexpr int64_t kMC = 96;    // rows of A packed at a time (L2)
+constexpr int64_t kNC = 1536;  // columns of B packed at a time (L2)
+
+// ap[panel][p][i] = A(i0 + panel*MR + i, p0 + p), zero past the last row.
+// Unit strides get their own loops (plain copies, or a transpose through a
+// small block), since packing is a sizeable share when N is short.
+template <int MR>
+void pack_a_panels(MatRef a, int64_t i0, int64_t mc, int64_t p0, int64_t kc, float* ap) {
+  const int64_t full = a.rs == 1 ? mc / MR * MR : 0;
+  if (full > 0) {  // columns of A contiguous: read each one once, across all panels
+    for (int64_t p = 0; p < kc; ++p) {
+      const float* src = a.data + i0 + (p0 + p) * a.cs;
+      for (int64_t r0 = 0; r0 < full; r0 += MR)
+        for (int i = 0; i < MR; ++i) ap[r0 * kc + p * MR + i] = src[r0 + i];
+    }
+  }
+  for (int64_t r0 = full; r0 < mc; r0 += MR) {
+    const int64_t rows = std::min<int64_t>(MR, mc - r0);
+    float* dst = ap + r0 * kc;
+    const float* src = a.data + (i0 + r0) * a.rs + p0 * a.cs;
+    if (rows == MR && a.cs == 1) {
+      constexpr int64_t kB = 16;
+      float blk[MR][kB];
+      int64_t p = 0;
+      for (; p + kB <= kc; p += kB) {
+        for (int i = 0; i < MR; ++i)
+          for (int64_t q = 0; q < kB; ++q) blk[i][q] = src[i * a.rs + p + q];
+        for (int64_t q = 0; q < kB; ++q)
+          for (int i = 0; i < MR; ++i) dst[(p + q) * MR + i] = blk[i][q];
+      }
+      for (; p < kc; ++p)
+        for (int i = 0; i < MR; ++i) dst[p * MR + i] = src[i * a.rs + p];
+    } else {
+      for (int64_t p = 0; p < kc; ++p) {
+        int64_t i = 0;
+        for (; i < rows; ++i) dst[p * MR + i] = src[i * a.rs + p * a.cs];
+        for (; i < MR; ++i) dst[p * MR + i] = 0.0f;
+      }
+    }
+  }
+}
+
+void pack_a(MatRef a, int64_t i0, int64_t mc, int64_t p0, int64_t kc, int mr, float* ap) {
+  switch (mr) {
+    case 8: return pack_a_panels<8>(a, i0, mc, p0, kc, ap);
+    case 6: return pack_a_panels<6>(a, i0, mc, p0, kc, ap);
+    case 4: return pack_a_panels<4>(a, i0, mc, p0, kc, ap);
+  }
+  fail("gemm: no packing for a register block of ", mr, " rows");
+}
+
+// bp[panel][p][j] = B(p0 + p, j0 + panel*nr + j), zero past the last column.
+void pack_b(MatRef b, int64_t p0, int64_t kc, int64_t j0, int64_t nc, int nr, float* bp) {
+  for (int64_t c0 = 0; c0 < nc; c0 += nr) {
+    const int64_t cols = std::min<int64_t>(nr, nc - c0);
+    float* dst = bp + c0 * kc;
+    for (int64_t p = 0; p < kc; ++p) {
+      const float* src = b.data + (p0 + p) * b.rs + (j0 + c0) * b.cs;
+      int64_t j = 0;
+      if (b.cs == 1)
+        for (; j < cols; ++j) dst[p * nr + j] = src[j];
+      else
+        for (; j < cols; ++j) dst[p * nr + j] = src[j * b.cs];
+      for (; j < nr; ++j) dst[p * nr + j] = 0.0f;
+    }
+  }
+}
+
+// Equal reduction blocks: K = 288 runs as 2 x 144, not 256 + a short 32.
+int64_t kc_step(int64_t K) {
+  const int64_t k_blocks = (K + kKC - 1) / kKC;
+  return (K + k_blocks - 1) / k_blocks;
+}
+
+// Where block (j0, p0) of a fully packed B starts: column blocks of kNC one
+// after another, each holding its reduction blocks in order.
+int64_t packed_offset(int64_t K, int64_t N, int nr, int64_t j0, int64_t p0) {
+  const int64_t nc = std::min(kNC, N - j0);
+  return j0 * K + p0 * ((nc + nr - 1) / nr * nr);
+}
+
+// One thread's share: c[M, N] (+)= a[M, K] · b[K, N], b given as a view or
+// already packed whole (`prepacked`, see PackedB).
+void gemm_serial(const kernels::Table& kt, int64_t M, int64_t N, int64_t K, MatRef a, MatRef b,
+                 const float* prepacked, float* c, int64_t ldc, bool accumulate) {
+  const int mr = kt.gemm_mr, nr = kt.gemm_nr;
+  thread_local std::vector<float> apack, bpack, edge;
+  const int64_t nc_max = std::min(kNC, (N + nr - 1) / nr * nr);
+  const int64_t mc_max = std::min(kMC, (M + mr - 1) / mr * mr);
+  apack.resize(static_cast<size_t>(mc_max * kKC));
+  if (!prepacked) bpack.resize(static_cast<size_t>(nc_max * kKC));
+  edge.resize(static_cast<size_t>(mr * nr));
+  if (K == 0) {
+    if (!accumulate)
+      for (int64_t i = 0; i < M; ++i) std::fill(c + i * ldc, c + i * ldc + N, 0.0f);
+    return;
+  }
+  const int64_t kstep = kc_step(K);
+  for (int64_t j0 = 0; j0 < N; j0 += kNC) {
+    const int64_t nc = std::min(kNC, N - j0);
+    for (int64_t p0 = 0; p0 < K; p0 += kstep) {
+      const int64_t kc = std::min(kstep, K - p0);
+      const bool acc = accumulate || p0 > 0;
+      const float* bpanels = prepacked ? prepacked + packed_offset(K, N, nr, j0, p0) : bpack.data();
+      if (!prepacked) pack_b(b, p0, kc, j0, nc, nr, bpack.data());
+      for (int64_t i0 = 0; i0 < M; i0 += kMC) {
+        const int64_t mc = std::min(kMC, M - i0);
+        pack_a(a, i0, mc, p0, kc, mr, apack.data());
+        for (int64_t jr = 0; jr < nc; jr += nr) {
+          const float* bp = bpanels + jr * kc;
+          const int64_t cols = std::min<int64_t>(nr, nc - jr);
+          for (int64_t ir = 0; ir < mc; ir += mr) {
+            const float* ap = apack.data() + ir * kc;
+            const int64_t rows = std::min<int64_t>(mr, mc - ir);
+            float* cblk = c + (i0 + ir) * ldc + j0 + jr;
+            if (rows == mr && cols == nr) {
+              kt.gemm_micro(kc, ap, bp, cblk, ldc, acc);
+              continue;
+            }
+            // Edge block: full block into a buffer, then the valid part.
+            kt.gemm_micro(kc, ap, bp, edge.data(), nr, false);
+            for (int64_t i = 0; i < rows; ++i)
+              for (int64_t j = 0; j < cols; ++j)
+                cblk[i * ldc + j] = acc ? cblk[i * ldc + j] + edge[i * nr + j] : edge[i * nr + j];
+          }
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+
+PackedB::PackedB(int64_t K_, int64_t N_, MatRef b) : K(K_), N(N_) {
+  const kernels::Table& kt = kernels::active();
+  nr = kt.gemm_nr;
+  data.resize(static_cast<size_t>(K * ((N + nr - 1) / nr * nr)));
+  const int64_t kstep = kc_step(K), jblocks = (N + kNC - 1) / kNC;
+  std::vector<std::pair<int64_t, int64_t>> blocks;
+  for (int64_t jb = 0; jb < jblocks; ++jb)
+    for (int64_t p0 = 0; p0 < K; p0 += kstep) blocks.emplace_back(jb * kNC, p0);
+  parallel_for(static_cast<int64_t>(blocks.size()), 1, [&](int64_t lo, int64_t hi) {
+    for (int64_t i = lo; i < hi; ++i) {
+      const auto [j0, p0] = blocks[i];
+      pack_b(b, p0, std::min(kstep, K - p0), j0, std::min(kNC, N - j0), nr, data.data() + packed_offset(K, N, nr, j0, p0));
+    }
+  });
+}
+
+void gemm(int64_t M, MatRef a, const PackedB& b, float* c, int64_t ldc, bool accumulate) {
+  if (M <= 0 || b.N <= 0) return;
+  const kernels::Table& kt = kernels::active();
+  if (kt.gemm_nr != b.nr) fail("gemm: B was packed for another kernel table");
+  const int64_t threads = num_threads();
+  int64_t grain = (M + threads - 1) / threads;
+  grain = (grain + kt.gemm_mr - 1) / kt.gemm_mr * kt.gemm_mr;
+  parallel_for(M, grain, [&](int64_t lo, int64_t hi) {
+    gemm_serial(kt, hi - lo, b.N, b.K, {a.data + lo * a.rs, a.rs, a.cs}, {}, b.data.data(), c + lo * ldc, ldc,
+                accumulate);
+  });
+}
+
+void gemm(int64_t M, int64_t N, int64_t K, MatRef a, MatRef b, float* c, int64_t ldc, bool accumulate) {
+  if (M <= 0 || N <= 0) return;
+  const kernels::Table& kt = kernels::active();
+  const int64_t threads = num_threads();
+  // Split the longer side of C into one contiguous share per thread, aligned
+  // to the register block.
+  if (M >= N) {
+    int64_t grain = (M + threads - 1) / threads;
+    grain = (grain + kt.gemm_mr - 1) / kt.gemm_mr * kt.gemm_mr;
+    parallel_for(M, grain, [&](int64_t lo, int64_t hi) {
+      gemm_serial(kt, hi - lo, N, K, {a.data + lo * a.rs, a.rs, a.cs}, b, nullptr, c + lo * ldc, ldc, accumulate);
+    });
+  } else {
+    int64_t grain = (N + threads - 1) / threads;
+    grain = (grain + kt.gemm_nr - 1) / kt.gemm_nr * kt.gemm_nr;
+    parallel_for(N, grain, [&](int64_t lo, int64_t hi) {
+      gemm_serial(kt, M, hi - lo, K, a, {b.data + lo * b.cs, b.rs, b.cs}, nullptr, c + lo, ldc, accumulate);
+    });
+  }
+}
+
+// The operands are rounded to BF16 once per call into the layouts the AMX
+// kernel reads in place (a row-major, b in VNNI pairs), zero-padded to the
+// tile sizes, then the threads take rows (or columns) of c in multiples of 32.
+void gemm_bf16(int64_t M, int64_t N, int64_t K, MatRef a, MatRef b, float* c, int64_t ldc, bool accumulate) {
+  const kernels::Table& kt = kernels::active();
+  if (!kt.amx_gemm_bf16) return gemm(M, N, K, a, b, c, ldc, accumulate);
+  if (M <= 0 || N <= 0) return;
+  const int64_t Kp = (K + 31) / 32 * 32, Mp = (M + 31) / 32 * 32, Np = (N + 31) / 32 * 32;
+  thread_local std::vector<uint16_t> abuf, bbuf;
+  abuf.assign(static_cast<size_t>(Mp * Kp), 0);
+  bbuf.assign(static_cast<size_t>(Kp * Np), 0);
+  uint16_t* ab = abuf.data();
+  uint16_t* bb = bbuf.data();
+  // Rows of a in blocks of 32 and pairs of rows of b (whole VNNI rows) over the threads.
+  parallel_for(M, 32, [&](int64_t lo, int64_t hi) {
+    kt.amx_to_bf16_rows(a.data + lo * a.rs, a.rs, a.cs, hi - lo, K, ab + lo * Kp, Kp);
+  });
+  parallel_for(K, 64, [&](int64_t lo, int64_t hi) {
+    kt.amx_to_bf16_vnni(b.data + lo * b.rs, b.rs, b.cs, hi - lo, N, bb + lo * Np, Np);
+  });
+  const int64_t threads = num_threads();
+  if (M >= N) {
+    const int64_t grain = ((M + threads - 1) / threads + 31) / 32 * 32;
+    parallel_for(M, grain, [&](int64_t lo, int64_t hi) {
+      kt.amx_gemm_bf16(ab + lo * Kp, Kp, bb, Np, hi - lo, N, Kp, c + lo * ldc, ldc, accumulate);
+    });
+  } else {
+    const int64_t grain = ((N + threads - 1) / threads + 31) / 32 * 32;
+    parallel_for(N, grain, [&](int64_t lo, int64_t hi) {
+      kt.amx_gemm_bf16(ab, Kp, bb + lo * 2, Np, M, hi - lo, Kp, c + lo, ldc, accumulate);
+    });
+  }
+}
+
+}  // namespace strata::ops
