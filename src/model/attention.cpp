@@ -2,7 +2,8 @@
 // (HF LlamaAttention). Decode state: a per-sequence KV cache of the rotated
 // keys and the values, one row of kv_dim floats per position. The attention
 // itself is the shared core (attention_core.h).
-#include "core/parallel.h"
+#include <algorithm>
+
 #include "kernels/ops.h"
 #include "model/attention_core.h"
 #include "model/registry.h"

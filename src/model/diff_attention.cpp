@@ -8,6 +8,7 @@
 // group. (A1 − λA2)V is computed as A1V − λ·A2V: two problems of the shared
 // attention core over the same V, so decode equals the full forward bit for
 // bit and the backward is the core's backward twice plus dλ = −Σ dO ⊙ (A2V).
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 
