@@ -1,6 +1,7 @@
 #include "kernels/ops.h"
 
 #include <algorithm>
+#include <cmath>
 #include <vector>
 
 #include "core/parallel.h"
@@ -85,6 +86,32 @@ void rmsnorm(const float* x, const float* w, float* y, int64_t rows, int64_t n, 
   parallel_for(rows, rows * n < (1 << 15) ? rows : 16, [&](int64_t b, int64_t e) {
     for (int64_t r = b; r < e; ++r) kt.rmsnorm(x + r * n, w, y + r * n, n, eps);
   });
+}
+
+void rmsnorm_backward(const float* x, const float* w, const float* dy, float* dx, float* dw, int64_t rows, int64_t n,
+                      float eps) {
+  parallel_for(rows, 16, [&](int64_t lo, int64_t hi) {
+    for (int64_t row = lo; row < hi; ++row) {
+      const float* xr = x + row * n;
+      const float* dyr = dy + row * n;
+      double ss = 0, dot = 0;
+      for (int64_t i = 0; i < n; ++i) {
+        ss += static_cast<double>(xr[i]) * xr[i];
+        dot += static_cast<double>(w[i]) * dyr[i] * xr[i];
+      }
+      const double r = 1.0 / std::sqrt(ss / n + eps);
+      const double c = r * r * r * dot / n;
+      for (int64_t i = 0; i < n; ++i) dx[row * n + i] = static_cast<float>(r * w[i] * dyr[i] - xr[i] * c);
+    }
+  });
+  for (int64_t row = 0; row < rows; ++row) {
+    const float* xr = x + row * n;
+    const float* dyr = dy + row * n;
+    double ss = 0;
+    for (int64_t i = 0; i < n; ++i) ss += static_cast<double>(xr[i]) * xr[i];
+    const float r = static_cast<float>(1.0 / std::sqrt(ss / n + eps));
+    for (int64_t i = 0; i < n; ++i) dw[i] += dyr[i] * xr[i] * r;
+  }
 }
 
 }  // namespace strata::ops

@@ -51,5 +51,10 @@ void embed(const Tensor& table, const int32_t* ids, int64_t n, float* out);
 
 // Row-wise RMSNorm of rows x n.
 void rmsnorm(const float* x, const float* w, float* y, int64_t rows, int64_t n, float eps);
+// Its backward, with r = 1/sqrt(mean(x^2) + eps) per row and u = w * dy:
+//   dx = r * u - x * r^3 * sum(u * x) / n   (overwritten),
+//   dw += sum over rows of dy * x * r       (rows in order: the same sums for any thread count).
+void rmsnorm_backward(const float* x, const float* w, const float* dy, float* dx, float* dw, int64_t rows, int64_t n,
+                      float eps);
 
 }  // namespace strata::ops

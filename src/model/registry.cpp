@@ -14,6 +14,7 @@ const std::vector<std::pair<std::string, Factory>>& registry() {
       {"rmsnorm", make_rmsnorm},
       {"attn", make_attention},
       {"mlp", make_mlp},
+      {"diff-attn", make_diff_attention},
   };
   return r;
 }

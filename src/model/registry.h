@@ -17,5 +17,6 @@ std::vector<std::string> module_kinds();
 std::unique_ptr<Module> make_rmsnorm(const Config& cfg, const std::string& prefix);
 std::unique_ptr<Module> make_attention(const Config& cfg, const std::string& prefix);
 std::unique_ptr<Module> make_mlp(const Config& cfg, const std::string& prefix);
+std::unique_ptr<Module> make_diff_attention(const Config& cfg, const std::string& prefix);
 
 }  // namespace strata

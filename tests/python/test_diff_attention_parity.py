@@ -1,0 +1,187 @@
+#!/usr/bin/env python3
+"""Differential attention (module diff-attn) parity with PyTorch.
+
+One layer, written here in torch from the spec (docs/diff-attention.md): the
+paper form (A1 - lambda A2) V with the flash-variant GQA pairing, rotate_half
+RoPE on every sub-head, the lambda re-parameterisation, subln and the output
+scale. For several layouts the script writes random weights, a ragged batch of
+sequences and an output gradient to a fixture directory (config.json of the
+modified decoder, case.json, fixture.safetensors); strata's test binary runs
+the layer on it (gtest DiffAttentionParity, next to the strata binary) and
+writes its output and gradients; outputs must match to 1e-5 and gradients to
+1e-4 of their largest magnitude.
+
+Usage: test_diff_attention_parity.py STRATA_BINARY   (exit 77 = skipped: no torch)
+"""
+import json
+import math
+import os
+import struct
+import subprocess
+import sys
+import tempfile
+
+try:
+    import numpy as np
+    import torch
+except ImportError as e:  # pragma: no cover
+    print(f"SKIP: {e}")
+    sys.exit(77)
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from test_train_parity import read_safetensors, rotate_half  # noqa: E402
+
+THETA = 10000.0
+CASES = [  # layout, heads, kv heads, subln, out_scale, lambda_init, layer
+    ("paper", 8, 4, True, "one_minus_lambda_init", "paper", 3),
+    ("paper", 8, 2, False, "one_minus_lambda_init", "paper", 0),
+    ("expanded", 4, 2, False, "one", "zero", 1),
+    ("expanded", 4, 4, True, "one_minus_lambda_init", "paper", 7),
+]
+D, HEAD_DIM, LENS = 32, 8, [40, 9, 1]
+
+
+def write_safetensors(path, tensors):
+    header, offset, blobs = {}, 0, []
+    for name, t in tensors.items():
+        b = t.detach().contiguous().numpy().astype("<f4").tobytes()
+        header[name] = {"dtype": "F32", "shape": list(t.shape), "data_offsets": [offset, offset + len(b)]}
+        offset += len(b)
+        blobs.append(b)
+    h = json.dumps(header).encode()
+    h += b" " * ((8 - len(h) % 8) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
+
+
+def rope(x, n):
+    """rotate_half RoPE on x [n, subheads, d] at positions 0..n-1."""
+    d = x.shape[-1]
+    inv = 1.0 / (THETA ** (torch.arange(0, d, 2, dtype=torch.float32) / d))
+    ang = torch.outer(torch.arange(n, dtype=torch.float32), inv)
+    cos, sin = torch.cat((ang, ang), -1).cos()[:, None], torch.cat((ang, ang), -1).sin()[:, None]
+    return x * cos + rotate_half(x) * sin
+
+
+def diff_attention(p, pre, case, x):
+    layout, heads, kv_heads, subln, out_scale = case[:5]
+    paper = layout == "paper"
+    H, KV = (heads // 2, kv_heads // 2) if paper else (heads, kv_heads)
+    d = HEAD_DIM
+    dv, rep = (2 * d if paper else d), H // KV
+    w = lambda n: p[pre + n]  # noqa: E731
+    lam = (torch.exp((w("lambda_q1") * w("lambda_k1")).sum()) - torch.exp((w("lambda_q2") * w("lambda_k2")).sum())
+           + w("lambda_init"))
+    scale = 1.0 - w("lambda_init") if out_scale == "one_minus_lambda_init" else 1.0
+    outs, row = [], 0
+    for n in LENS:
+        xs = x[row:row + n]
+        row += n
+        q = rope((xs @ w("q_proj.weight").T).view(n, 2 * H, d), n).view(n, H, 2, d)
+        k = rope((xs @ w("k_proj.weight").T).view(n, 2 * KV, d), n).view(n, KV, 2, d)
+        v = (xs @ w("v_proj.weight").T).view(n, KV, dv)
+        # Flash pairing: diff head h uses group h // rep for both components.
+        k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
+        mask = torch.full((n, n), float("-inf")).triu(1)
+        a1, a2 = (torch.softmax(torch.einsum("thd,shd->hts", q[:, :, c], k[:, :, c]) / math.sqrt(d) + mask, -1)
+                  for c in (0, 1))
+        o = torch.einsum("hts,shd->thd", a1 - lam * a2, v)
+        if subln:
+            o = o * torch.rsqrt(o.pow(2).mean(-1, keepdim=True) + 1e-5) * w("subln.weight")
+        outs.append((o * scale).reshape(n, H * dv) @ w("o_proj.weight").T)
+    return torch.cat(outs)
+
+
+def run_case(case, test_binary, tmp, seed):
+    layout, heads, kv_heads, subln, out_scale, lambda_init, layer = case
+    paper = layout == "paper"
+    H, KV = (heads // 2, kv_heads // 2) if paper else (heads, kv_heads)
+    d = HEAD_DIM
+    dv = 2 * d if paper else d
+    pre = f"model.layers.{layer}.self_attn."
+    g = torch.Generator().manual_seed(seed)
+    rnd = lambda *s, std=0.3: (torch.randn(*s, generator=g) * std).requires_grad_()  # noqa: E731
+    p = {pre + "q_proj.weight": rnd(2 * H * d, D), pre + "k_proj.weight": rnd(2 * KV * d, D),
+         pre + "v_proj.weight": rnd(KV * dv, D), pre + "o_proj.weight": rnd(D, H * dv)}
+    for n in ("lambda_q1", "lambda_k1", "lambda_q2", "lambda_k2"):
+        p[pre + n] = rnd(d)
+    li = 0.0 if lambda_init == "zero" else 0.8 - 0.6 * math.exp(-0.3 * layer)
+    p[pre + "lambda_init"] = torch.tensor(li, dtype=torch.float32)  # 0-dim buffer
+    if subln:
+        p[pre + "subln.weight"] = (1.0 + torch.randn(dv, generator=g) * 0.3).requires_grad_()
+    rows = sum(LENS)
+    x = rnd(rows, D, std=1.0)
+    dy = torch.randn(rows, D, generator=g)
+    y = diff_attention(p, pre, case, x)
+    (y * dy).sum().backward()
+
+    fixture = os.path.join(tmp, "fixture")
+    os.makedirs(fixture, exist_ok=True)
+    config = {"model_type": "strata_modified_llama", "architectures": ["LlamaForCausalLM"], "vocab_size": 64,
+              "hidden_size": D, "intermediate_size": 64, "num_hidden_layers": layer + 1,
+              "num_attention_heads": heads, "num_key_value_heads": kv_heads, "head_dim": d,
+              "max_position_embeddings": 64, "rms_norm_eps": 1e-5, "rope_theta": THETA,
+              "attention": "differential",
+              "diff_attn": {"layout": layout, "subln": subln, "out_scale": out_scale, "lambda_init": lambda_init}}
+    with open(os.path.join(fixture, "config.json"), "w") as f:
+        json.dump(config, f)
+    with open(os.path.join(fixture, "case.json"), "w") as f:
+        json.dump({"prefix": pre[:-1], "lens": LENS}, f)
+    write_safetensors(os.path.join(fixture, "fixture.safetensors"),
+                      {**p, "input": x, "grad_output": dy})
+    out = os.path.join(tmp, "strata.safetensors")
+    if os.path.exists(out):
+        os.remove(out)
+    env = dict(os.environ, STRATA_DIFF_ATTN_FIXTURE=fixture, STRATA_DIFF_ATTN_OUT=out)
+    r = subprocess.run([test_binary, "--gtest_filter=DiffAttentionParity.*"], env=env, capture_output=True, text=True)
+    if r.returncode != 0 or not os.path.exists(out):
+        print(r.stdout[-3000:], r.stderr[-3000:])
+        return [f"{case}: the strata test binary failed (exit {r.returncode})"]
+    s = read_safetensors(out)
+
+    failures = []
+
+    def compare(what, got, want, tol):
+        want = want.detach()
+        err = (got - want).abs().max().item()
+        ref = want.abs().max().item()
+        ok = err <= tol * max(ref, 1e-30)
+        print(f"  {what:40s} max |diff| {err:.2e} of {ref:.2e}  {'ok' if ok else 'FAIL'}")
+        if not ok:
+            failures.append(f"{case} {what}: {err:.3e} > {tol} x {ref:.3e}")
+
+    print(f"case {case}: lambda = {(torch.exp((p[pre + 'lambda_q1'] * p[pre + 'lambda_k1']).sum()) - torch.exp((p[pre + 'lambda_q2'] * p[pre + 'lambda_k2']).sum()) + li).item():.4f}")
+    compare("output", s["output"], y, 1e-5)
+    compare("grad input", s["grad_input"], x.grad, 1e-4)
+    for name, t in p.items():
+        if name.endswith("lambda_init"):
+            if "grad." + name in s:
+                failures.append(f"{case}: strata has a gradient for the buffer {name}")
+            continue
+        compare("grad " + name[len(pre):], s["grad." + name], t.grad, 1e-4)
+    return failures
+
+
+def main():
+    if len(sys.argv) != 2:
+        print(__doc__)
+        return 2
+    test_binary = os.path.join(os.path.dirname(os.path.abspath(sys.argv[1])), "strata_tests")
+    if not os.path.exists(test_binary):
+        print(f"FAIL: {test_binary} not found (build the tests)")
+        return 1
+    torch.manual_seed(0)
+    failures, failed_cases = [], 0
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, case in enumerate(CASES):
+            f = run_case(case, test_binary, tmp, 100 + i)
+            failures += f
+            failed_cases += bool(f)
+    for f in failures:
+        print("FAIL:", f)
+    print(f"{len(CASES) - failed_cases} passed, {failed_cases} failed")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
