@@ -14,6 +14,9 @@ const std::vector<std::pair<std::string, Factory>>& registry() {
       {"rmsnorm", make_rmsnorm},
       {"attn", make_attention},
       {"mlp", make_mlp},
+      {"ada-rmsnorm", make_ada_rmsnorm},
+      {"token-mix", make_token_mix},
+      {"se", make_se},
   };
   return r;
 }

@@ -17,5 +17,8 @@ std::vector<std::string> module_kinds();
 std::unique_ptr<Module> make_rmsnorm(const Config& cfg, const std::string& prefix);
 std::unique_ptr<Module> make_attention(const Config& cfg, const std::string& prefix);
 std::unique_ptr<Module> make_mlp(const Config& cfg, const std::string& prefix);
+std::unique_ptr<Module> make_ada_rmsnorm(const Config& cfg, const std::string& prefix);
+std::unique_ptr<Module> make_token_mix(const Config& cfg, const std::string& prefix);
+std::unique_ptr<Module> make_se(const Config& cfg, const std::string& prefix);
 
 }  // namespace strata
