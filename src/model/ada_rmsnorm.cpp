@@ -52,47 +52,44 @@ class AdaRmsNorm final : public Module {
   void forward(const float* x, float* y, const Batch& batch, LayerState* const* states, Scratch& scratch) override {
     const int64_t rows = batch.rows, D = dim_, r = rank_;
     if (training_ && states) fail(prefix_, ": training forward runs without decode states");
-    const kernels::Table& kt = kernels::active();
     float* xhat = scratch.floats(0, static_cast<size_t>(rows * D));
-    parallel_for(rows, 16, [&](int64_t lo, int64_t hi) {
-      for (int64_t i = lo; i < hi; ++i) kt.rmsnorm(x + i * D, ones_.data(), xhat + i * D, D, eps_);
-    });
+    normalize(x, rows, xhat);
+    // Context -> tanh(g), one row per statistic row (per row, or per sequence).
+    const int64_t S = r > 0 ? ctx_.rows(batch) : 0;
+    float* tanh_g = nullptr;
+    if (r > 0) {
+      float* c = scratch.floats(1, static_cast<size_t>(S * D));
+      float* a = scratch.floats(2, static_cast<size_t>(S * r));
+      float* h = scratch.floats(3, static_cast<size_t>(S * r));
+      tanh_g = scratch.floats(4, static_cast<size_t>(S * D));
+      ctx_.forward(xhat, c, batch, states);
+      ops::matmul(c, S, down_, a);
+      for (int64_t i = 0; i < S * r; ++i) h[i] = a[i] / (1.0f + std::exp(-a[i]));
+      ops::matmul(h, S, up_, tanh_g);
+      parallel_for(S * D, 1 << 14, [&](int64_t lo, int64_t hi) {
+        for (int64_t i = lo; i < hi; ++i) tanh_g[i] = std::tanh(tanh_g[i]);
+      });
+      ctx_.stat_rows(batch, stat_);
+      if (training_) {
+        saved_c_.assign(c, c + S * D);
+        saved_a_.assign(a, a + S * r);
+        saved_tanh_.assign(tanh_g, tanh_g + S * D);
+      }
+    }
     if (training_) saved_x_.assign(x, x + rows * D);
     const float* w = w_.f32();
-    if (r == 0) {
-      parallel_for(rows * D, 1 << 14, [&](int64_t lo, int64_t hi) {
-        for (int64_t i = lo; i < hi; ++i) y[i] = w[i % D] * xhat[i];
-      });
-      return;
-    }
-    // Context -> modulation, one per statistic row (per row, or per sequence).
-    const int64_t S = ctx_.rows(batch);
-    float* c = scratch.floats(1, static_cast<size_t>(S * D));
-    float* a = scratch.floats(2, static_cast<size_t>(S * r));
-    float* h = scratch.floats(3, static_cast<size_t>(S * r));
-    float* g = scratch.floats(4, static_cast<size_t>(S * D));
-    ctx_.forward(xhat, c, batch, states);
-    ops::matmul(c, S, down_, a);
-    for (int64_t i = 0; i < S * r; ++i) h[i] = a[i] / (1.0f + std::exp(-a[i]));
-    ops::matmul(h, S, up_, g);
-    parallel_for(S * D, 1 << 14, [&](int64_t lo, int64_t hi) {
-      for (int64_t i = lo; i < hi; ++i) g[i] = std::tanh(g[i]);
-    });
-    ctx_.stat_rows(batch, stat_);
     parallel_for(rows, 16, [&](int64_t lo, int64_t hi) {
       for (int64_t row = lo; row < hi; ++row) {
-        const float* tg = g + stat_[row] * D;
         const float* xr = xhat + row * D;
         float* yr = y + row * D;
+        if (!tanh_g) {
+          for (int64_t i = 0; i < D; ++i) yr[i] = w[i] * xr[i];
+          continue;
+        }
+        const float* tg = tanh_g + stat_[row] * D;
         for (int64_t i = 0; i < D; ++i) yr[i] = (w[i] * xr[i]) * (1.0f + tg[i]);
       }
     });
-    if (training_) {
-      saved_xhat_.assign(xhat, xhat + rows * D);
-      saved_c_.assign(c, c + S * D);
-      saved_a_.assign(a, a + S * r);
-      saved_tanh_.assign(g, g + S * D);
-    }
   }
 
   void bind_grads(GradBinder& gb) override {
@@ -112,18 +109,13 @@ class AdaRmsNorm final : public Module {
     const int64_t S = r > 0 ? ctx_.rows(batch) : 0;
     const float* x = saved_x_.data();
     const float* w = w_.f32();
-    float* dxhat = scratch.floats(0, static_cast<size_t>(rows * D));
-    float* dg = scratch.floats(1, static_cast<size_t>(std::max<int64_t>(S, 1) * D));
-    float* xhat = r > 0 ? saved_xhat_.data() : scratch.floats(2, static_cast<size_t>(rows * D));
-    if (r == 0) {
-      const kernels::Table& kt = kernels::active();
-      parallel_for(rows, 16, [&](int64_t lo, int64_t hi) {
-        for (int64_t i = lo; i < hi; ++i) kt.rmsnorm(x + i * D, ones_.data(), xhat + i * D, D, eps_);
-      });
-    }
+    float* xhat = scratch.floats(0, static_cast<size_t>(rows * D));
+    float* dxhat = scratch.floats(1, static_cast<size_t>(rows * D));
+    float* dg = scratch.floats(2, static_cast<size_t>(S * D));
+    normalize(x, rows, xhat);  // cheaper to redo than to keep
+    if (r > 0) ctx_.stat_rows(batch, stat_);
     std::fill(dg, dg + S * D, 0.0f);
     // Channel blocks over the threads: each owns its slice of dweight and dg.
-    if (r > 0) ctx_.stat_rows(batch, stat_);
     parallel_for(D, kChannelBlock, [&](int64_t lo, int64_t hi) {
       for (int64_t row = 0; row < rows; ++row) {
         const float* tg = r > 0 ? &saved_tanh_[stat_[row] * D] : nullptr;
@@ -138,9 +130,9 @@ class AdaRmsNorm final : public Module {
       }
     });
     if (r > 0) {
-      float* h = scratch.floats(2, static_cast<size_t>(S * r));
-      float* dh = scratch.floats(3, static_cast<size_t>(S * r));
-      float* dc = scratch.floats(4, static_cast<size_t>(S * D));
+      float* h = scratch.floats(3, static_cast<size_t>(S * r));
+      float* dh = scratch.floats(4, static_cast<size_t>(S * r));
+      float* dc = scratch.floats(5, static_cast<size_t>(S * D));
       const float* a = saved_a_.data();
       for (int64_t i = 0; i < S * r; ++i) h[i] = a[i] / (1.0f + std::exp(-a[i]));
       ops::matmul_tn_acc(dg, S, D, h, r, dup_);
@@ -170,15 +162,24 @@ class AdaRmsNorm final : public Module {
   }
 
  private:
+  // x̂ rows through the RMSNorm kernel with unit weights: w · (r · x) with
+  // w = 1 is r · x exactly, the very value the plain RMSNorm multiplies by w.
+  void normalize(const float* x, int64_t rows, float* xhat) const {
+    const kernels::Table& kt = kernels::active();
+    parallel_for(rows, 16, [&](int64_t lo, int64_t hi) {
+      for (int64_t i = lo; i < hi; ++i) kt.rmsnorm(x + i * dim_, ones_.data(), xhat + i * dim_, dim_, eps_);
+    });
+  }
+
   std::string prefix_;
   int64_t dim_, rank_;
   float eps_;
   ContextMean ctx_;
-  std::vector<float> ones_;  // the RMSNorm kernel with unit weights gives x̂
+  std::vector<float> ones_;
   Tensor w_, down_, up_;
   float *dw_ = nullptr, *ddown_ = nullptr, *dup_ = nullptr;
-  // Training: inputs, x̂, context means, ctx_down outputs and tanh(g).
-  std::vector<float> saved_x_, saved_xhat_, saved_c_, saved_a_, saved_tanh_;
+  // Training: inputs, context means, ctx_down outputs and tanh(g).
+  std::vector<float> saved_x_, saved_c_, saved_a_, saved_tanh_;
   std::vector<int64_t> stat_;  // statistic row of every row of the current call
 };
 

@@ -6,6 +6,16 @@
 #include "strata/error.h"
 
 namespace strata {
+namespace {
+
+// Items per thread chunk so that a chunk has some 16K elements of work (a
+// decode step has one row per sequence: not worth waking threads per item).
+int64_t items_per_chunk(const Batch& b) {
+  const int64_t rows_per_seq = std::max<int64_t>(1, b.rows / std::max<int64_t>(1, static_cast<int64_t>(b.seqs.size())));
+  return std::max<int64_t>(1, (int64_t{1} << 14) / (kChannelBlock * rows_per_seq));
+}
+
+}  // namespace
 
 CtxMode ctx_mode_of(const Config& cfg) {
   if (cfg.ctx_mode == "causal") return CtxMode::Causal;
@@ -42,7 +52,7 @@ void ContextMean::forward(const float* z, float* c, const Batch& b, LayerState* 
     }
   }
   // Work items: (sequence, block of channels); each owns its slice of the state.
-  parallel_for(n_seqs * blocks, 1, [&](int64_t lo, int64_t hi) {
+  parallel_for(n_seqs * blocks, items_per_chunk(b), [&](int64_t lo, int64_t hi) {
     float sum[kChannelBlock];
     for (int64_t it = lo; it < hi; ++it) {
       const size_t s = static_cast<size_t>(it / blocks);
@@ -74,7 +84,7 @@ void ContextMean::forward(const float* z, float* c, const Batch& b, LayerState* 
 void ContextMean::backward_add(const float* dc, float* dz, const Batch& b) const {
   const int64_t D = dim_, blocks = (D + kChannelBlock - 1) / kChannelBlock;
   const int64_t n_seqs = static_cast<int64_t>(b.seqs.size());
-  parallel_for(n_seqs * blocks, 1, [&](int64_t lo, int64_t hi) {
+  parallel_for(n_seqs * blocks, items_per_chunk(b), [&](int64_t lo, int64_t hi) {
     double acc[kChannelBlock];
     for (int64_t it = lo; it < hi; ++it) {
       const size_t s = static_cast<size_t>(it / blocks);

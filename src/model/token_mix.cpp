@@ -82,14 +82,13 @@ class TokenMix final : public Module {
         }
       }
     });
-    // New windows: the last k-1 rows of [old window; this call's rows].
+    // New windows: the last k-1 rows of [old window; this call's rows]. In
+    // place, oldest first: row m comes from row m + len >= m, not yet overwritten.
     for (size_t s = 0; s < batch.seqs.size() && states; ++s) {
-      std::vector<float> next(static_cast<size_t>((k - 1) * D));
       for (int64_t m = 0; m < k - 1; ++m) {
         const float* in = input_row(x, batch, s, batch.seqs[s].len - (k - 1) + m);
-        std::copy(in, in + D, next.begin() + m * D);
+        std::copy(in, in + D, st[s]->rows.begin() + m * D);
       }
-      st[s]->rows.swap(next);
       st[s]->count += batch.seqs[s].len;
     }
     if (training_) saved_u_.assign(x, x + rows * D);
