@@ -65,9 +65,7 @@ class TokenMix final : public Module {
     tap_major_.resize(static_cast<size_t>(k * D));
     for (int64_t c = 0; c < D; ++c)
       for (int64_t j = 0; j < k; ++j) tap_major_[j * D + c] = w_.f32()[c * k + j];
-    row_seq_.resize(static_cast<size_t>(rows));
-    for (size_t s = 0; s < batch.seqs.size(); ++s)
-      std::fill_n(row_seq_.begin() + batch.seqs[s].row, batch.seqs[s].len, s);
+    index_rows(batch);
     const float* bias = bias_.f32();
     parallel_for(rows, 16, [&](int64_t lo, int64_t hi) {
       for (int64_t row = lo; row < hi; ++row) {
@@ -105,9 +103,7 @@ class TokenMix final : public Module {
     const int64_t D = dim_, k = taps_, rows = batch.rows;
     const float* u = saved_u_.data();
     const float* w = w_.f32();
-    row_seq_.resize(static_cast<size_t>(rows));
-    for (size_t s = 0; s < batch.seqs.size(); ++s)
-      std::fill_n(row_seq_.begin() + batch.seqs[s].row, batch.seqs[s].len, s);
+    index_rows(batch);
     parallel_for(rows, 16, [&](int64_t lo, int64_t hi) {
       for (int64_t row = lo; row < hi; ++row) {
         const SeqSpan& sp = batch.seqs[row_seq_[row]];
@@ -139,6 +135,13 @@ class TokenMix final : public Module {
   }
 
  private:
+  // row_seq_: the sequence of every row of the call.
+  void index_rows(const Batch& batch) {
+    row_seq_.resize(static_cast<size_t>(batch.rows));
+    for (size_t s = 0; s < batch.seqs.size(); ++s)
+      std::fill_n(row_seq_.begin() + batch.seqs[s].row, batch.seqs[s].len, s);
+  }
+
   // Input row t of sequence s; t < 0 reaches into the window before the call.
   const float* input_row(const float* x, const Batch& batch, size_t s, int64_t t) const {
     if (t >= 0) return x + (batch.seqs[s].row + t) * dim_;

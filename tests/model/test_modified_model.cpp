@@ -141,7 +141,7 @@ TEST(ModifiedModelCausal, PrefillSplitAnywhereEqualsOnePrefill) {
   auto m = random_modified(modified_config("causal"), 9, 0.3);
   const auto ids = random_ids(20, 10, m->config().vocab_size);
   const auto whole = logits_of(*m, ids, Logits::Last);
-  for (const std::vector<int> cuts : {std::vector<int>{0, 3, 4, 13, 20}, std::vector<int>{0, 1, 2, 20},
+  for (const std::vector<int>& cuts : {std::vector<int>{0, 3, 4, 13, 20}, std::vector<int>{0, 1, 2, 20},
                                       std::vector<int>{0, 19, 20}, std::vector<int>{0, 7, 14, 20}}) {
     auto st = m->new_state();
     std::vector<float> l;
