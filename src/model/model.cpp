@@ -201,8 +201,11 @@ void Model::run(const float* input, const Batch& batch, State* const* states, bo
       fail("sequence ", s, " would reach ", batch.seqs[s].pos + batch.seqs[s].len,
            " tokens, beyond the model's context of max_position_embeddings=", cfg_.max_position_embeddings);
   if (states && !causal_) return run_recompute(input, batch, states, mode, logits);
+  if (input != x_.data()) {  // e.g. the whole prefix from run_recompute: more rows than x_ holds
+    x_.resize(static_cast<size_t>(rows * D));
+    std::copy(input, input + rows * D, x_.data());
+  }
   float* x = x_.data();
-  if (input != x) std::copy(input, input + rows * D, x);
   h_.resize(static_cast<size_t>(rows * D));
   o_.resize(static_cast<size_t>(rows * D));
   std::vector<LayerState*> slot_states(Block::kSlots * batch.seqs.size());

@@ -15,6 +15,9 @@ const std::vector<std::pair<std::string, Factory>>& registry() {
       {"attn", make_attention},
       {"mlp", make_mlp},
       {"diff-attn", make_diff_attention},
+      {"ada-rmsnorm", make_ada_rmsnorm},
+      {"token-mix", make_token_mix},
+      {"se", make_se},
   };
   return r;
 }

@@ -18,5 +18,8 @@ std::unique_ptr<Module> make_rmsnorm(const Config& cfg, const std::string& prefi
 std::unique_ptr<Module> make_attention(const Config& cfg, const std::string& prefix);
 std::unique_ptr<Module> make_mlp(const Config& cfg, const std::string& prefix);
 std::unique_ptr<Module> make_diff_attention(const Config& cfg, const std::string& prefix);
+std::unique_ptr<Module> make_ada_rmsnorm(const Config& cfg, const std::string& prefix);
+std::unique_ptr<Module> make_token_mix(const Config& cfg, const std::string& prefix);
+std::unique_ptr<Module> make_se(const Config& cfg, const std::string& prefix);
 
 }  // namespace strata
