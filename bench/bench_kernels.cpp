@@ -52,7 +52,7 @@ BENCHMARK(BM_Matmul)->Name("Prefill")->ArgsProduct({{1, 2}, {0, 1}, {64}})->UseR
 // The training products of a stories15M-shaped step (8192 rows, dim 288, FFN
 // 768, vocab 32000). Args: op (0 x·Wᵀ with the inference matmul, 4 x·Wᵀ
 // through ops::gemm, 7 x·B with B stored [K, N], 1 dy·W, 2 dW += dyᵀ·x;
-// 8, 9, 10: x·Wᵀ, dy·W, dW += dyᵀ·x through ops::gemm_bf16),
+// 8, 9, 10: x·Wᵀ, dy·W, dW += dyᵀ·x through ops::gemm in BF16),
 // N (output features), K (input features).
 void BM_TrainGemm(benchmark::State& state) {
   const int op = static_cast<int>(state.range(0));
@@ -66,9 +66,9 @@ void BM_TrainGemm(benchmark::State& state) {
       case 2: ops::matmul_tn_acc(dy.data(), M, N, x.data(), K, dw.data()); break;
       case 4: ops::gemm(M, N, K, {x.data(), K, 1}, {w.f32(), 1, K}, y.data(), N, false); break;
       case 7: ops::gemm(M, N, K, {x.data(), K, 1}, {w.f32(), N, 1}, y.data(), N, false); break;
-      case 8: ops::gemm_bf16(M, N, K, {x.data(), K, 1}, {w.f32(), 1, K}, y.data(), N, false); break;
-      case 9: ops::gemm_bf16(M, K, N, {dy.data(), N, 1}, {w.f32(), K, 1}, y.data(), K, false); break;
-      case 10: ops::gemm_bf16(N, K, M, {dy.data(), 1, N}, {x.data(), K, 1}, dw.data(), K, true); break;
+      case 8: ops::gemm(M, N, K, {x.data(), K, 1}, {w.f32(), 1, K}, y.data(), N, false, ops::Precision::BF16); break;
+      case 9: ops::gemm(M, K, N, {dy.data(), N, 1}, {w.f32(), K, 1}, y.data(), K, false, ops::Precision::BF16); break;
+      case 10: ops::gemm(N, K, M, {dy.data(), 1, N}, {x.data(), K, 1}, dw.data(), K, true, ops::Precision::BF16); break;
     }
     benchmark::DoNotOptimize(y.data());
   }

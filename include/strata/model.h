@@ -107,6 +107,10 @@ class Model {
   // The same loss without gradients (validation).
   LossSum eval_batch(const int32_t* inputs, const int32_t* targets, int64_t B, int64_t T);
   void zero_grads();
+  // Activation checkpointing: keep only every block's input in the forward
+  // and recompute the block's activations just before its backward (about
+  // one extra forward of compute for a fraction of the memory).
+  void set_checkpoint_activations(bool on) { checkpoint_ = on; }
   // Parameters and their gradients, in declaration order (training enabled);
   // a buffer (not trainable) comes with an empty gradient tensor.
   std::vector<std::pair<std::string, Tensor>> named_grads() const;
@@ -117,6 +121,8 @@ class Model {
   void bind(const WeightSet& weights);
   void run(const float* input, const struct Batch& batch, State* const* states, bool decode, Logits mode,
            std::vector<float>& logits);
+  void run_block(size_t b, float* x, const struct Batch& batch, LayerState* const* const* slot_states, bool decode);
+  void block_backward(size_t b, const struct Batch& batch);
   void run_recompute(const float* input, const struct Batch& batch, State* const* states, Logits mode,
                      std::vector<float>& logits);
 
@@ -134,6 +140,8 @@ class Model {
   std::vector<float> x_, h_, o_, last_;                // activations reused between calls
   std::map<std::string, Tensor> grads_;                // training: gradient per parameter
   std::vector<float> dx_, dtmp_, dnorm_;               // training: backward buffers
+  std::vector<float> block_inputs_;                    // training with checkpointing: [blocks, rows, hidden]
+  bool checkpoint_ = false;
   std::unique_ptr<class Scratch> scratch_;             // module temporaries, shared by all blocks
 };
 

@@ -19,7 +19,7 @@ namespace fs = std::filesystem;
 
 struct CommonOpts {
   TrainerOptions t;
-  std::string out, init, tokenizer, shuffle = "on";
+  std::string out, init, tokenizer, shuffle = "on", precision = "f32";
   std::vector<std::string> groups;
   double lr = 3e-4, min_lr = -1, wd = 0.1, beta1 = 0.9, beta2 = 0.95, eps = 1e-8;
   int64_t warmup = 0;
@@ -49,6 +49,10 @@ void add_common(CLI::App* cmd, CommonOpts& o) {
   cmd->add_option("--keep-last", o.t.keep_last, "keep only the newest N checkpoints (0: all)");
   cmd->add_option("--shuffle", o.shuffle, "on|off")->check(CLI::IsMember({"on", "off"}));
   cmd->add_flag("--resume", o.t.resume, "continue from the newest complete checkpoint in the run directory");
+  cmd->add_option("--precision", o.precision, "f32, or bf16: mixed precision (BF16 products on AMX, F32 master weights)")
+      ->check(CLI::IsMember({"f32", "bf16"}));
+  cmd->add_flag("--checkpoint-activations", o.t.checkpoint_activations,
+                "keep only block inputs and recompute the rest in backward (less memory, ~1/3 more compute)");
   cmd->add_option("--tokenizer", o.tokenizer, "tokenizer.model (copied into every checkpoint)");
   add_threads_option(cmd, &o.threads);
 }
@@ -63,6 +67,7 @@ void finish_options(CommonOpts& o) {
   o.t.adamw.beta1 = o.beta1;
   o.t.adamw.beta2 = o.beta2;
   o.t.adamw.eps = o.eps;
+  o.t.bf16 = o.precision == "bf16";
   for (const auto& g : o.groups) o.t.adamw.rules.push_back(parse_param_group(g));
 }
 

@@ -150,9 +150,60 @@ void gemm_serial(const kernels::Table& kt, int64_t M, int64_t N, int64_t K, MatR
 
 }  // namespace
 
-PackedB::PackedB(int64_t K_, int64_t N_, MatRef b) : K(K_), N(N_) {
+namespace {
+
+Precision g_training_precision = Precision::F32;
+
+// B rounded to BF16 in VNNI order [Kp/2][Np][2], zero-padded to multiples of 32.
+void to_vnni(const kernels::Table& kt, MatRef b, int64_t K, int64_t N, std::vector<uint16_t>& out) {
+  const int64_t Kp = (K + 31) / 32 * 32, Np = (N + 31) / 32 * 32;
+  out.assign(static_cast<size_t>(Kp * Np), 0);
+  uint16_t* bb = out.data();
+  parallel_for(K, 64, [&](int64_t lo, int64_t hi) {  // whole VNNI rows (pairs of k) per thread
+    kt.amx_to_bf16_vnni(b.data + lo * b.rs, b.rs, b.cs, hi - lo, N, bb + lo * Np, Np);
+  });
+}
+
+// a rounded to BF16 row-major, then the AMX kernel; the threads take rows
+// (or columns) of c in multiples of 32.
+void amx_gemm(const kernels::Table& kt, int64_t M, int64_t N, int64_t K, MatRef a, const uint16_t* bb, float* c,
+              int64_t ldc, bool accumulate) {
+  const int64_t Kp = (K + 31) / 32 * 32, Mp = (M + 31) / 32 * 32, Np = (N + 31) / 32 * 32;
+  thread_local std::vector<uint16_t> abuf;
+  abuf.assign(static_cast<size_t>(Mp * Kp), 0);
+  uint16_t* ab = abuf.data();
+  parallel_for(M, 32, [&](int64_t lo, int64_t hi) {
+    kt.amx_to_bf16_rows(a.data + lo * a.rs, a.rs, a.cs, hi - lo, K, ab + lo * Kp, Kp);
+  });
+  const int64_t threads = num_threads();
+  if (M >= N) {
+    const int64_t grain = ((M + threads - 1) / threads + 31) / 32 * 32;
+    parallel_for(M, grain, [&](int64_t lo, int64_t hi) {
+      kt.amx_gemm_bf16(ab + lo * Kp, Kp, bb, Np, hi - lo, N, Kp, c + lo * ldc, ldc, accumulate);
+    });
+  } else {
+    const int64_t grain = ((N + threads - 1) / threads + 31) / 32 * 32;
+    parallel_for(N, grain, [&](int64_t lo, int64_t hi) {
+      kt.amx_gemm_bf16(ab, Kp, bb + lo * 2, Np, M, hi - lo, Kp, c + lo, ldc, accumulate);
+    });
+  }
+}
+
+bool use_bf16(const kernels::Table& kt, Precision p) { return p == Precision::BF16 && kt.amx_gemm_bf16; }
+
+}  // namespace
+
+void set_training_precision(Precision p) { g_training_precision = p; }
+Precision training_precision() { return g_training_precision; }
+
+PackedB::PackedB(int64_t K_, int64_t N_, MatRef b, Precision p) : K(K_), N(N_) {
   const kernels::Table& kt = kernels::active();
   nr = kt.gemm_nr;
+  bf16 = use_bf16(kt, p);
+  if (bf16) {
+    to_vnni(kt, b, K, N, vnni);
+    return;
+  }
   data.resize(static_cast<size_t>(K * ((N + nr - 1) / nr * nr)));
   const int64_t kstep = kc_step(K), jblocks = (N + kNC - 1) / kNC;
   std::vector<std::pair<int64_t, int64_t>> blocks;
@@ -169,7 +220,8 @@ PackedB::PackedB(int64_t K_, int64_t N_, MatRef b) : K(K_), N(N_) {
 void gemm(int64_t M, MatRef a, const PackedB& b, float* c, int64_t ldc, bool accumulate) {
   if (M <= 0 || b.N <= 0) return;
   const kernels::Table& kt = kernels::active();
-  if (kt.gemm_nr != b.nr) fail("gemm: B was packed for another kernel table");
+  if (kt.gemm_nr != b.nr || (b.bf16 && !kt.amx_gemm_bf16)) fail("gemm: B was packed for another kernel table");
+  if (b.bf16) return amx_gemm(kt, M, b.N, b.K, a, b.vnni.data(), c, ldc, accumulate);
   const int64_t threads = num_threads();
   int64_t grain = (M + threads - 1) / threads;
   grain = (grain + kt.gemm_mr - 1) / kt.gemm_mr * kt.gemm_mr;
@@ -179,9 +231,16 @@ void gemm(int64_t M, MatRef a, const PackedB& b, float* c, int64_t ldc, bool acc
   });
 }
 
-void gemm(int64_t M, int64_t N, int64_t K, MatRef a, MatRef b, float* c, int64_t ldc, bool accumulate) {
+void gemm(int64_t M, int64_t N, int64_t K, MatRef a, MatRef b, float* c, int64_t ldc, bool accumulate, Precision p) {
   if (M <= 0 || N <= 0) return;
   const kernels::Table& kt = kernels::active();
+  if (use_bf16(kt, p)) {
+    // The operands are rounded to BF16 once per call into the layouts the AMX
+    // kernel reads in place (a row-major, b in VNNI pairs), zero-padded.
+    thread_local std::vector<uint16_t> bbuf;
+    to_vnni(kt, b, K, N, bbuf);
+    return amx_gemm(kt, M, N, K, a, bbuf.data(), c, ldc, accumulate);
+  }
   const int64_t threads = num_threads();
   // Split the longer side of C into one contiguous share per thread, aligned
   // to the register block.
@@ -196,40 +255,6 @@ void gemm(int64_t M, int64_t N, int64_t K, MatRef a, MatRef b, float* c, int64_t
     grain = (grain + kt.gemm_nr - 1) / kt.gemm_nr * kt.gemm_nr;
     parallel_for(N, grain, [&](int64_t lo, int64_t hi) {
       gemm_serial(kt, M, hi - lo, K, a, {b.data + lo * b.cs, b.rs, b.cs}, nullptr, c + lo, ldc, accumulate);
-    });
-  }
-}
-
-// The operands are rounded to BF16 once per call into the layouts the AMX
-// kernel reads in place (a row-major, b in VNNI pairs), zero-padded to the
-// tile sizes, then the threads take rows (or columns) of c in multiples of 32.
-void gemm_bf16(int64_t M, int64_t N, int64_t K, MatRef a, MatRef b, float* c, int64_t ldc, bool accumulate) {
-  const kernels::Table& kt = kernels::active();
-  if (!kt.amx_gemm_bf16) return gemm(M, N, K, a, b, c, ldc, accumulate);
-  if (M <= 0 || N <= 0) return;
-  const int64_t Kp = (K + 31) / 32 * 32, Mp = (M + 31) / 32 * 32, Np = (N + 31) / 32 * 32;
-  thread_local std::vector<uint16_t> abuf, bbuf;
-  abuf.assign(static_cast<size_t>(Mp * Kp), 0);
-  bbuf.assign(static_cast<size_t>(Kp * Np), 0);
-  uint16_t* ab = abuf.data();
-  uint16_t* bb = bbuf.data();
-  // Rows of a in blocks of 32 and pairs of rows of b (whole VNNI rows) over the threads.
-  parallel_for(M, 32, [&](int64_t lo, int64_t hi) {
-    kt.amx_to_bf16_rows(a.data + lo * a.rs, a.rs, a.cs, hi - lo, K, ab + lo * Kp, Kp);
-  });
-  parallel_for(K, 64, [&](int64_t lo, int64_t hi) {
-    kt.amx_to_bf16_vnni(b.data + lo * b.rs, b.rs, b.cs, hi - lo, N, bb + lo * Np, Np);
-  });
-  const int64_t threads = num_threads();
-  if (M >= N) {
-    const int64_t grain = ((M + threads - 1) / threads + 31) / 32 * 32;
-    parallel_for(M, grain, [&](int64_t lo, int64_t hi) {
-      kt.amx_gemm_bf16(ab + lo * Kp, Kp, bb, Np, hi - lo, N, Kp, c + lo * ldc, ldc, accumulate);
-    });
-  } else {
-    const int64_t grain = ((N + threads - 1) / threads + 31) / 32 * 32;
-    parallel_for(N, grain, [&](int64_t lo, int64_t hi) {
-      kt.amx_gemm_bf16(ab, Kp, bb + lo * 2, Np, M, hi - lo, Kp, c + lo, ldc, accumulate);
     });
   }
 }

@@ -52,17 +52,17 @@ void matmul(const float* x, int64_t M, const Tensor& w, float* y) {
 }
 
 void matmul_nn(const float* a, int64_t M, int64_t N, const float* b, int64_t K, float* y) {
-  gemm(M, K, N, {a, N, 1}, {b, K, 1}, y, K, false);
+  gemm(M, K, N, {a, N, 1}, {b, K, 1}, y, K, false, training_precision());
 }
 
 void matmul_tn_acc(const float* a, int64_t M, int64_t N, const float* b, int64_t K, float* y) {
-  gemm(N, K, M, {a, 1, N}, {b, K, 1}, y, K, true);
+  gemm(N, K, M, {a, 1, N}, {b, K, 1}, y, K, true, training_precision());
 }
 
 void matmul_train(const float* x, int64_t M, const Tensor& w, float* y) {
   if (w.dtype != DType::F32) return matmul(x, M, w, y);
   const int64_t N = w.dim(0), K = w.dim(1);
-  gemm(M, N, K, {x, K, 1}, {w.f32(), 1, K}, y, N, false);
+  gemm(M, N, K, {x, K, 1}, {w.f32(), 1, K}, y, N, false, training_precision());
 }
 
 void embed(const Tensor& table, const int32_t* ids, int64_t n, float* out) {

@@ -27,21 +27,30 @@ struct MatRef {
   const float* data;
   int64_t rs, cs;
 };
-// c[M, N] = a[M, K] · b[K, N] (+ c if accumulate), F32, blocked and packed
+
+// Precision of the products: F32, or BF16 operands with F32 sums on AMX tiles
+// (mixed precision; F32 where the CPU has no AMX).
+enum class Precision { F32, BF16 };
+// What training's products use (matmul_train, matmul_nn, matmul_tn_acc and
+// the classifier); set once by the trainer.
+void set_training_precision(Precision p);
+Precision training_precision();
+
+// c[M, N] = a[M, K] · b[K, N] (+ c if accumulate), blocked and packed
 // (src/kernels/gemm.cpp). Split over the threads by rows or columns of c, so
 // each element is summed in the same order for any thread count. Used by
 // training; inference keeps `matmul`, whose sums match decode bit for bit.
-void gemm(int64_t M, int64_t N, int64_t K, MatRef a, MatRef b, float* c, int64_t ldc, bool accumulate);
-// The same product with both operands rounded to BF16 and F32 sums, on AMX
-// tiles (mixed-precision training); the F32 `gemm` where there is no AMX.
-void gemm_bf16(int64_t M, int64_t N, int64_t K, MatRef a, MatRef b, float* c, int64_t ldc, bool accumulate);
+void gemm(int64_t M, int64_t N, int64_t K, MatRef a, MatRef b, float* c, int64_t ldc, bool accumulate,
+          Precision p = Precision::F32);
 // A B operand packed once for many gemm calls (the classifier meets every
 // chunk of rows with the same head), for the kernel table active when packed.
 struct PackedB {
-  PackedB(int64_t K, int64_t N, MatRef b);
+  PackedB(int64_t K, int64_t N, MatRef b, Precision p = Precision::F32);
   int64_t K, N;
   int nr;
-  std::vector<float> data;
+  bool bf16 = false;
+  std::vector<float> data;     // F32 panels
+  std::vector<uint16_t> vnni;  // BF16 in VNNI order
 };
 // The same product with B prepacked; split over the threads by rows of c.
 void gemm(int64_t M, MatRef a, const PackedB& b, float* c, int64_t ldc, bool accumulate);

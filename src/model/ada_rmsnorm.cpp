@@ -92,6 +92,7 @@ class AdaRmsNorm final : public Module {
     });
   }
 
+  void free_saved() override { release(saved_x_, saved_c_, saved_a_, saved_tanh_); }
   void bind_grads(GradBinder& gb) override {
     dw_ = gb.get(prefix_ + ".weight");
     if (rank_ > 0) {

@@ -68,6 +68,10 @@ class Attention final : public Module {
     linear(att, rows, wo_, y);
   }
 
+  void free_saved() override {
+    caches_.release();
+    release(saved_x_, saved_q_, saved_att_);
+  }
   void bind_grads(GradBinder& gb) override {
     auto p = params();
     dwq_ = gb.get(p[0].name);

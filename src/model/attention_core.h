@@ -51,6 +51,7 @@ class CallCaches {
   void append(const Batch& batch, const float* k_rows, const float* v_rows);
   KvCache& operator[](size_t seq) { return *caches_[seq]; }
   const int64_t* row_pos() const { return row_pos_.data(); }
+  void release() { std::vector<KvCache>().swap(temp_); }  // frees the temporaries
 
  private:
   std::vector<KvCache> temp_;

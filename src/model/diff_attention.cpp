@@ -135,6 +135,10 @@ class DiffAttention final : public Module {
     linear(heads, rows, wo_, y);
   }
 
+  void free_saved() override {
+    caches_.release();
+    release(saved_x_, saved_q_, saved_o2_, saved_diff_, saved_heads_);
+  }
   void bind_grads(GradBinder& gb) override {
     auto p = params();
     dwq_ = gb.get(p[0].name);

@@ -46,6 +46,7 @@ class Mlp final : public Module {
     linear(g, rows, down_, y);
   }
 
+  void free_saved() override { release(saved_x_, saved_g_, saved_u_); }
   void bind_grads(GradBinder& gb) override {
     auto p = params();
     dgate_ = gb.get(p[0].name);

@@ -210,7 +210,6 @@ void Model::run(const float* input, const Batch& batch, State* const* states, bo
   o_.resize(static_cast<size_t>(rows * D));
   std::vector<LayerState*> slot_states(Block::kSlots * batch.seqs.size());
   for (size_t b = 0; b < blocks_.size(); ++b) {
-    Block& blk = *blocks_[b];
     LayerState* const* ls[Block::kSlots] = {nullptr, nullptr, nullptr};
     if (states) {
       for (int i = 0; i < Block::kSlots; ++i) {
@@ -219,20 +218,7 @@ void Model::run(const float* input, const Batch& batch, State* const* states, bo
         ls[i] = dst;
       }
     }
-    auto apply = [&](Module& m, const float* in, float* out, LayerState* const* st) {
-      if (decode) m.step(in, out, batch, st, *scratch_);
-      else m.forward(in, out, batch, st, *scratch_);
-    };
-    apply(*blk.norm, x, h_.data(), ls[0]);
-    apply(*blk.mixer, h_.data(), o_.data(), ls[1]);
-    if (blk.post) {
-      apply(*blk.post, o_.data(), h_.data(), ls[2]);
-      std::swap(h_, o_);
-    }
-    const float* o = o_.data();
-    parallel_for(rows * D, 1 << 14, [&](int64_t lo, int64_t hi) {
-      for (int64_t i = lo; i < hi; ++i) x[i] += o[i];
-    });
+    run_block(b, x, batch, ls, decode);
   }
   if (states)
     for (size_t s = 0; s < batch.seqs.size(); ++s) states[s]->n_past_ += batch.seqs[s].len;
@@ -255,6 +241,28 @@ void Model::run(const float* input, const Batch& batch, State* const* states, bo
   final_norm_->forward(head_in, h_.data(), head_batch, nullptr, *scratch_);
   logits.resize(static_cast<size_t>(head_batch.rows * V));
   ops::matmul(h_.data(), head_batch.rows, head_, logits.data());
+}
+
+// x += Post(Mixer(Norm(x))) for block b, in place on x [batch.rows, hidden].
+void Model::run_block(size_t b, float* x, const Batch& batch, LayerState* const* const* slot_states, bool decode) {
+  const int64_t n = batch.rows * cfg_.hidden_size;
+  h_.resize(static_cast<size_t>(n));
+  o_.resize(static_cast<size_t>(n));
+  Block& blk = *blocks_[b];
+  auto apply = [&](Module& m, const float* in, float* out, LayerState* const* st) {
+    if (decode) m.step(in, out, batch, st, *scratch_);
+    else m.forward(in, out, batch, st, *scratch_);
+  };
+  apply(*blk.norm, x, h_.data(), slot_states ? slot_states[0] : nullptr);
+  apply(*blk.mixer, h_.data(), o_.data(), slot_states ? slot_states[1] : nullptr);
+  if (blk.post) {
+    apply(*blk.post, o_.data(), h_.data(), slot_states ? slot_states[2] : nullptr);
+    std::swap(h_, o_);
+  }
+  const float* o = o_.data();
+  parallel_for(n, 1 << 14, [&](int64_t lo, int64_t hi) {
+    for (int64_t i = lo; i < hi; ++i) x[i] += o[i];
+  });
 }
 
 // Models with non-causal modules (`global` context statistics) cannot

@@ -80,9 +80,10 @@ Model::LossSum Model::head_loss(const int32_t* targets, int64_t rows, float grad
   const float* head = head_.f32();
   // The head packed once for all chunks: as headᵀ [D, V] for the logits and
   // as head [V, D] for dh = dlogits · head.
-  const ops::PackedB head_t(D, V, {head, 1, D});
+  const ops::Precision prec = ops::training_precision();
+  const ops::PackedB head_t(D, V, {head, 1, D}, prec);
   std::optional<ops::PackedB> head_n;
-  if (backward) head_n.emplace(V, D, ops::MatRef{head, D, 1});
+  if (backward) head_n.emplace(V, D, ops::MatRef{head, D, 1}, prec);
   for (int64_t r0 = 0; r0 < rows; r0 += chunk) {
     const int64_t n = std::min(chunk, rows - r0);
     const float* h = h_.data() + r0 * D;
@@ -117,10 +118,23 @@ Model::LossSum Model::head_loss(const int32_t* targets, int64_t rows, float grad
     for (int64_t i = 0; i < n; ++i) r.sum += row_loss[i];
     if (backward) {
       ops::gemm(n, {logits.data(), V, 1}, *head_n, dnorm_.data() + r0 * D, D, false);
-      ops::matmul_tn_acc(logits.data(), n, V, h, D, dhead);
+      ops::matmul_tn_acc(logits.data(), n, V, h, D, dhead);  // dhead += dlogitsᵀ h
     }
   }
   return r;
+}
+
+// dnorm_ = d(block b's branch input side): the branch's backward from dx_
+// (the residual gradient), through post, mixer and norm.
+void Model::block_backward(size_t b, const Batch& batch) {
+  Block& blk = *blocks_[b];
+  const float* dbranch = dx_.data();
+  if (blk.post) {
+    blk.post->backward(dx_.data(), dnorm_.data(), batch, *scratch_);
+    dbranch = dnorm_.data();
+  }
+  blk.mixer->backward(dbranch, dtmp_.data(), batch, *scratch_);
+  blk.norm->backward(dtmp_.data(), dnorm_.data(), batch, *scratch_);
 }
 
 Model::LossSum Model::train_batch(const int32_t* inputs, const int32_t* targets, int64_t B, int64_t T,
@@ -142,9 +156,19 @@ Model::LossSum Model::train_batch(const int32_t* inputs, const int32_t* targets,
         fail("token id ", inputs[i], " is outside the vocabulary (", cfg_.vocab_size, ")");
     ops::embed(embed_, inputs, rows, x_.data());
   }
-  set_training(true);
   std::vector<float> unused;
-  run(x_.data(), batch, nullptr, false, Logits::None, unused);
+  if (checkpoint_) {  // blocks run without saving; only their inputs are kept
+    block_inputs_.resize(blocks_.size() * static_cast<size_t>(rows * D));
+    set_training(false);
+    for (size_t b = 0; b < blocks_.size(); ++b) {
+      std::copy(x_.begin(), x_.begin() + rows * D, block_inputs_.begin() + static_cast<int64_t>(b) * rows * D);
+      run_block(b, x_.data(), batch, nullptr, false);
+    }
+    final_norm_->set_training(true);
+  } else {
+    set_training(true);
+    run(x_.data(), batch, nullptr, false, Logits::None, unused);
+  }
   h_.resize(static_cast<size_t>(rows * D));
   final_norm_->forward(x_.data(), h_.data(), batch, nullptr, *scratch_);
   dnorm_.resize(static_cast<size_t>(rows * D));
@@ -155,14 +179,22 @@ Model::LossSum Model::train_batch(const int32_t* inputs, const int32_t* targets,
   dtmp_.resize(static_cast<size_t>(rows * D));
   final_norm_->backward(dnorm_.data(), dx_.data(), batch, *scratch_);
   for (size_t b = blocks_.size(); b-- > 0;) {
-    const float* dbranch = dx_.data();
-    if (blocks_[b]->post) {
-      blocks_[b]->post->backward(dx_.data(), dnorm_.data(), batch, *scratch_);
-      dbranch = dnorm_.data();
+    if (checkpoint_) {  // recompute this block's activations from its saved input
+      Block& blk = *blocks_[b];
+      for (int i = 0; i < Block::kSlots; ++i)
+        if (Module* m = blk.slot(i)) m->set_training(true);
+      x_.assign(block_inputs_.begin() + static_cast<int64_t>(b) * rows * D,
+                block_inputs_.begin() + static_cast<int64_t>(b + 1) * rows * D);
+      run_block(b, x_.data(), batch, nullptr, false);
     }
-    blocks_[b]->mixer->backward(dbranch, dtmp_.data(), batch, *scratch_);
-    blocks_[b]->norm->backward(dtmp_.data(), dnorm_.data(), batch, *scratch_);
+    block_backward(b, batch);
     for (int64_t i = 0; i < rows * D; ++i) dx_[i] += dnorm_[i];
+    if (checkpoint_)
+      for (int i = 0; i < Block::kSlots; ++i)
+        if (Module* m = blocks_[b]->slot(i)) {
+          m->set_training(false);
+          m->free_saved();
+        }
   }
   if (d_embeds) {
     std::copy(dx_.begin(), dx_.end(), d_embeds);

@@ -120,10 +120,18 @@ class Module {
   // what backward needs for that call; backward() then writes dx (overwriting)
   // from dy and adds the parameter gradients into the buffers of bind_grads().
   void set_training(bool on) { training_ = on; }
+  // Drops what training forwards kept for backward (activation checkpointing
+  // frees a block's activations once its backward is done).
+  virtual void free_saved() {}
   virtual void bind_grads(GradBinder& grads) = 0;
   virtual void backward(const float* dy, float* dx, const Batch& batch, Scratch& scratch) = 0;
 
  protected:
+  // Empties containers and returns their memory.
+  template <class... Cs>
+  static void release(Cs&... c) {
+    (Cs().swap(c), ...);
+  }
   // y = x · wᵀ: the training GEMM while training (fast for many rows), else
   // ops::matmul (whose sums match decode's, so prefill == decode bitwise).
   void linear(const float* x, int64_t rows, const Tensor& w, float* y) const;

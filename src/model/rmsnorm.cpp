@@ -20,6 +20,7 @@ class RmsNorm final : public Module {
     if (training_) saved_x_.assign(x, x + batch.rows * dim_);
   }
 
+  void free_saved() override { release(saved_x_); }
   void bind_grads(GradBinder& g) override { dw_ = g.get(name_); }
 
   void backward(const float* dy, float* dx, const Batch& batch, Scratch&) override {

@@ -75,6 +75,7 @@ class SqueezeExcite final : public Module {
     }
   }
 
+  void free_saved() override { release(saved_f_, saved_s_, saved_p_, saved_gate_); }
   void bind_grads(GradBinder& gb) override {
     dfc1_ = gb.get(prefix_ + ".fc1.weight");
     db1_ = gb.get(prefix_ + ".fc1.bias");

@@ -92,6 +92,7 @@ class TokenMix final : public Module {
     if (training_) saved_u_.assign(x, x + rows * D);
   }
 
+  void free_saved() override { release(saved_u_); }
   void bind_grads(GradBinder& gb) override {
     dw_ = gb.get(prefix_ + ".weight");
     dbias_ = gb.get(prefix_ + ".bias");

@@ -12,6 +12,8 @@
 #include "io/checkpoint.h"
 #include "io/safetensors.h"
 #include "strata/error.h"
+#include "kernels/kernels.h"
+#include "kernels/ops.h"
 #include "train/run_state.h"
 
 namespace strata {
@@ -52,6 +54,10 @@ std::string fmt_duration(double s) {
 TrainerResult train(Model& model, const TrainerOptions& o, const BatchFn& train_batches, const BatchFn& val_batches) {
   using clock = std::chrono::steady_clock;
   model.enable_training();
+  model.set_checkpoint_activations(o.checkpoint_activations);
+  ops::set_training_precision(o.bf16 ? ops::Precision::BF16 : ops::Precision::F32);
+  if (o.bf16 && !kernels::active().amx_gemm_bf16)
+    std::fprintf(stderr, "note: BF16 products need AMX, which this CPU (or kernel) does not grant: training in F32\n");
   LrSchedule sched = o.schedule;
   sched.total_steps = o.steps;
   validate(sched);

@@ -27,6 +27,8 @@ struct TrainerOptions {
   int keep_last = 0;               // 0: keep all checkpoints
   bool resume = false;
   uint64_t seed = 0;
+  bool bf16 = false;                    // mixed precision: BF16 products (AMX) with F32 master weights
+  bool checkpoint_activations = false;  // recompute each block's activations in backward
 };
 
 // Fills inputs/targets [B, T] for global micro-batch m (0-based); stateless in m.
