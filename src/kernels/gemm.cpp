@@ -61,9 +61,12 @@ void pack_a_panels(MatRef a, int64_t i0, int64_t mc, int64_t p0, int64_t kc, flo
 
 void pack_a(MatRef a, int64_t i0, int64_t mc, int64_t p0, int64_t kc, int mr, float* ap) {
   switch (mr) {
-    case 8: return pack_a_panels<8>(a, i0, mc, p0, kc, ap);
-    case 6: return pack_a_panels<6>(a, i0, mc, p0, kc, ap);
-    case 4: return pack_a_panels<4>(a, i0, mc, p0, kc, ap);
+    case 8:
+      return pack_a_panels<8>(a, i0, mc, p0, kc, ap);
+    case 6:
+      return pack_a_panels<6>(a, i0, mc, p0, kc, ap);
+    case 4:
+      return pack_a_panels<4>(a, i0, mc, p0, kc, ap);
   }
   fail("gemm: no packing for a register block of ", mr, " rows");
 }
@@ -100,8 +103,8 @@ int64_t packed_offset(int64_t K, int64_t N, int nr, int64_t j0, int64_t p0) {
 
 // One thread's share: c[M, N] (+)= a[M, K] · b[K, N], b given as a view or
 // already packed whole (`prepacked`, see PackedB).
-void gemm_serial(const kernels::Table& kt, int64_t M, int64_t N, int64_t K, MatRef a, MatRef b,
-                 const float* prepacked, float* c, int64_t ldc, bool accumulate) {
+void gemm_serial(const kernels::Table& kt, int64_t M, int64_t N, int64_t K, MatRef a, MatRef b, const float* prepacked,
+                 float* c, int64_t ldc, bool accumulate) {
   const int mr = kt.gemm_mr, nr = kt.gemm_nr;
   thread_local std::vector<float> apack, bpack, edge;
   const int64_t nc_max = std::min(kNC, (N + nr - 1) / nr * nr);
@@ -154,37 +157,41 @@ namespace {
 
 Precision g_training_precision = Precision::F32;
 
-// B rounded to BF16 in VNNI order [Kp/2][Np][2], zero-padded to multiples of 32.
-void to_vnni(const kernels::Table& kt, MatRef b, int64_t K, int64_t N, std::vector<uint16_t>& out) {
+// B rounded to BF16 in whole tiles (kernels.h), zero-padded to multiples of
+// 32; the threads take column blocks of 32.
+void to_tiles_b(const kernels::Table& kt, MatRef b, int64_t K, int64_t N, std::vector<uint16_t>& out) {
   const int64_t Kp = (K + 31) / 32 * 32, Np = (N + 31) / 32 * 32;
-  out.assign(static_cast<size_t>(Kp * Np), 0);
+  const bool padded = Kp != K || Np != N;
+  out.resize(static_cast<size_t>(Kp * Np));
+  if (padded) std::fill(out.begin(), out.end(), uint16_t{0});
   uint16_t* bb = out.data();
-  parallel_for(K, 64, [&](int64_t lo, int64_t hi) {  // whole VNNI rows (pairs of k) per thread
-    kt.amx_to_bf16_vnni(b.data + lo * b.rs, b.rs, b.cs, hi - lo, N, bb + lo * Np, Np);
+  parallel_for(N, 32, [&](int64_t lo, int64_t hi) {
+    kt.amx_pack_b(b.data + lo * b.cs, b.rs, b.cs, K, hi - lo, bb + lo * Kp, Kp);
   });
 }
 
-// a rounded to BF16 row-major, then the AMX kernel; the threads take rows
-// (or columns) of c in multiples of 32.
+// a rounded to BF16 tiles, then the AMX kernel; the threads take rows (or
+// columns) of c in multiples of 32.
 void amx_gemm(const kernels::Table& kt, int64_t M, int64_t N, int64_t K, MatRef a, const uint16_t* bb, float* c,
               int64_t ldc, bool accumulate) {
-  const int64_t Kp = (K + 31) / 32 * 32, Mp = (M + 31) / 32 * 32, Np = (N + 31) / 32 * 32;
+  const int64_t Kp = (K + 31) / 32 * 32, Mp = (M + 31) / 32 * 32;
   thread_local std::vector<uint16_t> abuf;
-  abuf.assign(static_cast<size_t>(Mp * Kp), 0);
+  abuf.resize(static_cast<size_t>(Mp * Kp));
+  if (Mp != M || Kp != K) std::fill(abuf.begin(), abuf.end(), uint16_t{0});
   uint16_t* ab = abuf.data();
   parallel_for(M, 32, [&](int64_t lo, int64_t hi) {
-    kt.amx_to_bf16_rows(a.data + lo * a.rs, a.rs, a.cs, hi - lo, K, ab + lo * Kp, Kp);
+    kt.amx_pack_a(a.data + lo * a.rs, a.rs, a.cs, hi - lo, K, ab + lo * Kp, Kp);
   });
   const int64_t threads = num_threads();
   if (M >= N) {
     const int64_t grain = ((M + threads - 1) / threads + 31) / 32 * 32;
     parallel_for(M, grain, [&](int64_t lo, int64_t hi) {
-      kt.amx_gemm_bf16(ab + lo * Kp, Kp, bb, Np, hi - lo, N, Kp, c + lo * ldc, ldc, accumulate);
+      kt.amx_gemm_bf16(ab + lo * Kp, bb, hi - lo, N, Kp, c + lo * ldc, ldc, accumulate);
     });
   } else {
     const int64_t grain = ((N + threads - 1) / threads + 31) / 32 * 32;
     parallel_for(N, grain, [&](int64_t lo, int64_t hi) {
-      kt.amx_gemm_bf16(ab, Kp, bb + lo * 2, Np, M, hi - lo, Kp, c + lo, ldc, accumulate);
+      kt.amx_gemm_bf16(ab, bb + lo * Kp, M, hi - lo, Kp, c + lo, ldc, accumulate);
     });
   }
 }
@@ -201,7 +208,7 @@ PackedB::PackedB(int64_t K_, int64_t N_, MatRef b, Precision p) : K(K_), N(N_) {
   nr = kt.gemm_nr;
   bf16 = use_bf16(kt, p);
   if (bf16) {
-    to_vnni(kt, b, K, N, vnni);
+    to_tiles_b(kt, b, K, N, vnni);
     return;
   }
   data.resize(static_cast<size_t>(K * ((N + nr - 1) / nr * nr)));
@@ -212,7 +219,8 @@ PackedB::PackedB(int64_t K_, int64_t N_, MatRef b, Precision p) : K(K_), N(N_) {
   parallel_for(static_cast<int64_t>(blocks.size()), 1, [&](int64_t lo, int64_t hi) {
     for (int64_t i = lo; i < hi; ++i) {
       const auto [j0, p0] = blocks[i];
-      pack_b(b, p0, std::min(kstep, K - p0), j0, std::min(kNC, N - j0), nr, data.data() + packed_offset(K, N, nr, j0, p0));
+      pack_b(b, p0, std::min(kstep, K - p0), j0, std::min(kNC, N - j0), nr,
+             data.data() + packed_offset(K, N, nr, j0, p0));
     }
   });
 }
@@ -238,7 +246,7 @@ void gemm(int64_t M, int64_t N, int64_t K, MatRef a, MatRef b, float* c, int64_t
     // The operands are rounded to BF16 once per call into the layouts the AMX
     // kernel reads in place (a row-major, b in VNNI pairs), zero-padded.
     thread_local std::vector<uint16_t> bbuf;
-    to_vnni(kt, b, K, N, bbuf);
+    to_tiles_b(kt, b, K, N, bbuf);
     return amx_gemm(kt, M, N, K, a, bbuf.data(), c, ldc, accumulate);
   }
   const int64_t threads = num_threads();

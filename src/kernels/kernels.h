@@ -59,18 +59,18 @@ struct Table {
   void (*amx_pack_x)(const float* x, int64_t M, int64_t K, uint16_t* packed, int64_t block_begin, int64_t block_end);
   void (*amx_matmul_bf16)(const uint16_t* packed, int64_t M, int64_t K, const uint16_t* w, int64_t N, float* y,
                           int64_t ldy);
-  // AMX only: c[M, N] (+)= a[M, K] · b[K, N], a BF16 row-major (row stride
-  // lda, rows readable up to a multiple of 32), b BF16 in VNNI order
-  // [K/2][ldb][2] (columns readable up to a multiple of 32), K a multiple of 32.
-  void (*amx_gemm_bf16)(const uint16_t* a, int64_t lda, const uint16_t* b, int64_t ldb, int64_t M, int64_t N,
-                        int64_t K, float* c, int64_t ldc, bool accumulate);
-  // The operands for it, rounded to nearest even from any F32 view (element
-  // (i, p) at src[i*rs + p*cs]): row-major dst[i*ldd + p], or VNNI
-  // dst[(p/2)*ldd*2 + j*2 + p%2] for element (p, j) of a K x N source.
-  void (*amx_to_bf16_rows)(const float* src, int64_t rs, int64_t cs, int64_t rows, int64_t cols, uint16_t* dst,
-                           int64_t ldd);
-  void (*amx_to_bf16_vnni)(const float* src, int64_t rs, int64_t cs, int64_t K, int64_t N, uint16_t* dst,
-                           int64_t ldd);
+  // AMX only: c[M, N] (+)= a[M, K] · b[K, N] with F32 sums, from BF16
+  // operands in whole tiles (1 KB each, kbs = Kp / 32 tiles per block):
+  //   a: tile (rb, kb) = rows 16rb.. x k 32kb.., row-major, at a + (rb*kbs + kb)*512;
+  //   b: tile (cb, kb) = k-pairs 16kb.. x columns 16cb.., VNNI, at b + (cb*kbs + kb)*512.
+  // Rows up to a multiple of 32, columns up to a multiple of 32 and k up to Kp
+  // must be readable and zero past M, N, K.
+  void (*amx_gemm_bf16)(const uint16_t* a, const uint16_t* b, int64_t M, int64_t N, int64_t Kp, float* c,
+                        int64_t ldc, bool accumulate);
+  // Round (nearest even) an F32 view (element (i, p) at src[i*rs + p*cs])
+  // into those layouts: a rows x cols block as A, a K x N block as B.
+  void (*amx_pack_a)(const float* src, int64_t rs, int64_t cs, int64_t rows, int64_t cols, uint16_t* dst, int64_t Kp);
+  void (*amx_pack_b)(const float* src, int64_t rs, int64_t cs, int64_t K, int64_t N, uint16_t* dst, int64_t Kp);
 };
 
 int64_t amx_packed_elems(int64_t M, int64_t K);
@@ -78,11 +78,10 @@ void amx_pack_x(const float* x, int64_t M, int64_t K, uint16_t* packed, int64_t 
 void amx_matmul_bf16(const uint16_t* packed, int64_t M, int64_t K, const uint16_t* w, int64_t N, float* y,
                      int64_t ldy);
 
-void amx_gemm_bf16(const uint16_t* a, int64_t lda, const uint16_t* b, int64_t ldb, int64_t M, int64_t N, int64_t K,
-                   float* c, int64_t ldc, bool accumulate);
-void amx_to_bf16_rows(const float* src, int64_t rs, int64_t cs, int64_t rows, int64_t cols, uint16_t* dst,
-                      int64_t ldd);
-void amx_to_bf16_vnni(const float* src, int64_t rs, int64_t cs, int64_t K, int64_t N, uint16_t* dst, int64_t ldd);
+void amx_gemm_bf16(const uint16_t* a, const uint16_t* b, int64_t M, int64_t N, int64_t Kp, float* c, int64_t ldc,
+                   bool accumulate);
+void amx_pack_a(const float* src, int64_t rs, int64_t cs, int64_t rows, int64_t cols, uint16_t* dst, int64_t Kp);
+void amx_pack_b(const float* src, int64_t rs, int64_t cs, int64_t K, int64_t N, uint16_t* dst, int64_t Kp);
 
 const Table& table(Isa isa);
 inline const Table& active() { return table(active_isa()); }

@@ -15,8 +15,8 @@ const Table& amx_table() {
     a.amx_pack_x = amx_pack_x;
     a.amx_matmul_bf16 = amx_matmul_bf16;
     a.amx_gemm_bf16 = amx_gemm_bf16;
-    a.amx_to_bf16_rows = amx_to_bf16_rows;
-    a.amx_to_bf16_vnni = amx_to_bf16_vnni;
+    a.amx_pack_a = amx_pack_a;
+    a.amx_pack_b = amx_pack_b;
     return a;
   }();
   return t;

@@ -50,7 +50,7 @@ struct PackedB {
   int nr;
   bool bf16 = false;
   std::vector<float> data;     // F32 panels
-  std::vector<uint16_t> vnni;  // BF16 in VNNI order
+  std::vector<uint16_t> vnni;  // BF16 in AMX tiles (kernels.h)
 };
 // The same product with B prepacked; split over the threads by rows of c.
 void gemm(int64_t M, MatRef a, const PackedB& b, float* c, int64_t ldc, bool accumulate);

@@ -27,8 +27,8 @@ std::vector<float> randn(size_t n, uint64_t seed) {
 float round_bf16(float v) { return bf16_to_f32(f32_to_bf16(v)); }
 
 // c = a · b (+ c) in double, a and b read through their views.
-std::vector<double> reference(int64_t M, int64_t N, int64_t K, ops::MatRef a, ops::MatRef b, const std::vector<float>& c0,
-                              bool accumulate, bool bf16) {
+std::vector<double> reference(int64_t M, int64_t N, int64_t K, ops::MatRef a, ops::MatRef b,
+                              const std::vector<float>& c0, bool accumulate, bool bf16) {
   std::vector<double> c(static_cast<size_t>(M * N));
   for (int64_t i = 0; i < M; ++i)
     for (int64_t j = 0; j < N; ++j) {
@@ -46,8 +46,7 @@ std::vector<double> reference(int64_t M, int64_t N, int64_t K, ops::MatRef a, op
 void expect_near(const std::vector<float>& got, const std::vector<double>& want, double rtol, const char* what) {
   double scale = 1e-30;
   for (double w : want) scale = std::max(scale, std::fabs(w));
-  for (size_t i = 0; i < got.size(); ++i)
-    ASSERT_NEAR(got[i], want[i], rtol * scale) << what << " at " << i;
+  for (size_t i = 0; i < got.size(); ++i) ASSERT_NEAR(got[i], want[i], rtol * scale) << what << " at " << i;
 }
 
 class GemmTest : public ::testing::TestWithParam<Isa> {
@@ -71,7 +70,7 @@ TEST_P(GemmTest, MatchesReferenceForShapesViewsAndAccumulation) {
         for (int64_t i = 0; i < M; ++i)
           for (int64_t p = 0; p < K; ++p) at[p * M + i] = a[i * K + p];
         const ops::MatRef a_rows{a.data(), K, 1}, a_cols{at.data(), 1, M};  // the same matrix, two layouts
-        const ops::MatRef b_rows{b.data(), N, 1}, b_cols{b.data(), 1, K};   // b, and another matrix (bᵀ read as K x N)
+        const ops::MatRef b_rows{b.data(), N, 1}, b_cols{b.data(), 1, K};  // b, and another matrix (bᵀ read as K x N)
         for (bool acc : {false, true}) {
           std::vector<float> c0 = randn(M * N, 3), c = c0;
           ops::gemm(M, N, K, a_rows, b_rows, c.data(), N, acc);
