@@ -20,74 +20,6 @@ constexpr int64_t kKC = 192;   // largest reduction block (K is cut into equal b
 constexpr int64_t kMC = 96;    // rows of A packed at a time (L2)
 constexpr int64_t kNC = 1536;  // columns of B packed at a time (L2)
 
-// ap[panel][p][i] = A(i0 + panel*MR + i, p0 + p), zero past the last row.
-// Unit strides get their own loops (plain copies, or a transpose through a
-// small block), since packing is a sizeable share when N is short.
-template <int MR>
-void pack_a_panels(MatRef a, int64_t i0, int64_t mc, int64_t p0, int64_t kc, float* ap) {
-  const int64_t full = a.rs == 1 ? mc / MR * MR : 0;
-  if (full > 0) {  // columns of A contiguous: read each one once, across all panels
-    for (int64_t p = 0; p < kc; ++p) {
-      const float* src = a.data + i0 + (p0 + p) * a.cs;
-      for (int64_t r0 = 0; r0 < full; r0 += MR)
-        for (int i = 0; i < MR; ++i) ap[r0 * kc + p * MR + i] = src[r0 + i];
-    }
-  }
-  for (int64_t r0 = full; r0 < mc; r0 += MR) {
-    const int64_t rows = std::min<int64_t>(MR, mc - r0);
-    float* dst = ap + r0 * kc;
-    const float* src = a.data + (i0 + r0) * a.rs + p0 * a.cs;
-    if (rows == MR && a.cs == 1) {
-      constexpr int64_t kB = 16;
-      float blk[MR][kB];
-      int64_t p = 0;
-      for (; p + kB <= kc; p += kB) {
-        for (int i = 0; i < MR; ++i)
-          for (int64_t q = 0; q < kB; ++q) blk[i][q] = src[i * a.rs + p + q];
-        for (int64_t q = 0; q < kB; ++q)
-          for (int i = 0; i < MR; ++i) dst[(p + q) * MR + i] = blk[i][q];
-      }
-      for (; p < kc; ++p)
-        for (int i = 0; i < MR; ++i) dst[p * MR + i] = src[i * a.rs + p];
-    } else {
-      for (int64_t p = 0; p < kc; ++p) {
-        int64_t i = 0;
-        for (; i < rows; ++i) dst[p * MR + i] = src[i * a.rs + p * a.cs];
-        for (; i < MR; ++i) dst[p * MR + i] = 0.0f;
-      }
-    }
-  }
-}
-
-void pack_a(MatRef a, int64_t i0, int64_t mc, int64_t p0, int64_t kc, int mr, float* ap) {
-  switch (mr) {
-    case 8:
-      return pack_a_panels<8>(a, i0, mc, p0, kc, ap);
-    case 6:
-      return pack_a_panels<6>(a, i0, mc, p0, kc, ap);
-    case 4:
-      return pack_a_panels<4>(a, i0, mc, p0, kc, ap);
-  }
-  fail("gemm: no packing for a register block of ", mr, " rows");
-}
-
-// bp[panel][p][j] = B(p0 + p, j0 + panel*nr + j), zero past the last column.
-void pack_b(MatRef b, int64_t p0, int64_t kc, int64_t j0, int64_t nc, int nr, float* bp) {
-  for (int64_t c0 = 0; c0 < nc; c0 += nr) {
-    const int64_t cols = std::min<int64_t>(nr, nc - c0);
-    float* dst = bp + c0 * kc;
-    for (int64_t p = 0; p < kc; ++p) {
-      const float* src = b.data + (p0 + p) * b.rs + (j0 + c0) * b.cs;
-      int64_t j = 0;
-      if (b.cs == 1)
-        for (; j < cols; ++j) dst[p * nr + j] = src[j];
-      else
-        for (; j < cols; ++j) dst[p * nr + j] = src[j * b.cs];
-      for (; j < nr; ++j) dst[p * nr + j] = 0.0f;
-    }
-  }
-}
-
 // Equal reduction blocks: K = 288 runs as 2 x 144, not 256 + a short 32.
 int64_t kc_step(int64_t K) {
   const int64_t k_blocks = (K + kKC - 1) / kKC;
@@ -124,10 +56,10 @@ void gemm_serial(const kernels::Table& kt, int64_t M, int64_t N, int64_t K, MatR
       const int64_t kc = std::min(kstep, K - p0);
       const bool acc = accumulate || p0 > 0;
       const float* bpanels = prepacked ? prepacked + packed_offset(K, N, nr, j0, p0) : bpack.data();
-      if (!prepacked) pack_b(b, p0, kc, j0, nc, nr, bpack.data());
+      if (!prepacked) kt.gemm_pack_b(b.data, b.rs, b.cs, p0, kc, j0, nc, bpack.data());
       for (int64_t i0 = 0; i0 < M; i0 += kMC) {
         const int64_t mc = std::min(kMC, M - i0);
-        pack_a(a, i0, mc, p0, kc, mr, apack.data());
+        kt.gemm_pack_a(a.data, a.rs, a.cs, i0, mc, p0, kc, apack.data());
         for (int64_t jr = 0; jr < nc; jr += nr) {
           const float* bp = bpanels + jr * kc;
           const int64_t cols = std::min<int64_t>(nr, nc - jr);
@@ -219,8 +151,8 @@ PackedB::PackedB(int64_t K_, int64_t N_, MatRef b, Precision p) : K(K_), N(N_) {
   parallel_for(static_cast<int64_t>(blocks.size()), 1, [&](int64_t lo, int64_t hi) {
     for (int64_t i = lo; i < hi; ++i) {
       const auto [j0, p0] = blocks[i];
-      pack_b(b, p0, std::min(kstep, K - p0), j0, std::min(kNC, N - j0), nr,
-             data.data() + packed_offset(K, N, nr, j0, p0));
+      kt.gemm_pack_b(b.data, b.rs, b.cs, p0, std::min(kstep, K - p0), j0, std::min(kNC, N - j0),
+                     data.data() + packed_offset(K, N, nr, j0, p0));
     }
   });
 }

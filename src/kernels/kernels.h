@@ -49,6 +49,13 @@ struct Table {
   // with ap, bp packed panels, sums in increasing p.
   void (*gemm_micro)(int64_t kc, const float* ap, const float* bp, float* c, int64_t ldc, bool accumulate);
   int gemm_mr, gemm_nr;
+  // Its packing (src/kernels/gemm_pack.h), element (i, p) of A at
+  // a[i*a_rs + p*a_cs]: rows i0.. i0+mc, k p0.. p0+kc into MR-row panels; and
+  // B's k p0.. p0+kc, columns j0.. j0+nc into NR-column panels. Zero padded.
+  void (*gemm_pack_a)(const float* a, int64_t a_rs, int64_t a_cs, int64_t i0, int64_t mc, int64_t p0, int64_t kc,
+                      float* ap);
+  void (*gemm_pack_b)(const float* b, int64_t b_rs, int64_t b_cs, int64_t p0, int64_t kc, int64_t j0, int64_t nc,
+                      float* bp);
 
   // AMX only (null elsewhere): BF16-weight matmul on tiles for M >= 16 rows and
   // K a multiple of 32. The activations are first packed to BF16 (VNNI order,

@@ -2,6 +2,7 @@
 // optimised path.
 #include <cmath>
 
+#include "kernels/gemm_pack.h"
 #include "kernels/kernels.h"
 #include "strata/tensor.h"
 
@@ -107,7 +108,8 @@ void bf16_to_f32_row(const uint16_t* src, float* dst, int64_t n) {
 
 const Table& scalar_table() {
   static const Table t{matmul_f32, matmul_bf16, rmsnorm,  softmax, silu_mul, rope,    dot,     axpy,
-                       attn_pv,    bf16_to_f32_row, outer_acc, gemm_micro, kGemmMR, kGemmNR, nullptr, nullptr,
+                       attn_pv,    bf16_to_f32_row, outer_acc, gemm_micro, kGemmMR, kGemmNR, pack_a_panels<kGemmMR>,
+                       pack_b_panels<kGemmNR>, nullptr, nullptr,
                        nullptr,    nullptr,         nullptr};
   return t;
 }

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <cstring>
 
+#include "kernels/gemm_pack.h"
 #include "kernels/kernels.h"
 
 namespace strata::kernels {
@@ -376,7 +377,7 @@ Table make_table() {
   return Table{matmul_f32<V>, matmul_bf16<V>, rmsnorm<V>,     softmax<V>,   silu_mul<V>,
                rope<V>,       dot<V>,         axpy<V>,        attn_pv<V>,   bf16_to_f32<V>,
                outer_acc<V>,  gemm_micro<V, V::kGemmMR, V::kGemmNV>,        V::kGemmMR,
-               V::kGemmNV * V::kWidth,        nullptr,        nullptr,      nullptr,
+               V::kGemmNV * V::kWidth,        pack_a_panels<V::kGemmMR>,    pack_b_panels<V::kGemmNV * V::kWidth>,        nullptr,        nullptr,      nullptr,
                nullptr,       nullptr};
 }
 
