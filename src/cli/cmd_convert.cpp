@@ -1,16 +1,96 @@
-// strata convert: rewrite a checkpoint in another layout. --to hf writes an HF
-// directory (F32 or BF16, optionally sharded) from any model strata reads.
+// strata convert: rewrite a checkpoint in another layout.
+//   --to hf        an HF directory (F32 or BF16, optionally sharded) from any model strata reads;
+//   --to modified  the modified decoder converted from a Llama model with identity inits
+//                  (docs/modified-decoder.md), then how far its logits are from the base's.
+#include <cstdio>
 #include <filesystem>
+#include <set>
 
 #include "cli/common.h"
+#include "core/rng.h"
+#include "core/weights.h"
 #include "io/checkpoint.h"
+#include "model/convert_modified.h"
 #include "strata/error.h"
 
 namespace strata::cli {
 
+namespace {
+
+namespace fs = std::filesystem;
+
+// The probe of the closeness report: plain English for a model with a
+// tokenizer, else a fixed pseudo-random id sequence.
+constexpr const char* kProbeText =
+    "Once upon a time, there was a little girl named Lily. She loved to play outside in the park with her "
+    "friends. One day, she saw a big red ball under a tree and ran to get it.";
+constexpr int64_t kProbeRandomTokens = 64;
+
+// The tokenizer that goes with the output: --tokenizer (its vocabulary must
+// match), else one beside the model with the model's vocabulary (llama2.c
+// names custom ones tok<V>.model). Null if there is none.
+std::unique_ptr<Tokenizer> find_tokenizer(const std::string& model_path, const std::string& given, int64_t vocab) {
+  if (!given.empty()) {
+    auto tok = Tokenizer::load(given);
+    if (tok->vocab_size() != vocab)
+      fail(given, ": tokenizer has ", tok->vocab_size(), " pieces but the model's vocab_size is ", vocab);
+    return tok;
+  }
+  const fs::path p(model_path);
+  const fs::path dir = fs::is_directory(p) ? p : p.parent_path();
+  for (const fs::path& cand : {dir / ("tok" + std::to_string(vocab) + ".model"), dir / "tokenizer.model"}) {
+    std::error_code ec;
+    if (!fs::is_regular_file(cand, ec)) continue;
+    auto tok = Tokenizer::load(cand.string());
+    if (tok->vocab_size() == vocab) return tok;
+  }
+  return nullptr;
+}
+
+std::vector<int32_t> probe_ids(const Config& cfg, const Tokenizer* tok, bool add_bos, std::string* what) {
+  std::vector<int32_t> ids;
+  if (tok) {
+    ids = tok->encode(kProbeText, add_bos);
+    *what = "a fixed English text";
+  } else {
+    Rng rng(20240229);
+    ids.push_back(cfg.bos_token_id);
+    while (static_cast<int64_t>(ids.size()) < kProbeRandomTokens)
+      ids.push_back(static_cast<int32_t>(rng.next() % static_cast<uint64_t>(cfg.vocab_size)));
+    *what = "fixed pseudo-random ids (no tokenizer)";
+  }
+  if (static_cast<int64_t>(ids.size()) > cfg.max_position_embeddings) ids.resize(cfg.max_position_embeddings);
+  return ids;
+}
+
+// Runs base and converted on the probe and prints the distance on stdout.
+// `rounded`: F32 base matrices were written as BF16, which the distance includes.
+void report_closeness(Model& base, const Config& cfg, const NamedTensors& tensors, const Tokenizer* tok, bool add_bos,
+                      const ModifiedOptions& opt, bool rounded) {
+  WeightSet w;
+  for (const auto& [name, t] : tensors) w.add(name, t, "<converted>");
+  auto converted = Model::from_weights(cfg, w);
+  std::string what;
+  const std::vector<int32_t> ids = probe_ids(cfg, tok, add_bos, &what);
+  const LogitComparison c = compare_logits(base, *converted, ids);
+  std::printf("closeness to the base on %lld tokens (%s)%s:\n", (long long)c.positions, what.c_str(),
+              rounded ? ", including the rounding of F32 matrices to BF16" : "");
+  std::printf("  max |delta logit|          %.3g\n", c.max_abs_diff);
+  std::printf("  mean KL(base || converted) %.3g nats per position\n", c.mean_kl);
+  const bool exact = opt.attention == "standard" || opt.diff_layout == "expanded";
+  if (exact && !rounded && c.max_abs_diff > 1e-4)
+    std::fprintf(stderr, "warning: this conversion should reproduce the base (max |delta logit| <= 1e-4)\n");
+  if (!exact)
+    std::printf("  the paper layout is approximate (half of each diff head's value channels use another head's "
+                "attention map): train to heal it\n");
+}
+
+}  // namespace
+
 void register_convert(CLI::App& app) {
   struct Opts {
     std::string model, out, to = "hf", dtype = "f32", tokenizer;
+    ModifiedOptions modified;
     int64_t max_shard = 0;
     int threads = 0;
   };
@@ -18,34 +98,55 @@ void register_convert(CLI::App& app) {
   CLI::App* cmd = app.add_subcommand("convert", "convert a checkpoint");
   cmd->add_option("-m,--model", o->model, "input model")->required();
   cmd->add_option("-o,--out", o->out, "output directory")->required();
-  cmd->add_option("--to", o->to, "target layout: hf")->check(CLI::IsMember({"hf"}));
+  cmd->add_option("--to", o->to, "target: hf (same model, HF layout) or modified (the modified decoder)")
+      ->check(CLI::IsMember({"hf", "modified"}));
   cmd->add_option("--dtype", o->dtype, "f32 or bf16 for the matrices")->check(CLI::IsMember({"f32", "bf16"}));
   cmd->add_option("--max-shard-size", o->max_shard, "bytes per shard (0: one file)")->check(CLI::NonNegativeNumber);
   cmd->add_option("--tokenizer", o->tokenizer, "tokenizer.model to copy beside the output");
+  ModifiedOptions& m = o->modified;
+  cmd->add_option("--attention", m.attention, "--to modified: differential or standard")
+      ->check(CLI::IsMember({"differential", "standard"}));
+  cmd->add_option("--diff-layout", m.diff_layout, "--to modified: expanded (exact) or paper (approximate)")
+      ->check(CLI::IsMember({"expanded", "paper"}));
+  cmd->add_option("--ctx-mode", m.ctx_mode, "--to modified: causal or global context statistics")
+      ->check(CLI::IsMember({"causal", "global"}));
+  cmd->add_option("--seed", m.seed, "--to modified: seed of ctx_down, SE fc1 and the lambda vectors");
+  cmd->add_option("--ada-rank", m.ada_rank, "--to modified: AdaRMSNorm context rank")->check(CLI::NonNegativeNumber);
+  cmd->add_option("--tm-kernel", m.tm_kernel, "--to modified: token-mixing taps")->check(CLI::Range(1, 8));
+  cmd->add_option("--se-reduction", m.se_reduction, "--to modified: SE reduction")->check(CLI::PositiveNumber);
   add_threads_option(cmd, &o->threads);
-  cmd->callback([o] {
+  cmd->callback([o, cmd] {
     apply_threads(o->threads);
+    const bool to_modified = o->to == "modified";
+    for (const char* opt : {"--attention", "--diff-layout", "--ctx-mode", "--seed", "--ada-rank", "--tm-kernel",
+                            "--se-reduction"})
+      if (!to_modified && cmd->count(opt) > 0) fail(opt, " applies to --to modified only");
     Loaded l = load(o->model, "", false);
+    auto tok = find_tokenizer(o->model, o->tokenizer, l.model->config().vocab_size);
+
     Config cfg = l.model->config();
+    NamedTensors tensors = to_modified ? convert_to_modified(*l.model, o->modified, &cfg) : l.model->named_tensors();
     const DType dt = o->dtype == "bf16" ? DType::BF16 : DType::F32;
     cfg.torch_dtype = dt == DType::BF16 ? "bfloat16" : "float32";
-    NamedTensors out;
-    for (auto& [name, t] : l.model->named_tensors()) {
-      const bool matrix = t.shape.size() >= 2;
-      const DType want = matrix ? dt : DType::F32;
-      out.emplace_back(name, t.dtype == want ? t : t.to(want));
+    std::set<std::string> matrices;  // read by matmuls: may be BF16; everything else stays F32
+    for (const DeclaredParam& p : declared_params(cfg))
+      if (p.decl.matrix) matrices.insert(p.decl.name);
+    for (auto& [name, t] : tensors) {
+      const DType want = matrices.count(name) ? dt : DType::F32;
+      if (t.dtype != want) t = t.to(want);
     }
-    save_hf_checkpoint(o->out, cfg, out, o->max_shard);
-    std::string tok = o->tokenizer;
-    if (tok.empty()) {
-      auto p = std::filesystem::path(o->model);
-      auto beside = (std::filesystem::is_directory(p) ? p : p.parent_path()) / "tokenizer.model";
-      if (std::filesystem::exists(beside)) tok = beside.string();
-    }
-    if (!tok.empty())
-      std::filesystem::copy_file(tok, std::filesystem::path(o->out) / "tokenizer.model",
-                                 std::filesystem::copy_options::overwrite_existing);
-    std::fprintf(stderr, "wrote %s (%zu tensors)\n", o->out.c_str(), out.size());
+    save_hf_checkpoint(o->out, cfg, tensors, o->max_shard);
+    if (tok)
+      fs::copy_file(tok->path(), fs::path(o->out) / "tokenizer.model", fs::copy_options::overwrite_existing);
+    std::fprintf(stderr, "wrote %s (%zu tensors)%s\n", o->out.c_str(), tensors.size(),
+                 tok ? "" : "; no tokenizer with the model's vocabulary found, none copied");
+    if (!to_modified) return;
+    bool rounded = false;
+    for (const auto& [name, t] : l.model->named_tensors())
+      rounded |= dt == DType::BF16 && t.dtype == DType::F32 && matrices.count(name);
+    report_closeness(*l.model, cfg, tensors, tok.get(), l.add_bos, o->modified, rounded);
+    std::fflush(stdout);  // the warning comes after the report on a terminal
+    if (cfg.ctx_mode == "global") std::fprintf(stderr, "warning: %s\n", kGlobalContextWarning);
   });
 }
 

@@ -18,6 +18,8 @@ constexpr int64_t kMaxDim = int64_t{1} << 20;
 constexpr int64_t kMaxVocab = int64_t{1} << 22;
 constexpr int64_t kMaxLayers = 1024;
 constexpr const char* kModifiedType = "strata_modified_llama";
+// Written for modified models so tools that only know Llama refuse the checkpoint.
+constexpr const char* kModifiedArchitecture = "StrataModifiedLlamaForCausalLM";
 
 [[noreturn]] void field_error(const std::string& src, const std::string& field, const std::string& what) {
   fail(src, ": field '", field, "': ", what);
@@ -116,6 +118,7 @@ Config Config::from_json_text(const std::string& text, const std::string& source
   }
   c.recipe = opt_string(j, "strata_recipe", c.model_type == kModifiedType ? "modified" : "llama", source);
   if (c.model_type == kModifiedType) {
+    c.architecture = kModifiedArchitecture;  // whatever the file says: it is not a Llama
     c.attention = opt_string(j, "attention", c.attention, source);
     if (const json* d = get(j, "diff_attn")) {
       if (!d->is_object()) field_error(source, "diff_attn", cat("expected an object, got ", type_of(*d)));
@@ -259,7 +262,8 @@ void Config::validate_modified(const std::string& source) const {
 
 std::string Config::to_json_text() const {
   ojson j;
-  j["architectures"] = ojson::array({architecture});
+  // A modified model never claims to be a LlamaForCausalLM.
+  j["architectures"] = ojson::array({recipe == "modified" ? std::string(kModifiedArchitecture) : architecture});
   j["model_type"] = model_type;
   j["vocab_size"] = vocab_size;
   j["hidden_size"] = hidden_size;
@@ -324,7 +328,32 @@ Config llama_config(int64_t vocab, int64_t hidden, int64_t inter, int64_t layers
   return c;
 }
 
-std::vector<std::string> preset_names() { return {"tinyllama-1.1b", "stories260k", "stories15m", "tiny", "tiny-tied"}; }
+std::vector<std::string> preset_names() {
+  return {"tinyllama-1.1b", "stories260k", "stories15m", "tiny", "tiny-tied",
+          "tinyllama-1.1b-modified", "tinyllama-1.1b-modified-nodiff", "tiny-modified", "stories260k-modified"};
+}
+
+namespace {
+
+// The modified decoder on top of a Llama shape, with the from-scratch inits of
+// differential attention (paper layout, subln, (1 - lambda_init) scale, paper
+// lambda_init). docs/modified-decoder.md lists the presets and their counts.
+Config modified_preset(const Config& base, const std::string& attention, int64_t ada_rank, int64_t se_reduction) {
+  Config c = base;
+  c.model_type = kModifiedType;
+  c.architecture = kModifiedArchitecture;
+  c.recipe = "modified";
+  c.attention = attention;
+  c.diff_layout = "paper";
+  c.diff_subln = true;
+  c.diff_out_scale = true;
+  c.diff_lambda_init_zero = false;
+  c.ada_rank = ada_rank;
+  c.se_reduction = se_reduction;
+  return c;
+}
+
+}  // namespace
 
 Config preset_config(const std::string& name) {
   Config c;
@@ -341,6 +370,14 @@ Config preset_config(const std::string& name) {
     c = llama_config(512, 64, 160, 2, 4, 2, 256, false);
   } else if (name == "tiny-tied") {
     c = llama_config(512, 64, 160, 2, 4, 2, 256, true);
+  } else if (name == "tinyllama-1.1b-modified") {
+    c = modified_preset(preset_config("tinyllama-1.1b"), "differential", 64, 16);
+  } else if (name == "tinyllama-1.1b-modified-nodiff") {
+    c = modified_preset(preset_config("tinyllama-1.1b"), "standard", 64, 16);
+  } else if (name == "tiny-modified") {
+    c = modified_preset(preset_config("tiny"), "differential", 8, 4);
+  } else if (name == "stories260k-modified") {
+    c = modified_preset(preset_config("stories260k"), "differential", 16, 4);
   } else {
     std::string names;
     for (const std::string& n : preset_names()) names += (names.empty() ? "" : ", ") + n;

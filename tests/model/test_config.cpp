@@ -88,7 +88,7 @@ TEST(Config, TinyLlamaPresetRoundTrip) {
 }
 
 TEST(Config, EveryPresetValidatesAndRoundTrips) {
-  ASSERT_EQ(preset_names().size(), 5u);
+  ASSERT_EQ(preset_names().size(), 9u);
   for (const std::string& name : preset_names()) {
     Config c = preset_config(name);
     expect_same(Config::from_json_text(c.to_json_text(), name), c);
@@ -98,6 +98,54 @@ TEST(Config, EveryPresetValidatesAndRoundTrips) {
   EXPECT_EQ(preset_config("stories15m").hidden_size, 288);
   EXPECT_FALSE(preset_config("tiny").tie_word_embeddings);
   EXPECT_TRUE(preset_config("tiny-tied").tie_word_embeddings);
+}
+
+TEST(Config, ModifiedPresets) {
+  const Config t = preset_config("tinyllama-1.1b-modified");
+  const Config base = preset_config("tinyllama-1.1b");
+  EXPECT_EQ(t.model_type, "strata_modified_llama");
+  EXPECT_EQ(t.architecture, "StrataModifiedLlamaForCausalLM");
+  EXPECT_EQ(t.recipe, "modified");
+  EXPECT_EQ(t.attention, "differential");
+  EXPECT_EQ(t.diff_layout, "paper");
+  EXPECT_TRUE(t.diff_subln);
+  EXPECT_TRUE(t.diff_out_scale);
+  EXPECT_FALSE(t.diff_lambda_init_zero);
+  EXPECT_EQ(t.ctx_mode, "causal");
+  EXPECT_EQ(t.ada_rank, 64);
+  EXPECT_EQ(t.tm_kernel, 4);
+  EXPECT_EQ(t.se_reduction, 16);
+  EXPECT_EQ(t.hidden_size, base.hidden_size);
+  EXPECT_EQ(t.num_key_value_heads, base.num_key_value_heads);
+  EXPECT_EQ(t.torch_dtype, "bfloat16");
+  EXPECT_EQ(preset_config("tinyllama-1.1b-modified-nodiff").attention, "standard");
+  const Config tiny = preset_config("tiny-modified");
+  EXPECT_EQ(tiny.hidden_size, 64);
+  EXPECT_EQ(tiny.diff_layout, "paper");
+  EXPECT_EQ(tiny.ada_rank, 8);
+  EXPECT_EQ(tiny.se_reduction, 4);
+  const Config s = preset_config("stories260k-modified");
+  EXPECT_EQ(s.attention, "differential");
+  EXPECT_EQ(s.diff_layout, "paper");
+  EXPECT_EQ(s.ada_rank, 16);
+  EXPECT_EQ(s.se_reduction, 4);
+  EXPECT_TRUE(s.tie_word_embeddings);
+  EXPECT_TRUE(s.stop_at_bos);
+  // config.json names the modified architecture, so Llama-only tools refuse it.
+  json j = json::parse(t.to_json_text());
+  EXPECT_EQ(j["model_type"], "strata_modified_llama");
+  EXPECT_EQ(j["architectures"], json::array({"StrataModifiedLlamaForCausalLM"}));
+}
+
+TEST(Config, ModifiedConfigsNeverClaimTheLlamaArchitecture) {
+  Config c = preset_config("tiny");
+  c.model_type = "strata_modified_llama";
+  c.recipe = "modified";  // architecture left at LlamaForCausalLM
+  json j = json::parse(c.to_json_text());
+  EXPECT_EQ(j["architectures"], json::array({"StrataModifiedLlamaForCausalLM"}));
+  EXPECT_EQ(Config::from_json_text(c.to_json_text(), "c").architecture, "StrataModifiedLlamaForCausalLM");
+  j.erase("architectures");
+  EXPECT_EQ(Config::from_json_text(j.dump(), "c").architecture, "StrataModifiedLlamaForCausalLM");
 }
 
 TEST(Config, UnknownPresetListsNames) {
