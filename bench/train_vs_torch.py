@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
 """Training throughput, strata vs PyTorch, side by side (run by hand, not a test).
 
-  /usr/bin/python3 bench/train_vs_torch.py [--shape stories15m|dim512] [--steps 4] [--threads 2]
+  /usr/bin/python3 bench/train_vs_torch.py [--shape stories15m|dim512] [--precision f32|bf16] [--steps 4]
+                                           [--threads 2]
 
-Same model shape, same batch (8192 tokens per step), same thread count, F32.
+Same model shape, same batch (8192 tokens per step), same thread count; F32,
+or mixed precision (strata --precision bf16 against torch.autocast bf16).
 Prints tokens/s of each (median over the steps after the first) and the ratio.
 """
 import argparse
@@ -36,6 +38,7 @@ def main():
     ap.add_argument("--shape", default="stories15m", choices=SHAPES)
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--precision", default="f32", choices=["f32", "bf16"])
     ap.add_argument("--strata", default=os.path.join(os.path.dirname(__file__), "..", "build", "strata"))
     args = ap.parse_args()
     over, B, T = SHAPES[args.shape]
@@ -50,7 +53,8 @@ def main():
             .tofile(tmp + "/data.bin")
         subprocess.run([args.strata, "train", "--config", tmp + "/config.json", "--data", tmp + "/data.bin",
                         "-o", tmp + "/run", "--steps", str(args.steps), "--batch", str(B), "--seq", str(T),
-                        "--shuffle", "off", "--threads", str(args.threads)], check=True, stderr=subprocess.DEVNULL)
+                        "--shuffle", "off", "--threads", str(args.threads), "--precision", args.precision],
+                       check=True, stderr=subprocess.DEVNULL)
         rows = [json.loads(l) for l in open(tmp + "/run/metrics.jsonl")]
         strata_tok_s = statistics.median(r["tokens_per_s"] for r in rows[1:])
         params = {k: v.requires_grad_(True) for k, v in
@@ -61,15 +65,17 @@ def main():
     for step in range(args.steps):
         batch = torch.randint(0, cfg["vocab_size"], (B, T + 1))
         t0 = time.perf_counter()
-        logits = forward(params, cfg, batch[:, :-1])
-        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1))
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.precision == "bf16"):
+            logits = forward(params, cfg, batch[:, :-1])
+            loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(),
+                                                     batch[:, 1:].reshape(-1))
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(list(params.values()), 1.0)
         opt.step()
         times.append(time.perf_counter() - t0)
     torch_tok_s = statistics.median(B * T / t for t in times[1:])
-    print(f"shape {args.shape}, {B}x{T} tokens/step, {args.threads} threads, F32")
+    print(f"shape {args.shape}, {B}x{T} tokens/step, {args.threads} threads, {args.precision.upper()}")
     print(f"strata  {strata_tok_s:8.0f} tok/s")
     print(f"pytorch {torch_tok_s:8.0f} tok/s (torch {torch.__version__})")
     print(f"ratio   {strata_tok_s / torch_tok_s:8.2f}x")

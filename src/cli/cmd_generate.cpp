@@ -1,6 +1,10 @@
 // strata generate: stdout carries exactly the prompt, the continuation and a
-// final newline; statistics go to stderr.
+// final newline; statistics go to stderr. With --samples / --out it writes a
+// corpus of independent samples instead (one document per sample).
+#include <chrono>
 #include <cstdio>
+
+#include "io/safetensors.h"
 
 #include "cli/common.h"
 #include "model/convert_modified.h"
@@ -8,14 +12,56 @@
 
 namespace strata::cli {
 
-void register_generate(CLI::App& app) {
-  struct Opts {
+namespace {
+
+struct GenerateOpts {
     std::string model, prompt, tokenizer;
     int64_t n = 256;
     GenerateOptions gen;
     int threads = 0;
     bool no_cache = false;
-  };
+    int64_t samples = 1;
+    std::string out;
+};
+
+// Samples one after another; a blank line inside a sample would split it into
+// two documents for `strata tokenize`, so runs of newlines become one.
+void write_samples(GenerateOpts& o, Loaded& l, const std::vector<int32_t>& ids) {
+  std::string corpus;
+  int64_t tokens = 0;
+  const uint64_t seed = o.gen.sampler.seed;
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int64_t i = 0; i < o.samples; ++i) {
+    o.gen.sampler.seed = seed + static_cast<uint64_t>(i);
+    GenerateResult r = generate(*l.model, ids, o.gen, [](int32_t) { return true; });
+    tokens += static_cast<int64_t>(r.tokens.size());
+    std::vector<int32_t> all = ids;
+    all.insert(all.end(), r.tokens.begin(), r.tokens.end());
+    std::string text = l.tokenizer->decode(all), doc;
+    for (char c : text)
+      if (c != '\n' || (!doc.empty() && doc.back() != '\n')) doc += c;
+    while (!doc.empty() && (doc.back() == '\n' || doc.back() == ' ')) doc.pop_back();
+    if (doc.empty()) continue;
+    if (o.out.empty()) std::printf("%s\n\n", doc.c_str());
+    else corpus += doc + "\n\n";
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if ((i + 1) % 100 == 0 || i + 1 == o.samples)
+      std::fprintf(stderr, "\rsample %lld/%lld  %lld tokens  %.0f tok/s  ETA %.0fs   ", (long long)(i + 1),
+                   (long long)o.samples, (long long)tokens, tokens / (s > 0 ? s : 1e-9),
+                   s / (i + 1) * (o.samples - i - 1));
+  }
+  std::fprintf(stderr, "\n");
+  if (!o.out.empty()) {
+    write_file_atomic(o.out, corpus);
+    std::fprintf(stderr, "wrote %s: %lld samples, %lld generated tokens\n", o.out.c_str(), (long long)o.samples,
+                 (long long)tokens);
+  }
+}
+
+}  // namespace
+
+void register_generate(CLI::App& app) {
+  using Opts = GenerateOpts;
   auto o = std::make_shared<Opts>();
   CLI::App* cmd = app.add_subcommand("generate", "generate text from a prompt");
   cmd->add_option("-m,--model", o->model, "model: HF directory, .safetensors or llama2.c .bin")->required();
@@ -30,6 +76,11 @@ void register_generate(CLI::App& app) {
   cmd->add_option("--seed", o->gen.sampler.seed, "random seed");
   cmd->add_option("--tokenizer", o->tokenizer, "SentencePiece model (default: tokenizer.model beside the model)");
   cmd->add_flag("--no-cache", o->no_cache, "recompute the whole sequence every step (reference mode)");
+  cmd->add_option("--samples", o->samples, "independent samples (sample i uses seed + i)")->check(CLI::PositiveNumber);
+  cmd->add_option("-o,--out", o->out,
+                  "write the samples to this file (written atomically), each one document followed by a blank "
+                  "line, ready for `strata tokenize`")
+      ->check(CLI::NonexistentPath | CLI::ExistingFile);
   add_threads_option(cmd, &o->threads);
   cmd->callback([o] {
     apply_threads(o->threads);
@@ -39,6 +90,7 @@ void register_generate(CLI::App& app) {
     if (ids.empty()) ids.push_back(l.model->config().bos_token_id);
     o->gen.max_new_tokens = o->n;
     o->gen.use_cache = !o->no_cache;
+    if (o->samples > 1 || !o->out.empty()) return write_samples(*o, l, ids);
     std::fwrite(o->prompt.data(), 1, o->prompt.size(), stdout);
     std::fflush(stdout);
     StreamDecoder dec(*l.tokenizer, ids);

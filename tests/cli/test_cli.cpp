@@ -2,6 +2,8 @@
 // input giving one clear line and exit code 1.
 #include <gtest/gtest.h>
 
+#include <cstdio>
+
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
@@ -78,6 +80,34 @@ TEST(Cli, GenerateWithSamplingIsReproducible) {
   EXPECT_EQ(a.out, b.out);
   EXPECT_EQ(a.out, c.out);
   EXPECT_EQ(a.out.rfind("Once upon", 0), 0u);
+}
+
+// A corpus of samples: sample i is the single generation with seed + i, each
+// one document (no blank line inside) followed by a blank line.
+TEST(Cli, GenerateWritesACorpusOfSamples) {
+  STRATA_REQUIRE_SHARED_DATA(data);
+  const std::string out = ::testing::TempDir() + "/strata_samples.txt";
+  std::remove(out.c_str());
+  const std::string base = "generate -m '" + data + "/stories260K.bin' -p 'Once upon' -n 30 --temp 1.0 --seed 5";
+  auto r = run_cli(base + " --samples 3 -o '" + out + "'");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const std::string corpus = test::read_file(out);
+  std::vector<std::string> docs;
+  for (size_t b = 0, e; b < corpus.size(); b = e + 2) {
+    e = corpus.find("\n\n", b);
+    ASSERT_NE(e, std::string::npos);
+    docs.push_back(corpus.substr(b, e - b));
+  }
+  ASSERT_EQ(docs.size(), 3u);
+  auto single = run_cli("generate -m '" + data + "/stories260K.bin' -p 'Once upon' -n 30 --temp 1.0 --seed 6");
+  ASSERT_EQ(single.exit_code, 0) << single.err;
+  std::string text = single.out;
+  while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.pop_back();
+  std::string collapsed;
+  for (char c : text)
+    if (c != '\n' || (!collapsed.empty() && collapsed.back() != '\n')) collapsed += c;
+  EXPECT_EQ(docs[1], collapsed);
+  std::remove(out.c_str());
 }
 
 TEST(Cli, LogitsJson) {
