@@ -11,27 +11,11 @@
 #include <cstdint>
 #include <cstring>
 
+#include "kernels/amx_tiles.h"
 #include "kernels/kernels.h"
 
 namespace strata::kernels {
 namespace {
-
-struct alignas(64) TileConfig {
-  uint8_t palette = 1;
-  uint8_t start_row = 0;
-  uint8_t reserved0[14] = {};
-  uint16_t colsb[16] = {};
-  uint8_t rows[16] = {};
-};
-
-TileConfig full_tiles() {
-  TileConfig c;
-  for (int t = 0; t < 8; ++t) {
-    c.rows[t] = 16;
-    c.colsb[t] = 64;
-  }
-  return c;
-}
 
 // C tile t (0-3) from/to c (row stride ldc floats) or, at an edge, the
 // 16 x 16 buffer e. (The tile number must be a literal in the intrinsics.)
@@ -76,7 +60,7 @@ inline void store_c(int t, bool full, float* c, int64_t ldc, float* e) {
 
 void amx_gemm_bf16(const uint16_t* a, const uint16_t* b, int64_t M, int64_t N, int64_t Kp, float* c, int64_t ldc,
                    bool accumulate) {
-  static const TileConfig cfg = full_tiles();
+  static const TileConfig cfg = full_tiles();  // tmm0-3: C (2 x 2), tmm4-5: A, tmm6-7: B
   _tile_loadconfig(&cfg);
   alignas(64) float edge[4][256];
   const int64_t kbs = Kp / 32, tile = 512;  // tiles per row block / column block; elements per tile

@@ -13,28 +13,11 @@
 #include <cstdint>
 #include <cstring>
 
+#include "kernels/amx_tiles.h"
 #include "kernels/kernels.h"
 
 namespace strata::kernels {
 namespace {
-
-struct alignas(64) TileConfig {
-  uint8_t palette = 1;
-  uint8_t start_row = 0;
-  uint8_t reserved0[14] = {};
-  uint16_t colsb[16] = {};
-  uint8_t rows[16] = {};
-};
-
-// tmm0-3: C (2 x 2 blocks of 16 x 16 F32), tmm4-5: A (weights), tmm6-7: B (tokens).
-TileConfig make_config() {
-  TileConfig c;
-  for (int t = 0; t < 8; ++t) {
-    c.rows[t] = 16;
-    c.colsb[t] = 64;
-  }
-  return c;
-}
 
 // Writes the C tile (16 weight rows x 16 tokens) transposed into y.
 inline void store_transposed(const float* c, float* y, int64_t ldy, int64_t tokens) {
@@ -72,7 +55,7 @@ void amx_pack_x(const float* x, int64_t M, int64_t K, uint16_t* packed, int64_t 
 
 void amx_matmul_bf16(const uint16_t* packed, int64_t M, int64_t K, const uint16_t* w, int64_t N, float* y,
                      int64_t ldy) {
-  static const TileConfig cfg = make_config();
+  static const TileConfig cfg = full_tiles();  // tmm0-3: C (2 x 2), tmm4-5: A (weights), tmm6-7: B (tokens)
   _tile_loadconfig(&cfg);
   const int64_t kb_count = K / 32, token_blocks = (M + 15) / 16;
   const int64_t wstride = K * 2;  // bytes between weight rows

@@ -97,13 +97,14 @@ void rmsnorm_backward(const float* x, const float* w, const float* dy, float* dx
       double ss = 0, dot = 0;
       for (int64_t i = 0; i < n; ++i) {
         ss += static_cast<double>(xr[i]) * xr[i];
-        dot += static_cast<double>(w[i]) * dyr[i] * xr[i];
+        dot += static_cast<double>(w ? w[i] : 1.0f) * dyr[i] * xr[i];
       }
       const double r = 1.0 / std::sqrt(ss / n + eps);
       const double c = r * r * r * dot / n;
-      for (int64_t i = 0; i < n; ++i) dx[row * n + i] = static_cast<float>(r * w[i] * dyr[i] - xr[i] * c);
+      for (int64_t i = 0; i < n; ++i) dx[row * n + i] = static_cast<float>(r * (w ? w[i] : 1.0f) * dyr[i] - xr[i] * c);
     }
   });
+  if (!dw) return;
   for (int64_t row = 0; row < rows; ++row) {
     const float* xr = x + row * n;
     const float* dyr = dy + row * n;

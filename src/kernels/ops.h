@@ -63,6 +63,7 @@ void rmsnorm(const float* x, const float* w, float* y, int64_t rows, int64_t n, 
 // Its backward, with r = 1/sqrt(mean(x^2) + eps) per row and u = w * dy:
 //   dx = r * u - x * r^3 * sum(u * x) / n   (overwritten),
 //   dw += sum over rows of dy * x * r       (rows in order: the same sums for any thread count).
+// w null: unit weights; dw null: no weight gradient.
 void rmsnorm_backward(const float* x, const float* w, const float* dy, float* dx, float* dw, int64_t rows, int64_t n,
                       float eps);
 

@@ -146,20 +146,8 @@ class AdaRmsNorm final : public Module {
       ops::matmul_nn(dh, S, r, down_.f32(), D, dc);
       ctx_.backward_add(dc, dxhat, batch);
     }
-    parallel_for(rows, 16, [&](int64_t lo, int64_t hi) {
-      for (int64_t row = lo; row < hi; ++row) {
-        const float* xr = x + row * D;
-        const float* u = dxhat + row * D;
-        double ss = 0, dot = 0;
-        for (int64_t i = 0; i < D; ++i) {
-          ss += static_cast<double>(xr[i]) * xr[i];
-          dot += static_cast<double>(u[i]) * xr[i];
-        }
-        const double inv = 1.0 / std::sqrt(ss / D + eps_);
-        const double k = inv * inv * inv * dot / D;
-        for (int64_t i = 0; i < D; ++i) dx[row * D + i] = static_cast<float>(inv * u[i] - xr[i] * k);
-      }
-    });
+    // x̂ = x / RMS(x) is an RMSNorm with unit weights: its backward from d(x̂).
+    ops::rmsnorm_backward(x, nullptr, dxhat, dx, nullptr, rows, D, eps_);
   }
 
  private:
