@@ -7,7 +7,6 @@
 #include "io/safetensors.h"
 
 #include "cli/common.h"
-#include "model/convert_modified.h"
 #include "strata/generate.h"
 
 namespace strata::cli {
@@ -85,7 +84,6 @@ void register_generate(CLI::App& app) {
   cmd->callback([o] {
     apply_threads(o->threads);
     Loaded l = load(o->model, o->tokenizer, true);
-    if (!l.model->causal()) std::fprintf(stderr, "warning: %s\n", kGlobalContextWarning);
     std::vector<int32_t> ids = l.tokenizer->encode(o->prompt, l.add_bos);
     if (ids.empty()) ids.push_back(l.model->config().bos_token_id);
     o->gen.max_new_tokens = o->n;

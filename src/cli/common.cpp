@@ -1,8 +1,11 @@
 #include "cli/common.h"
 
+#include <cstdio>
+
 #include "core/cpu.h"
 #include "core/parallel.h"
 #include "io/checkpoint.h"
+#include "model/convert_modified.h"
 #include "strata/error.h"
 
 namespace strata::cli {
@@ -17,6 +20,7 @@ Loaded load(const std::string& model_path, const std::string& tokenizer_override
     r.format = ck.format;
     tok_path = tokenizer_override.empty() ? ck.tokenizer_path : tokenizer_override;
     r.model = Model::from_weights(ck.config, ck.weights);
+    if (!r.model->causal()) std::fprintf(stderr, "warning: %s\n", kGlobalContextWarning);
   }  // the checkpoint's own references to the mapping are released here
   if (need_tokenizer) {
     if (tok_path.empty())

@@ -13,6 +13,7 @@
 #include "io/safetensors.h"
 #include "strata/error.h"
 #include "kernels/kernels.h"
+#include "model/convert_modified.h"
 #include "kernels/ops.h"
 #include "train/run_state.h"
 
@@ -54,6 +55,8 @@ std::string fmt_duration(double s) {
 TrainerResult train(Model& model, const TrainerOptions& o, const BatchFn& train_batches, const BatchFn& val_batches) {
   using clock = std::chrono::steady_clock;
   model.enable_training();
+  if (!model.causal())
+    std::fprintf(stderr, "warning: %s; training it is not causal language modelling\n", kGlobalContextWarning);
   model.set_checkpoint_activations(o.checkpoint_activations);
   ops::set_training_precision(o.bf16 ? ops::Precision::BF16 : ops::Precision::F32);
   if (o.bf16 && !kernels::active().amx_gemm_bf16)
