@@ -40,18 +40,8 @@ uint64_t tensor_seed(uint64_t seed, const std::string& name) {
 Tensor declared_init(const ParamDecl& d, const Config& cfg, uint64_t seed, const std::string& stream_name) {
   Tensor t = Tensor::alloc(DType::F32, d.shape);
   float* v = t.f32();
-  const int64_t n = t.numel(), last = d.shape.empty() ? 1 : d.shape.back();
-  const double std_dev = d.init_std >= 0.0f ? d.init_std : cfg.initializer_range;
   Rng rng(tensor_seed(seed, stream_name));
-  for (int64_t i = 0; i < n; ++i) {
-    switch (d.init) {
-      case Init::Normal: v[i] = static_cast<float>(rng.normal() * std_dev); break;
-      case Init::Ones: v[i] = 1.0f; break;
-      case Init::Zeros: v[i] = 0.0f; break;
-      case Init::Constant: v[i] = d.init_value; break;
-      case Init::DiracLast: v[i] = (i + 1) % last == 0 ? 1.0f : 0.0f; break;
-    }
-  }
+  for (int64_t i = 0; i < t.numel(); ++i) v[i] = declared_value(d, i, rng, static_cast<float>(cfg.initializer_range));
   return t;
 }
 

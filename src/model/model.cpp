@@ -113,21 +113,13 @@ std::unique_ptr<Model> Model::random(const Config& cfg, uint64_t seed, DType dty
     Tensor t = Tensor::alloc(d.matrix ? dtype : DType::F32, d.shape);
     const int64_t n = t.numel();
     const int64_t chunk = 1 << 16;  // each chunk has its own stream: same values for any thread count
-    const float std_dev = d.init_std >= 0.0f ? d.init_std : static_cast<float>(cfg.initializer_range);
-    const int64_t last = d.shape.empty() ? 1 : d.shape.back();
+    const float std_dev = static_cast<float>(cfg.initializer_range);
     parallel_for((n + chunk - 1) / chunk, 1, [&](int64_t b, int64_t e) {
       for (int64_t c = b; c < e; ++c) {
         uint64_t s = seed ^ (0x9e3779b97f4a7c15ull * (pi + 1));
         Rng rng(Rng::splitmix64(s) + static_cast<uint64_t>(c));
         for (int64_t i = c * chunk; i < std::min(n, (c + 1) * chunk); ++i) {
-          float v = 0.0f;
-          switch (d.init) {
-            case Init::Normal: v = static_cast<float>(rng.normal()) * std_dev; break;
-            case Init::Ones: v = 1.0f; break;
-            case Init::Zeros: v = 0.0f; break;
-            case Init::Constant: v = d.init_value; break;
-            case Init::DiracLast: v = (i + 1) % last == 0 ? 1.0f : 0.0f; break;
-          }
+          const float v = declared_value(d, i, rng, std_dev);
           if (t.dtype == DType::F32) t.f32()[i] = v;
           else if (t.dtype == DType::BF16) t.u16()[i] = f32_to_bf16(v);
           else t.u16()[i] = f32_to_f16(v);

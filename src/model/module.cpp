@@ -1,5 +1,6 @@
 #include "model/module.h"
 
+#include "core/rng.h"
 #include "kernels/ops.h"
 #include "strata/error.h"
 
@@ -17,6 +18,17 @@ Tensor ParamBinder::get(const ParamDecl& decl) {
   const bool keep = t->dtype == DType::F32 || (decl.matrix && t->dtype == DType::BF16);
   if (keep && relocate_ && decl.matrix && t->mapped) return bound_[decl.name] = t->relocate(true);
   return bound_[decl.name] = keep ? *t : t->to(DType::F32);
+}
+
+float declared_value(const ParamDecl& d, int64_t i, Rng& rng, float default_std) {
+  switch (d.init) {
+    case Init::Normal: return static_cast<float>(rng.normal()) * (d.init_std >= 0.0f ? d.init_std : default_std);
+    case Init::Ones: return 1.0f;
+    case Init::Zeros: return 0.0f;
+    case Init::Constant: return d.init_value;
+    case Init::DiracLast: return (i + 1) % (d.shape.empty() ? 1 : d.shape.back()) == 0 ? 1.0f : 0.0f;
+  }
+  return 0.0f;
 }
 
 void Module::linear(const float* x, int64_t rows, const Tensor& w, float* y) const {

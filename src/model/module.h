@@ -55,6 +55,8 @@ class Scratch {
 //           depthwise convolution that passes its current input through).
 enum class Init { Normal, Ones, Zeros, Constant, DiracLast };
 
+class Rng;
+
 struct ParamDecl {
   std::string name;  // full HF-style name, e.g. model.layers.3.self_attn.q_proj.weight
   Shape shape;
@@ -64,6 +66,10 @@ struct ParamDecl {
   float init_value = 0.0f;
   bool trainable = true;  // false: a buffer (saved and loaded, never updated by the optimizer)
 };
+
+// Element i of `d`'s declared init (Normal values drawn from rng with
+// d.init_std, or default_std when that is negative).
+float declared_value(const ParamDecl& d, int64_t i, Rng& rng, float default_std);
 
 // Hands declared tensors to modules, checking shape and dtype and naming the
 // file and tensor in every error.
