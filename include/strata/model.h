@@ -123,6 +123,7 @@ class Model {
            std::vector<float>& logits);
   void run_block(size_t b, float* x, const struct Batch& batch, LayerState* const* const* slot_states, bool decode);
   void block_backward(size_t b, const struct Batch& batch);
+  void free_block_saved(size_t b);
   void run_recompute(const float* input, const struct Batch& batch, State* const* states, Logits mode,
                      std::vector<float>& logits);
 
@@ -141,6 +142,7 @@ class Model {
   std::map<std::string, Tensor> grads_;                // training: gradient per parameter
   std::vector<float> dx_, dtmp_, dnorm_;               // training: backward buffers
   std::vector<float> block_inputs_;                    // training with checkpointing: [blocks, rows, hidden]
+  std::vector<float> logits_, dhead_t_;                // classifier: a chunk of logits, d(head)ᵀ
   bool checkpoint_ = false;
   std::unique_ptr<class Scratch> scratch_;             // module temporaries, shared by all blocks
 };

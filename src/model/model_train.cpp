@@ -73,7 +73,8 @@ Model::LossSum Model::head_loss(const int32_t* targets, int64_t rows, float grad
   }
   if (r.count == 0) fail("a training batch has no target to predict (every target is masked)");
   const float scale = grad_scale / static_cast<float>(r.count);
-  std::vector<float> logits(static_cast<size_t>(std::min(rows, chunk) * V));
+  std::vector<float>& logits = logits_;  // kept between calls: no fresh pages per micro-batch
+  logits.resize(static_cast<size_t>(std::min(rows, chunk) * V));
   std::vector<double> row_loss(static_cast<size_t>(chunk));
   float* dhead = backward ? grads_.at(cfg_.tie_word_embeddings ? embed_name_ : head_name_).f32() : nullptr;
   const kernels::Table& kt = kernels::active();
@@ -87,7 +88,8 @@ Model::LossSum Model::head_loss(const int32_t* targets, int64_t rows, float grad
   // d(head) is gathered transposed, dheadᵀ [D, V] += hᵀ · dlogits: the wide
   // dlogits is then the B operand, read row by row (no transposed copy of
   // it per chunk), and the small h is the transposed one.
-  std::vector<float> dhead_t(backward ? static_cast<size_t>(D * V) : 0);
+  std::vector<float>& dhead_t = dhead_t_;
+  if (backward) dhead_t.assign(static_cast<size_t>(D * V), 0.0f);
   for (int64_t r0 = 0; r0 < rows; r0 += chunk) {
     const int64_t n = std::min(chunk, rows - r0);
     const float* h = h_.data() + r0 * D;
@@ -134,6 +136,11 @@ Model::LossSum Model::head_loss(const int32_t* targets, int64_t rows, float grad
   return r;
 }
 
+void Model::free_block_saved(size_t b) {
+  for (int i = 0; i < Block::kSlots; ++i)
+    if (Module* m = blocks_[b]->slot(i)) m->free_saved();
+}
+
 // dnorm_ = d(block b's branch input side): the branch's backward from dx_
 // (the residual gradient), through post, mixer and norm.
 void Model::block_backward(size_t b, const Batch& batch) {
@@ -167,16 +174,15 @@ Model::LossSum Model::train_batch(const int32_t* inputs, const int32_t* targets,
     ops::embed(embed_, inputs, rows, x_.data());
   }
   std::vector<float> unused;
-  if (checkpoint_) {  // blocks run without saving; only their inputs are kept
+  set_training(true);
+  if (checkpoint_) {  // only the block inputs are kept: each block's activations are freed as it finishes
     block_inputs_.resize(blocks_.size() * static_cast<size_t>(rows * D));
-    set_training(false);
     for (size_t b = 0; b < blocks_.size(); ++b) {
       std::copy(x_.begin(), x_.begin() + rows * D, block_inputs_.begin() + static_cast<int64_t>(b) * rows * D);
       run_block(b, x_.data(), batch, nullptr, false);
+      free_block_saved(b);
     }
-    final_norm_->set_training(true);
   } else {
-    set_training(true);
     run(x_.data(), batch, nullptr, false, Logits::None, unused);
   }
   h_.resize(static_cast<size_t>(rows * D));
@@ -189,22 +195,14 @@ Model::LossSum Model::train_batch(const int32_t* inputs, const int32_t* targets,
   dtmp_.resize(static_cast<size_t>(rows * D));
   final_norm_->backward(dnorm_.data(), dx_.data(), batch, *scratch_);
   for (size_t b = blocks_.size(); b-- > 0;) {
-    if (checkpoint_) {  // recompute this block's activations from its saved input
-      Block& blk = *blocks_[b];
-      for (int i = 0; i < Block::kSlots; ++i)
-        if (Module* m = blk.slot(i)) m->set_training(true);
+    if (checkpoint_) {  // recompute this block's activations from its saved input (the same products)
       x_.assign(block_inputs_.begin() + static_cast<int64_t>(b) * rows * D,
                 block_inputs_.begin() + static_cast<int64_t>(b + 1) * rows * D);
       run_block(b, x_.data(), batch, nullptr, false);
     }
     block_backward(b, batch);
     for (int64_t i = 0; i < rows * D; ++i) dx_[i] += dnorm_[i];
-    if (checkpoint_)
-      for (int i = 0; i < Block::kSlots; ++i)
-        if (Module* m = blocks_[b]->slot(i)) {
-          m->set_training(false);
-          m->free_saved();
-        }
+    if (checkpoint_) free_block_saved(b);
   }
   if (d_embeds) {
     std::copy(dx_.begin(), dx_.end(), d_embeds);

@@ -127,7 +127,7 @@ class Module {
   // from dy and adds the parameter gradients into the buffers of bind_grads().
   void set_training(bool on) { training_ = on; }
   // Drops what training forwards kept for backward (activation checkpointing
-  // frees a block's activations once its backward is done).
+  // frees a block's activations right after its forward and its backward).
   virtual void free_saved() {}
   virtual void bind_grads(GradBinder& grads) = 0;
   virtual void backward(const float* dy, float* dx, const Batch& batch, Scratch& scratch) = 0;
