@@ -142,7 +142,7 @@ class Model {
   std::map<std::string, Tensor> grads_;                // training: gradient per parameter
   std::vector<float> dx_, dtmp_, dnorm_;               // training: backward buffers
   std::vector<float> block_inputs_;                    // training with checkpointing: [blocks, rows, hidden]
-  std::vector<float> logits_, dhead_t_;                // classifier: a chunk of logits, d(head)ᵀ
+  std::vector<float> logits_;                          // classifier: a chunk of logits
   bool checkpoint_ = false;
   std::unique_ptr<class Scratch> scratch_;             // module temporaries, shared by all blocks
 };

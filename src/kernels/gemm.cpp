@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "core/parallel.h"
+#include "kernels/gemm_onednn.h"
 #include "kernels/kernels.h"
 #include "kernels/ops.h"
 #include "strata/error.h"
@@ -143,6 +144,11 @@ PackedB::PackedB(int64_t K_, int64_t N_, MatRef b, Precision p) : K(K_), N(N_) {
     to_tiles_b(kt, b, K, N, vnni);
     return;
   }
+  if (gemm_backend() == GemmBackend::OneDnn) {  // oneDNN packs per call; keep the view
+    onednn_view = b;
+    onednn = true;
+    return;
+  }
   data.resize(static_cast<size_t>(K * ((N + nr - 1) / nr * nr)));
   const int64_t kstep = kc_step(K), jblocks = (N + kNC - 1) / kNC;
   std::vector<std::pair<int64_t, int64_t>> blocks;
@@ -160,8 +166,11 @@ PackedB::PackedB(int64_t K_, int64_t N_, MatRef b, Precision p) : K(K_), N(N_) {
 void gemm(int64_t M, MatRef a, const PackedB& b, float* c, int64_t ldc, bool accumulate) {
   if (M <= 0 || b.N <= 0) return;
   const kernels::Table& kt = kernels::active();
-  if (kt.gemm_nr != b.nr || (b.bf16 && !kt.amx_gemm_bf16)) fail("gemm: B was packed for another kernel table");
+  if (kt.gemm_nr != b.nr || (b.bf16 && !kt.amx_gemm_bf16) ||
+      (b.onednn && gemm_backend() != GemmBackend::OneDnn))
+    fail("gemm: B was packed for another kernel table or GEMM backend");
   if (b.bf16) return amx_gemm(kt, M, b.N, b.K, a, b.vnni.data(), c, ldc, accumulate);
+  if (b.onednn) return gemm(M, b.N, b.K, a, b.onednn_view, c, ldc, accumulate);
   const int64_t threads = num_threads();
   int64_t grain = (M + threads - 1) / threads;
   grain = (grain + kt.gemm_mr - 1) / kt.gemm_mr * kt.gemm_mr;
@@ -182,19 +191,24 @@ void gemm(int64_t M, int64_t N, int64_t K, MatRef a, MatRef b, float* c, int64_t
     return amx_gemm(kt, M, N, K, a, bbuf.data(), c, ldc, accumulate);
   }
   const int64_t threads = num_threads();
+  const bool onednn = gemm_backend() == GemmBackend::OneDnn;
+  auto share = [&](int64_t m, int64_t n, MatRef as, MatRef bs, float* cs) {
+    if (!onednn || !onednn_gemm_serial(m, n, K, as, bs, cs, ldc, accumulate))
+      gemm_serial(kt, m, n, K, as, bs, nullptr, cs, ldc, accumulate);
+  };
   // Split the longer side of C into one contiguous share per thread, aligned
   // to the register block.
   if (M >= N) {
     int64_t grain = (M + threads - 1) / threads;
     grain = (grain + kt.gemm_mr - 1) / kt.gemm_mr * kt.gemm_mr;
     parallel_for(M, grain, [&](int64_t lo, int64_t hi) {
-      gemm_serial(kt, hi - lo, N, K, {a.data + lo * a.rs, a.rs, a.cs}, b, nullptr, c + lo * ldc, ldc, accumulate);
+      share(hi - lo, N, {a.data + lo * a.rs, a.rs, a.cs}, b, c + lo * ldc);
     });
   } else {
     int64_t grain = (N + threads - 1) / threads;
     grain = (grain + kt.gemm_nr - 1) / kt.gemm_nr * kt.gemm_nr;
     parallel_for(N, grain, [&](int64_t lo, int64_t hi) {
-      gemm_serial(kt, M, hi - lo, K, a, {b.data + lo * b.cs, b.rs, b.cs}, nullptr, c + lo, ldc, accumulate);
+      share(M, hi - lo, a, {b.data + lo * b.cs, b.rs, b.cs}, c + lo);
     });
   }
 }

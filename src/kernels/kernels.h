@@ -45,8 +45,9 @@ struct Table {
   void (*outer_acc)(const float* a, int64_t lda, int64_t lda_n, int64_t M, int64_t N, const float* b, int64_t ldb,
                     int64_t K, float* y, int64_t ldy);
   // Register block of the packed GEMM (src/kernels/gemm.cpp): for i < gemm_mr, j < gemm_nr
-  //   c[i*ldc + j] = (accumulate ? c[i*ldc + j] : 0) + sum over p < kc of ap[p*gemm_mr + i] * bp[p*gemm_nr + j]
-  // with ap, bp packed panels, sums in increasing p.
+  //   s = sum over p < kc of ap[p*gemm_mr + i] * bp[p*gemm_nr + j]   (in increasing p, from 0)
+  //   c[i*ldc + j] = accumulate ? c[i*ldc + j] + s : s
+  // with ap, bp packed panels.
   void (*gemm_micro)(int64_t kc, const float* ap, const float* bp, float* c, int64_t ldc, bool accumulate);
   int gemm_mr, gemm_nr;
   // Its packing (src/kernels/gemm_pack.h), element (i, p) of A at

@@ -94,9 +94,9 @@ constexpr int kGemmMR = 4, kGemmNR = 4;
 void gemm_micro(int64_t kc, const float* ap, const float* bp, float* c, int64_t ldc, bool accumulate) {
   for (int i = 0; i < kGemmMR; ++i)
     for (int j = 0; j < kGemmNR; ++j) {
-      float acc = accumulate ? c[i * ldc + j] : 0.0f;
+      float acc = 0.0f;
       for (int64_t p = 0; p < kc; ++p) acc += ap[p * kGemmMR + i] * bp[p * kGemmNR + j];
-      c[i * ldc + j] = acc;
+      c[i * ldc + j] = accumulate ? c[i * ldc + j] + acc : acc;
     }
 }
 

@@ -49,6 +49,8 @@ struct PackedB {
   int64_t K, N;
   int nr;
   bool bf16 = false;
+  bool onednn = false;         // oneDNN backend: nothing packed, b kept as a view (must outlive this)
+  MatRef onednn_view{};
   std::vector<float> data;     // F32 panels
   std::vector<uint16_t> vnni;  // BF16 in AMX tiles (kernels.h)
 };

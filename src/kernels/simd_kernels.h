@@ -353,13 +353,17 @@ void bf16_to_f32(const uint16_t* src, float* dst, int64_t n) {
 
 // GEMM register block: MR rows (broadcast from the packed A panel) x NV
 // vectors (loaded from the packed B panel), MR * NV accumulators in registers.
+// The sums start from zero and are added to C at the end, with C's lines
+// prefetched first: the k loop hides their latency.
 template <class V, int MR, int NV>
 void gemm_micro(int64_t kc, const float* ap, const float* bp, float* c, int64_t ldc, bool accumulate) {
   using R = typename V::R;
   constexpr int NR = NV * V::kWidth;
+  for (int i = 0; i < MR; ++i)
+    for (int j = 0; j < NR; j += 16) __builtin_prefetch(c + i * ldc + j, 1, 3);
   R acc[MR][NV];
   for (int i = 0; i < MR; ++i)
-    for (int j = 0; j < NV; ++j) acc[i][j] = accumulate ? V::load(c + i * ldc + j * V::kWidth) : V::zero();
+    for (int j = 0; j < NV; ++j) acc[i][j] = V::zero();
   for (int64_t p = 0; p < kc; ++p) {
     R b[NV];
     for (int j = 0; j < NV; ++j) b[j] = V::load(bp + p * NR + j * V::kWidth);
@@ -369,7 +373,10 @@ void gemm_micro(int64_t kc, const float* ap, const float* bp, float* c, int64_t 
     }
   }
   for (int i = 0; i < MR; ++i)
-    for (int j = 0; j < NV; ++j) V::store(c + i * ldc + j * V::kWidth, acc[i][j]);
+    for (int j = 0; j < NV; ++j) {
+      float* cij = c + i * ldc + j * V::kWidth;
+      V::store(cij, accumulate ? V::add(V::load(cij), acc[i][j]) : acc[i][j]);
+    }
 }
 
 template <class V>

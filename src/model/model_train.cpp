@@ -85,11 +85,6 @@ Model::LossSum Model::head_loss(const int32_t* targets, int64_t rows, float grad
   const ops::PackedB head_t(D, V, {head, 1, D}, prec);
   std::optional<ops::PackedB> head_n;
   if (backward) head_n.emplace(V, D, ops::MatRef{head, D, 1}, prec);
-  // d(head) is gathered transposed, dheadᵀ [D, V] += hᵀ · dlogits: the wide
-  // dlogits is then the B operand, read row by row (no transposed copy of
-  // it per chunk), and the small h is the transposed one.
-  std::vector<float>& dhead_t = dhead_t_;
-  if (backward) dhead_t.assign(static_cast<size_t>(D * V), 0.0f);
   for (int64_t r0 = 0; r0 < rows; r0 += chunk) {
     const int64_t n = std::min(chunk, rows - r0);
     const float* h = h_.data() + r0 * D;
@@ -124,15 +119,10 @@ Model::LossSum Model::head_loss(const int32_t* targets, int64_t rows, float grad
     for (int64_t i = 0; i < n; ++i) r.sum += row_loss[i];
     if (backward) {
       ops::gemm(n, {logits.data(), V, 1}, *head_n, dnorm_.data() + r0 * D, D, false);
-      ops::gemm(D, V, n, {h, 1, D}, {logits.data(), V, 1}, dhead_t.data(), V, true, prec);
+      // dhead [V, D] += dlogitsᵀ · h: the tall side (vocabulary) is split over the threads.
+      ops::gemm(V, D, n, {logits.data(), 1, V}, {h, D, 1}, dhead, D, true, prec);
     }
   }
-  if (backward)  // dhead += (dheadᵀ)ᵀ in blocks; each row of dhead has one writer
-    parallel_for(V, 64, [&](int64_t lo, int64_t hi) {
-      for (int64_t k0 = 0; k0 < D; k0 += 64)
-        for (int64_t v = lo; v < hi; ++v)
-          for (int64_t k = k0; k < std::min(D, k0 + 64); ++k) dhead[v * D + k] += dhead_t[k * V + v];
-    });
   return r;
 }
 

@@ -1,15 +1,20 @@
 // The training GEMM (src/kernels/gemm.cpp) against a plain double-precision
-// product, on every ISA: edge blocks, strided and transposed views,
-// accumulation, prepacked B, thread-count independence, and the BF16 AMX path
-// against the product of the BF16-rounded operands.
+// product, on every ISA and with both backends (the own blocked GEMM, oneDNN):
+// edge blocks, strided and transposed views, accumulation, prepacked B,
+// thread-count independence, and the BF16 AMX path against the product of the
+// BF16-rounded operands.
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <string>
+#include <tuple>
+#include <utility>
 #include <vector>
 
 #include "core/cpu.h"
 #include "core/parallel.h"
 #include "core/rng.h"
+#include "kernels/gemm_onednn.h"
 #include "kernels/kernels.h"
 #include "kernels/ops.h"
 #include "strata/tensor.h"
@@ -49,17 +54,29 @@ void expect_near(const std::vector<float>& got, const std::vector<double>& want,
   for (size_t i = 0; i < got.size(); ++i) ASSERT_NEAR(got[i], want[i], rtol * scale) << what << " at " << i;
 }
 
-class GemmTest : public ::testing::TestWithParam<Isa> {
+using GemmParam = std::tuple<Isa, ops::GemmBackend>;
+
+class GemmTest : public ::testing::TestWithParam<GemmParam> {
  protected:
   void SetUp() override {
-    if (!isa_supported(GetParam())) GTEST_SKIP() << "ISA not supported on this CPU";
+    const auto [isa, backend] = GetParam();
+    if (!isa_supported(isa)) GTEST_SKIP() << "ISA not supported on this CPU";
     saved_ = active_isa();
-    set_active_isa(GetParam());
+    saved_backend_ = ops::gemm_backend();
+    set_active_isa(isa);
+    ops::set_gemm_backend(backend);
+    restore_ = true;
+    if (backend == ops::GemmBackend::OneDnn && !ops::onednn_available())
+      GTEST_SKIP() << "oneDNN not built in (or scalar ISA): the own GEMM runs instead";
   }
   void TearDown() override {
-    if (isa_supported(GetParam())) set_active_isa(saved_);
+    if (!restore_) return;
+    set_active_isa(saved_);
+    ops::set_gemm_backend(saved_backend_);
   }
   Isa saved_ = Isa::Scalar;
+  ops::GemmBackend saved_backend_ = ops::GemmBackend::Own;
+  bool restore_ = false;
 };
 
 TEST_P(GemmTest, MatchesReferenceForShapesViewsAndAccumulation) {
@@ -82,6 +99,20 @@ TEST_P(GemmTest, MatchesReferenceForShapesViewsAndAccumulation) {
       }
     }
   }
+}
+
+TEST_P(GemmTest, OneDnnRunsTheViewsTrainingUses) {
+  if (std::get<1>(GetParam()) != ops::GemmBackend::OneDnn) GTEST_SKIP() << "oneDNN only";
+  const int64_t M = 9, N = 20, K = 13;
+  auto a = randn(M * K, 10), b = randn(K * N, 11);
+  std::vector<float> c(M * N);
+  const ops::MatRef a_rows{a.data(), K, 1}, a_cols{a.data(), 1, M}, b_rows{b.data(), N, 1}, b_cols{b.data(), 1, K};
+  for (auto [av, bv] : {std::pair{a_rows, b_rows}, {a_rows, b_cols}, {a_cols, b_rows}, {a_cols, b_cols}}) {
+    ASSERT_TRUE(ops::onednn_gemm_serial(M, N, K, av, bv, c.data(), N, false));
+    expect_near(c, reference(M, N, K, av, bv, c, false, false), 1e-5, "onednn share");
+  }
+  // A view with no BLAS layout is left to the own GEMM.
+  EXPECT_FALSE(ops::onednn_gemm_serial(M, N, K, {a.data(), 2 * K, 2}, b_rows, c.data(), N, false));
 }
 
 TEST_P(GemmTest, PrepackedBIsBitwiseTheSameAndThreadsDoNotMatter) {
@@ -134,8 +165,13 @@ TEST_P(GemmTest, Bf16MatchesTheProductOfRoundedOperands) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Isa, GemmTest, ::testing::Values(Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Amx),
-                         [](const auto& info) { return std::string(isa_name(info.param)); });
+INSTANTIATE_TEST_SUITE_P(IsaBackend, GemmTest,
+                         ::testing::Combine(::testing::Values(Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Amx),
+                                            ::testing::Values(ops::GemmBackend::Own, ops::GemmBackend::OneDnn)),
+                         [](const auto& info) {
+                           const bool onednn = std::get<1>(info.param) == ops::GemmBackend::OneDnn;
+                           return std::string(isa_name(std::get<0>(info.param))) + (onednn ? "_onednn" : "_own");
+                         });
 
 }  // namespace
 }  // namespace strata

@@ -1,0 +1,88 @@
+// oneDNN's sgemm as the F32 training GEMM where it is built in. On AVX-512 it
+// runs the training shapes 10-40% faster than the own blocked GEMM (figures in
+// docs/benchmarks.md); the own GEMM stays the portable path and the reference
+// the tests compare against. oneDNN only ever runs one thread's share here:
+// gemm.cpp splits C by rows or columns as for its own kernel, so an element's
+// sum never depends on the thread count.
+#include "kernels/gemm_onednn.h"
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+
+#ifdef STRATA_HAVE_ONEDNN
+#include <omp.h>
+#include <oneapi/dnnl/dnnl.h>
+#endif
+
+#include "core/cpu.h"
+
+namespace strata::ops {
+namespace {
+
+GemmBackend initial_backend() {
+  const char* env = std::getenv("STRATA_GEMM");
+  if (env && std::strcmp(env, "own") == 0) return GemmBackend::Own;
+  return onednn_available() ? GemmBackend::OneDnn : GemmBackend::Own;
+}
+
+GemmBackend& backend_setting() {
+  static GemmBackend b = initial_backend();
+  return b;
+}
+
+#ifdef STRATA_HAVE_ONEDNN
+// A view as a row-major BLAS operand: 'N' with leading dimension rs (columns
+// contiguous), or 'T' with leading dimension cs (rows contiguous). False for
+// views with no such layout.
+bool blas_layout(MatRef m, int64_t rows, int64_t cols, char& trans, int64_t& ld) {
+  if (m.cs == 1 && (rows == 1 || m.rs >= std::max<int64_t>(cols, 1))) {
+    trans = 'N', ld = rows == 1 ? std::max<int64_t>(cols, 1) : m.rs;
+    return true;
+  }
+  if (m.rs == 1 && (cols == 1 || m.cs >= std::max<int64_t>(rows, 1))) {
+    trans = 'T', ld = cols == 1 ? std::max<int64_t>(rows, 1) : m.cs;
+    return true;
+  }
+  return false;
+}
+#endif
+
+}  // namespace
+
+bool onednn_available() {
+#ifdef STRATA_HAVE_ONEDNN
+  return active_isa() != Isa::Scalar;
+#else
+  return false;
+#endif
+}
+
+void set_gemm_backend(GemmBackend b) { backend_setting() = b; }
+
+GemmBackend gemm_backend() {
+  const GemmBackend b = backend_setting();
+  return b == GemmBackend::OneDnn && !onednn_available() ? GemmBackend::Own : b;
+}
+
+bool onednn_gemm_serial(int64_t M, int64_t N, int64_t K, MatRef a, MatRef b, float* c, int64_t ldc, bool accumulate) {
+#ifdef STRATA_HAVE_ONEDNN
+  char ta, tb;
+  int64_t lda, ldb;
+  if (K == 0 || !blas_layout(a, M, K, ta, lda) || !blas_layout(b, K, N, tb, ldb)) return false;
+  // Outside a parallel region oneDNN would start its own threads: keep it to
+  // this one (inside one it runs sequentially by itself).
+  const bool nested = omp_in_parallel();
+  const int saved = omp_get_max_threads();
+  if (!nested) omp_set_num_threads(1);
+  const dnnl_status_t st =
+      dnnl_sgemm(ta, tb, M, N, K, 1.0f, a.data, lda, b.data, ldb, accumulate ? 1.0f : 0.0f, c, ldc);
+  if (!nested) omp_set_num_threads(saved);
+  return st == dnnl_success;
+#else
+  (void)M, (void)N, (void)K, (void)a, (void)b, (void)c, (void)ldc, (void)accumulate;
+  return false;
+#endif
+}
+
+}  // namespace strata::ops
