@@ -196,21 +196,25 @@ void gemm(int64_t M, int64_t N, int64_t K, MatRef a, MatRef b, float* c, int64_t
     if (!onednn || !onednn_gemm_serial(m, n, K, as, bs, cs, ldc, accumulate))
       gemm_serial(kt, m, n, K, as, bs, nullptr, cs, ldc, accumulate);
   };
-  // Split the longer side of C into one contiguous share per thread, aligned
-  // to the register block.
-  if (M >= N) {
-    int64_t grain = (M + threads - 1) / threads;
-    grain = (grain + kt.gemm_mr - 1) / kt.gemm_mr * kt.gemm_mr;
-    parallel_for(M, grain, [&](int64_t lo, int64_t hi) {
-      share(hi - lo, N, {a.data + lo * a.rs, a.rs, a.cs}, b, c + lo * ldc);
-    });
-  } else {
-    int64_t grain = (N + threads - 1) / threads;
-    grain = (grain + kt.gemm_nr - 1) / kt.gemm_nr * kt.gemm_nr;
-    parallel_for(N, grain, [&](int64_t lo, int64_t hi) {
-      share(M, hi - lo, a, {b.data + lo * b.cs, b.rs, b.cs}, c + lo);
-    });
-  }
+  // Split the longer side of C. The own GEMM sums every element the same way
+  // whatever its share, so it takes one contiguous share per thread (aligned
+  // to the register block). oneDNN's sums depend on the shape of the call, so
+  // it gets blocks sized from the problem alone, never from the thread count.
+  const bool by_rows = M >= N;
+  const int64_t len = by_rows ? M : N, align = by_rows ? kt.gemm_mr : kt.gemm_nr;
+  int64_t grain = onednn ? std::max<int64_t>((len + 3) / 4, 64) : (len + threads - 1) / threads;
+  grain = (grain + align - 1) / align * align;
+  // (parallel_for hands out whole multiples of the grain, or everything to one thread.)
+  const int64_t step = onednn ? grain : len;
+  parallel_for(len, grain, [&](int64_t lo, int64_t hi) {
+    for (int64_t i = lo; i < hi; i += step) {
+      const int64_t n = std::min(step, hi - i);
+      if (by_rows)
+        share(n, N, {a.data + i * a.rs, a.rs, a.cs}, b, c + i * ldc);
+      else
+        share(M, n, a, {b.data + i * b.cs, b.rs, b.cs}, c + i);
+    }
+  });
 }
 
 }  // namespace strata::ops

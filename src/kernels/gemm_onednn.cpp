@@ -16,6 +16,7 @@
 #endif
 
 #include "core/cpu.h"
+#include "strata/error.h"
 
 namespace strata::ops {
 namespace {
@@ -78,7 +79,10 @@ bool onednn_gemm_serial(int64_t M, int64_t N, int64_t K, MatRef a, MatRef b, flo
   const dnnl_status_t st =
       dnnl_sgemm(ta, tb, M, N, K, 1.0f, a.data, lda, b.data, ldb, accumulate ? 1.0f : 0.0f, c, ldc);
   if (!nested) omp_set_num_threads(saved);
-  return st == dnnl_success;
+  // The views were checked above, so a failure here is oneDNN's own (c may be
+  // partly written: no fallback can repair that).
+  if (st != dnnl_success) fail("oneDNN sgemm failed with status ", static_cast<int>(st));
+  return true;
 #else
   (void)M, (void)N, (void)K, (void)a, (void)b, (void)c, (void)ldc, (void)accumulate;
   return false;

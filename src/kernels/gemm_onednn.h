@@ -15,7 +15,7 @@ GemmBackend gemm_backend();  // the setting, or Own where oneDNN is unavailable
 
 // One thread's share c[M, N] (+)= a[M, K] · b[K, N] by oneDNN on the calling
 // thread. False (c untouched) when the views have no BLAS layout or oneDNN is
-// not built in.
+// not built in; throws if oneDNN itself fails.
 bool onednn_gemm_serial(int64_t M, int64_t N, int64_t K, MatRef a, MatRef b, float* c, int64_t ldc, bool accumulate);
 
 }  // namespace strata::ops

@@ -178,8 +178,11 @@ void attention_backward(const AttnLayout& L, std::span<const AttnSeq> seqs, std:
   const float scale = std::sqrt(static_cast<float>(hd));
   const kernels::Table& kt = kernels::active();
   const int64_t n_items = static_cast<int64_t>(seqs.size()) * L.kv_heads;
+  // The five products per block are GEMMs run on the item's thread (ops::gemm
+  // nested in this parallel loop runs serially), in the training precision.
+  const ops::Precision prec = ops::training_precision();
   parallel_for(n_items, 1, [&](int64_t b, int64_t e) {
-    thread_local std::vector<float> qg, dog, dqg, p, ds, keys_t, values_t;
+    thread_local std::vector<float> qg, dog, dqg, p, ds;
     thread_local std::vector<int64_t> n_keys;
     for (int64_t it = b; it < e; ++it) {
       const size_t s = static_cast<size_t>(it / L.kv_heads);
@@ -190,17 +193,10 @@ void attention_backward(const AttnLayout& L, std::span<const AttnSeq> seqs, std:
       const float* v = sq.v + g * L.v_step;
       float* dk = gr.dk + g * L.k_step;
       float* dv = gr.dv + g * L.v_step;
-      const int64_t n_all = sq.first + sq.n_q;
-      keys_t.resize(static_cast<size_t>(hd * n_all));
-      values_t.resize(static_cast<size_t>(vd * n_all));
-      for (int64_t t = 0; t < n_all; ++t) {
-        for (int64_t d = 0; d < hd; ++d) keys_t[d * n_all + t] = k[t * L.k_ld + d];
-        for (int64_t d = 0; d < vd; ++d) values_t[d * n_all + t] = v[t * L.v_ld + d];
-      }
       for (int64_t i0 = 0; i0 < sq.n_q; i0 += kBackwardBlock) {
         const int64_t nq = std::min(kBackwardBlock, sq.n_q - i0), m = nq * group, n_max = sq.first + i0 + nq;
         qg.resize(static_cast<size_t>(m * hd));
-        dqg.assign(static_cast<size_t>(m * hd), 0.0f);
+        dqg.resize(static_cast<size_t>(m * hd));
         dog.resize(static_cast<size_t>(m * vd));
         p.resize(static_cast<size_t>(m * n_max));
         ds.resize(static_cast<size_t>(m * n_max));
@@ -208,12 +204,9 @@ void attention_backward(const AttnLayout& L, std::span<const AttnSeq> seqs, std:
         gather_heads(sq.q, L.q_ld, L.q_step, hd, g, group, i0, nq, qg.data());
         gather_heads(gr.d_out, L.o_ld, L.o_step, vd, g, group, i0, nq, dog.data());
         for (int64_t r = 0; r < m; ++r) n_keys[r] = sq.first + i0 + r / group + 1;
-        // S = Q Kᵀ and dP = dO Vᵀ as outer products over the short head
-        // dimension (no horizontal sums), from the transposed keys and values.
-        std::fill(p.begin(), p.end(), 0.0f);
-        std::fill(ds.begin(), ds.end(), 0.0f);
-        kt.outer_acc(qg.data(), 1, hd, hd, m, keys_t.data(), n_all, n_max, p.data(), n_max);
-        kt.outer_acc(dog.data(), 1, vd, vd, m, values_t.data(), n_all, n_max, ds.data(), n_max);
+        // S = Q Kᵀ and dP = dO Vᵀ (keys and values read transposed in place).
+        ops::gemm(m, n_max, hd, {qg.data(), hd, 1}, {k, 1, L.k_ld}, p.data(), n_max, false, prec);
+        ops::gemm(m, n_max, vd, {dog.data(), vd, 1}, {v, 1, L.v_ld}, ds.data(), n_max, false, prec);
         softmax_rows(kt, p.data(), m, n_max, n_keys.data(), hd);
         for (int64_t r = 0; r < m; ++r) {
           float* pr = &p[r * n_max];
@@ -226,9 +219,9 @@ void attention_backward(const AttnLayout& L, std::span<const AttnSeq> seqs, std:
           std::fill(dr + n, dr + n_max, 0.0f);
         }
         // dq = dS K;  dk += dSᵀ q;  dv += Pᵀ dO.
-        kt.outer_acc(ds.data(), 1, n_max, n_max, m, k, L.k_ld, hd, dqg.data(), hd);
-        kt.outer_acc(ds.data(), n_max, 1, m, n_max, qg.data(), hd, hd, dk, L.k_ld);
-        kt.outer_acc(p.data(), n_max, 1, m, n_max, dog.data(), vd, vd, dv, L.v_ld);
+        ops::gemm(m, hd, n_max, {ds.data(), n_max, 1}, {k, L.k_ld, 1}, dqg.data(), hd, false, prec);
+        ops::gemm(n_max, hd, m, {ds.data(), 1, n_max}, {qg.data(), hd, 1}, dk, L.k_ld, true, prec);
+        ops::gemm(n_max, vd, m, {p.data(), 1, n_max}, {dog.data(), vd, 1}, dv, L.v_ld, true, prec);
         scatter_heads(dqg.data(), hd, g, group, i0, nq, gr.dq, L.q_ld, L.q_step);
       }
     }

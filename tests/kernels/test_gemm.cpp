@@ -116,19 +116,23 @@ TEST_P(GemmTest, OneDnnRunsTheViewsTrainingUses) {
 }
 
 TEST_P(GemmTest, PrepackedBIsBitwiseTheSameAndThreadsDoNotMatter) {
-  const int64_t M = 70, N = 1700, K = 300;  // more than one column block and two reduction blocks
-  auto a = randn(M * K, 4), b = randn(N * K, 5);
-  const ops::MatRef av{a.data(), K, 1}, bv{b.data(), 1, K};
-  std::vector<float> c1(M * N), c2(M * N), c3(M * N);
-  ops::gemm(M, N, K, av, bv, c1.data(), N, false);
-  ops::PackedB packed(K, N, bv);
-  ops::gemm(M, av, packed, c2.data(), N, false);
-  EXPECT_EQ(c1, c2);
-  const int threads = num_threads();
-  set_num_threads(1);
-  ops::gemm(M, N, K, av, bv, c3.data(), N, false);
-  set_num_threads(threads);
-  EXPECT_EQ(c1, c3);
+  // More than one column block and two reduction blocks; then shapes like
+  // attention's small products and the projections, split by rows and by columns.
+  for (auto [M, N, K] : {std::tuple<int64_t, int64_t, int64_t>{70, 1700, 300}, {96, 300, 64}, {300, 64, 96},
+                         {1000, 288, 288}, {40, 2000, 33}}) {
+    auto a = randn(M * K, 4), b = randn(N * K, 5);
+    const ops::MatRef av{a.data(), K, 1}, bv{b.data(), 1, K};
+    std::vector<float> c1(M * N), c2(M * N), c3(M * N);
+    ops::gemm(M, N, K, av, bv, c1.data(), N, false);
+    ops::PackedB packed(K, N, bv);
+    ops::gemm(M, av, packed, c2.data(), N, false);
+    EXPECT_EQ(c1, c2) << M << " x " << N << " x " << K;
+    const int threads = num_threads();
+    set_num_threads(1);
+    ops::gemm(M, N, K, av, bv, c3.data(), N, false);
+    set_num_threads(threads);
+    EXPECT_EQ(c1, c3) << M << " x " << N << " x " << K;
+  }
 }
 
 TEST_P(GemmTest, Bf16MatchesTheProductOfRoundedOperands) {
