@@ -87,18 +87,18 @@ BENCHMARK(BM_TrainGemm)->Name("TrainGemmHead")->Args({0, 32000, 288})->Args({4, 
 
 // The classifier's three products for one 256-row chunk (stories15M shape:
 // width 288, vocab 32000) as training runs them: arg 0 logits = h · headᵀ
-// and 1 dh = dlogits · head with the head prepacked, 2 dheadᵀ += hᵀ · dlogits.
+// and 1 dh = dlogits · head with the head prepacked, 2 dhead += dlogitsᵀ · h.
 void BM_HeadChunk(benchmark::State& state) {
   const int op = static_cast<int>(state.range(0));
   const int64_t n = 256, D = 288, V = 32000;
   Tensor head = random_matrix(V, D, DType::F32);
-  std::vector<float> h(n * D, 0.01f), dl(n * V, 0.001f), out(n * V), dhead_t(D * V);
+  std::vector<float> h(n * D, 0.01f), dl(n * V, 0.001f), out(n * V), dhead(V * D);
   const ops::PackedB head_t(D, V, {head.f32(), 1, D}), head_n(V, D, {head.f32(), D, 1});
   for (auto _ : state) {
     switch (op) {
       case 0: ops::gemm(n, {h.data(), D, 1}, head_t, out.data(), V, false); break;
       case 1: ops::gemm(n, {dl.data(), V, 1}, head_n, out.data(), D, false); break;
-      case 2: ops::gemm(D, V, n, {h.data(), 1, D}, {dl.data(), V, 1}, dhead_t.data(), V, true); break;
+      case 2: ops::gemm(V, D, n, {dl.data(), 1, V}, {h.data(), D, 1}, dhead.data(), D, true); break;
     }
     benchmark::DoNotOptimize(out.data());
   }

@@ -202,7 +202,8 @@ void gemm(int64_t M, int64_t N, int64_t K, MatRef a, MatRef b, float* c, int64_t
   // it gets blocks sized from the problem alone, never from the thread count.
   const bool by_rows = M >= N;
   const int64_t len = by_rows ? M : N, align = by_rows ? kt.gemm_mr : kt.gemm_nr;
-  int64_t grain = onednn ? std::max<int64_t>((len + 3) / 4, 64) : (len + threads - 1) / threads;
+  // (Blocks of at least 256: oneDNN repacks the other operand for each one.)
+  int64_t grain = onednn ? std::max<int64_t>((len + 3) / 4, 256) : (len + threads - 1) / threads;
   grain = (grain + align - 1) / align * align;
   // (parallel_for hands out whole multiples of the grain, or everything to one thread.)
   const int64_t step = onednn ? grain : len;
