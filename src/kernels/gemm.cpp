@@ -131,6 +131,37 @@ void amx_gemm(const kernels::Table& kt, int64_t M, int64_t N, int64_t K, MatRef 
 
 bool use_bf16(const kernels::Table& kt, Precision p) { return p == Precision::BF16 && kt.amx_gemm_bf16; }
 
+// A small C with a long reduction (weight gradients of small and mid-sized
+// models, the classifier's d(h)) has too few rows and columns to share out
+// without repacking the long operands per block, so oneDNN runs fixed quarters
+// of the reduction into partial sums, which are then added to C in quarter
+// order: the same bits for any thread count.
+void onednn_gemm_split_k(const kernels::Table& kt, int64_t M, int64_t N, int64_t K, MatRef a, MatRef b, float* c,
+                         int64_t ldc, bool accumulate) {
+  const int64_t kb = ((K + 3) / 4 + 63) / 64 * 64, parts_n = (K + kb - 1) / kb, mn = M * N;
+  thread_local std::vector<float> parts;
+  parts.resize(static_cast<size_t>(parts_n * mn));
+  float* base = parts.data();
+  parallel_for(parts_n, 1, [&](int64_t lo, int64_t hi) {
+    for (int64_t q = lo; q < hi; ++q) {
+      const int64_t p0 = q * kb, kq = std::min(kb, K - p0);
+      const MatRef aq{a.data + p0 * a.cs, a.rs, a.cs}, bq{b.data + p0 * b.rs, b.rs, b.cs};
+      if (!onednn_gemm_serial(M, N, kq, aq, bq, base + q * mn, N, false))
+        gemm_serial(kt, M, N, kq, aq, bq, nullptr, base + q * mn, N, false);
+    }
+  });
+  parallel_for(M, 16, [&](int64_t lo, int64_t hi) {
+    for (int64_t i = lo; i < hi; ++i) {
+      float* ci = c + i * ldc;
+      if (!accumulate) std::fill(ci, ci + N, 0.0f);
+      for (int64_t q = 0; q < parts_n; ++q) {
+        const float* pi = base + q * mn + i * N;
+        for (int64_t j = 0; j < N; ++j) ci[j] += pi[j];
+      }
+    }
+  });
+}
+
 }  // namespace
 
 void set_training_precision(Precision p) { g_training_precision = p; }
@@ -192,6 +223,7 @@ void gemm(int64_t M, int64_t N, int64_t K, MatRef a, MatRef b, float* c, int64_t
   }
   const int64_t threads = num_threads();
   const bool onednn = gemm_backend() == GemmBackend::OneDnn;
+  if (onednn && std::max(M, N) < 2048 && K >= 2048) return onednn_gemm_split_k(kt, M, N, K, a, b, c, ldc, accumulate);
   auto share = [&](int64_t m, int64_t n, MatRef as, MatRef bs, float* cs) {
     if (!onednn || !onednn_gemm_serial(m, n, K, as, bs, cs, ldc, accumulate))
       gemm_serial(kt, m, n, K, as, bs, nullptr, cs, ldc, accumulate);

@@ -38,12 +38,6 @@ struct Table {
   void (*attn_pv)(const float* p, int64_t ldp, int64_t rows, const int64_t* n_keys, const float* v, int64_t ldv,
                   int64_t dim, float* out, int64_t ldo);
   void (*bf16_to_f32)(const uint16_t* src, float* dst, int64_t n);
-  // Outer-product accumulation: y[n*ldy + k] += sum over i < M of
-  // a[i*lda + n*lda_n] * b[i*ldb + k] for n < N, k < K. With lda_n = 1 it is
-  // y += aᵀ b (weight gradients), with lda = 1 it is y += a b (input gradients):
-  // no operand is transposed and there are no horizontal sums.
-  void (*outer_acc)(const float* a, int64_t lda, int64_t lda_n, int64_t M, int64_t N, const float* b, int64_t ldb,
-                    int64_t K, float* y, int64_t ldy);
   // Register block of the packed GEMM (src/kernels/gemm.cpp): for i < gemm_mr, j < gemm_nr
   //   s = sum over p < kc of ap[p*gemm_mr + i] * bp[p*gemm_nr + j]   (in increasing p, from 0)
   //   c[i*ldc + j] = accumulate ? c[i*ldc + j] + s : s

@@ -83,12 +83,6 @@ void attn_pv(const float* p, int64_t ldp, int64_t rows, const int64_t* n_keys, c
   }
 }
 
-void outer_acc(const float* a, int64_t lda, int64_t lda_n, int64_t M, int64_t N, const float* b, int64_t ldb, int64_t K,
-               float* y, int64_t ldy) {
-  for (int64_t n = 0; n < N; ++n)
-    for (int64_t i = 0; i < M; ++i) axpy(a[i * lda + n * lda_n], b + i * ldb, y + n * ldy, K);
-}
-
 constexpr int kGemmMR = 4, kGemmNR = 4;
 
 void gemm_micro(int64_t kc, const float* ap, const float* bp, float* c, int64_t ldc, bool accumulate) {
@@ -108,7 +102,7 @@ void bf16_to_f32_row(const uint16_t* src, float* dst, int64_t n) {
 
 const Table& scalar_table() {
   static const Table t{matmul_f32, matmul_bf16, rmsnorm,  softmax, silu_mul, rope,    dot,     axpy,
-                       attn_pv,    bf16_to_f32_row, outer_acc, gemm_micro, kGemmMR, kGemmNR, pack_a_panels<kGemmMR>,
+                       attn_pv,    bf16_to_f32_row, gemm_micro, kGemmMR, kGemmNR, pack_a_panels<kGemmMR>,
                        pack_b_panels<kGemmNR>, nullptr, nullptr,
                        nullptr,    nullptr,         nullptr};
   return t;

@@ -205,58 +205,6 @@ void attn_pv(const float* p, int64_t ldp, int64_t rows, const int64_t* n_keys, c
   }
 }
 
-// RR rows of y x ND vectors, continuing y's own sums: acc starts from y.
-template <class V, int RR, int ND>
-inline void outer_tile(const float* a, int64_t lda, int64_t lda_n, int64_t M, const float* b, int64_t ldb, float* y,
-                       int64_t ldy) {
-  using R = typename V::R;
-  R acc[RR][ND];
-  for (int r = 0; r < RR; ++r)
-    for (int j = 0; j < ND; ++j) acc[r][j] = V::load(y + r * ldy + j * V::kWidth);
-  for (int64_t i = 0; i < M; ++i) {
-    R bv[ND];
-    for (int j = 0; j < ND; ++j) bv[j] = V::load(b + i * ldb + j * V::kWidth);
-    for (int r = 0; r < RR; ++r) {
-      const R av = V::set1(a[i * lda + r * lda_n]);
-      for (int j = 0; j < ND; ++j) acc[r][j] = V::fma(av, bv[j], acc[r][j]);
-    }
-  }
-  for (int r = 0; r < RR; ++r)
-    for (int j = 0; j < ND; ++j) V::store(y + r * ldy + j * V::kWidth, acc[r][j]);
-}
-
-template <class V, int RR, int NDMAX>
-inline void outer_tile_nd(int nd, const float* a, int64_t lda, int64_t lda_n, int64_t M, const float* b, int64_t ldb,
-                          float* y, int64_t ldy) {
-  if constexpr (NDMAX >= 1) {
-    if (nd == NDMAX) return outer_tile<V, RR, NDMAX>(a, lda, lda_n, M, b, ldb, y, ldy);
-    outer_tile_nd<V, RR, NDMAX - 1>(nd, a, lda, lda_n, M, b, ldb, y, ldy);
-  }
-}
-
-template <class V>
-void outer_acc(const float* a, int64_t lda, int64_t lda_n, int64_t M, int64_t N, const float* b, int64_t ldb, int64_t K,
-               float* y, int64_t ldy) {
-  constexpr int RR = 4, NDMAX = 4;
-  const int64_t kv = K / V::kWidth * V::kWidth;
-  for (int64_t n0 = 0; n0 < N; n0 += RR) {
-    const int rr = static_cast<int>(N - n0 < RR ? N - n0 : RR);
-    for (int64_t k0 = 0; k0 < kv; k0 += NDMAX * V::kWidth) {
-      const int nd = static_cast<int>((kv - k0) / V::kWidth < NDMAX ? (kv - k0) / V::kWidth : NDMAX);
-      if (rr == RR) outer_tile_nd<V, RR, NDMAX>(nd, a + n0 * lda_n, lda, lda_n, M, b + k0, ldb, y + n0 * ldy + k0, ldy);
-      else
-        for (int r = 0; r < rr; ++r)
-          outer_tile_nd<V, 1, NDMAX>(nd, a + (n0 + r) * lda_n, lda, lda_n, M, b + k0, ldb, y + (n0 + r) * ldy + k0,
-                                     ldy);
-    }
-    for (int r = 0; r < rr; ++r)  // columns past the last full vector, as axpy's scalar tail
-      for (int64_t i = 0; i < M; ++i) {
-        const float av = a[i * lda + (n0 + r) * lda_n];
-        for (int64_t k = kv; k < K; ++k) y[(n0 + r) * ldy + k] += av * b[i * ldb + k];
-      }
-  }
-}
-
 template <class V>
 void rmsnorm(const float* x, const float* w, float* y, int64_t n, float eps) {
   using R = typename V::R;
@@ -383,7 +331,7 @@ template <class V>
 Table make_table() {
   return Table{matmul_f32<V>, matmul_bf16<V>, rmsnorm<V>,     softmax<V>,   silu_mul<V>,
                rope<V>,       dot<V>,         axpy<V>,        attn_pv<V>,   bf16_to_f32<V>,
-               outer_acc<V>,  gemm_micro<V, V::kGemmMR, V::kGemmNV>,        V::kGemmMR,
+               gemm_micro<V, V::kGemmMR, V::kGemmNV>,        V::kGemmMR,
                V::kGemmNV * V::kWidth,        pack_a_panels<V::kGemmMR>,    pack_b_panels<V::kGemmNV * V::kWidth>,        nullptr,        nullptr,      nullptr,
                nullptr,       nullptr};
 }

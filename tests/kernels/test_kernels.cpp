@@ -126,24 +126,6 @@ TEST_P(KernelTest, AttentionWeightedSumEqualsRepeatedAxpyBitwise) {
   }
 }
 
-TEST_P(KernelTest, OuterProductAccumulationMatchesScalar) {
-  const auto& k = kernels::table(GetParam());
-  for (int64_t K : {5, 16, 70, 288}) {
-    const int64_t M = 9, N = 7;
-    auto a = randn(M * N, 80 + K), b = randn(M * K, 90 + K), y0 = randn(N * K, 95 + K);
-    auto y = y0, ref = y0, yt = randn(M * K, 1);
-    k.outer_acc(a.data(), N, 1, M, N, b.data(), K, K, y.data(), K);  // y += aᵀ b
-    kernels::scalar_table().outer_acc(a.data(), N, 1, M, N, b.data(), K, K, ref.data(), K);
-    expect_close(y, ref, 1e-5f, 1e-5f, "outer_acc (aᵀ b)");
-    // With lda = 1 and lda_n = N: y[m] += sum_n a[m, n] b'[n] (a · b' for b' [N, K]).
-    auto bn = randn(N * K, 97 + K);
-    std::vector<float> z(M * K, 0.0f), zref(M * K, 0.0f);
-    k.outer_acc(a.data(), 1, N, N, M, bn.data(), K, K, z.data(), K);
-    kernels::scalar_table().outer_acc(a.data(), 1, N, N, M, bn.data(), K, K, zref.data(), K);
-    expect_close(z, zref, 1e-5f, 1e-5f, "outer_acc (a b)");
-  }
-}
-
 // AMX rounds activations to BF16: compare with the scalar reference fed the
 // same rounded activations.
 TEST_P(KernelTest, AmxMatmulMatchesScalarOnBf16Activations) {
