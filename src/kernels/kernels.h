@@ -25,6 +25,9 @@ struct Table {
   void (*softmax)(float* x, int64_t n);
   // out = silu(gate) * up = gate / (1 + exp(-gate)) * up.
   void (*silu_mul)(const float* gate, const float* up, float* out, int64_t n);
+  // Its backward, with s = sigmoid(gate): d holds d(out) on entry and d(up) =
+  // d * gate * s on exit; dgate = d * up * s * (1 + gate * (1 - s)).
+  void (*silu_mul_backward)(const float* gate, const float* up, float* d, float* dgate, int64_t n);
   // rotate_half RoPE on n_heads heads of head_dim, in place; cos/sin hold
   // head_dim/2 values for this position: pairs (i, i + head_dim/2).
   void (*rope)(float* x, int64_t n_heads, int64_t head_dim, const float* cos, const float* sin);

@@ -52,6 +52,14 @@ void silu_mul(const float* gate, const float* up, float* out, int64_t n) {
   for (int64_t i = 0; i < n; ++i) out[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
 }
 
+void silu_mul_backward(const float* gate, const float* up, float* d, float* dgate, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    const float g = gate[i], s = 1.0f / (1.0f + std::exp(-g)), dh = d[i];
+    dgate[i] = dh * up[i] * s * (1.0f + g * (1.0f - s));
+    d[i] = dh * g * s;
+  }
+}
+
 void rope(float* x, int64_t n_heads, int64_t head_dim, const float* cos, const float* sin) {
   const int64_t half = head_dim / 2;
   for (int64_t h = 0; h < n_heads; ++h) {
@@ -101,7 +109,7 @@ void bf16_to_f32_row(const uint16_t* src, float* dst, int64_t n) {
 }  // namespace
 
 const Table& scalar_table() {
-  static const Table t{matmul_f32, matmul_bf16, rmsnorm,  softmax, silu_mul, rope,    dot,     axpy,
+  static const Table t{matmul_f32, matmul_bf16, rmsnorm,  softmax, silu_mul, silu_mul_backward, rope,    dot,     axpy,
                        attn_pv,    bf16_to_f32_row, gemm_micro, kGemmMR, kGemmNR, pack_a_panels<kGemmMR>,
                        pack_b_panels<kGemmNR>, nullptr, nullptr,
                        nullptr,    nullptr,         nullptr};

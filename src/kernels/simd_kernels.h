@@ -273,6 +273,26 @@ void silu_mul(const float* gate, const float* up, float* out, int64_t n) {
 }
 
 template <class V>
+void silu_mul_backward(const float* gate, const float* up, float* d, float* dgate, int64_t n) {
+  using R = typename V::R;
+  const R one = V::set1(1.0f);
+  auto block = [&](const float* g_in, const float* u_in, float* d_io, float* dg_out) {
+    const R g = V::load(g_in), u = V::load(u_in), dh = V::load(d_io);
+    const R s = V::div(one, V::add(one, vexp<V>(V::sub(V::zero(), g))));
+    V::store(dg_out, V::mul(V::mul(V::mul(dh, u), s), V::add(one, V::mul(g, V::sub(one, s)))));
+    V::store(d_io, V::mul(V::mul(dh, g), s));
+  };
+  const int64_t nv = n / V::kWidth * V::kWidth;
+  for (int64_t i = 0; i < nv; i += V::kWidth) block(gate + i, up + i, d + i, dgate + i);
+  if (nv == n) return;
+  // The tail through one zero-padded vector.
+  float g[V::kWidth] = {}, u[V::kWidth] = {}, dd[V::kWidth] = {}, dg[V::kWidth];
+  for (int64_t i = nv; i < n; ++i) g[i - nv] = gate[i], u[i - nv] = up[i], dd[i - nv] = d[i];
+  block(g, u, dd, dg);
+  for (int64_t i = nv; i < n; ++i) d[i] = dd[i - nv], dgate[i] = dg[i - nv];
+}
+
+template <class V>
 void rope(float* x, int64_t n_heads, int64_t head_dim, const float* cos, const float* sin) {
   using R = typename V::R;
   const int64_t half = head_dim / 2;
@@ -329,7 +349,7 @@ void gemm_micro(int64_t kc, const float* ap, const float* bp, float* c, int64_t 
 
 template <class V>
 Table make_table() {
-  return Table{matmul_f32<V>, matmul_bf16<V>, rmsnorm<V>,     softmax<V>,   silu_mul<V>,
+  return Table{matmul_f32<V>, matmul_bf16<V>, rmsnorm<V>,     softmax<V>,   silu_mul<V>, silu_mul_backward<V>,
                rope<V>,       dot<V>,         axpy<V>,        attn_pv<V>,   bf16_to_f32<V>,
                gemm_micro<V, V::kGemmMR, V::kGemmNV>,        V::kGemmMR,
                V::kGemmNV * V::kWidth,        pack_a_panels<V::kGemmMR>,    pack_b_panels<V::kGemmNV * V::kWidth>,        nullptr,        nullptr,      nullptr,

@@ -1,5 +1,5 @@
 // SwiGLU MLP (HF LlamaMLP): y = down(silu(gate(x)) * up(x)).
-#include <cmath>
+#include <algorithm>
 
 #include "core/parallel.h"
 #include "kernels/kernels.h"
@@ -60,28 +60,24 @@ class Mlp final : public Module {
     const int64_t rows = batch.rows, F = hidden_;
     float* h = scratch.floats(0, static_cast<size_t>(rows * F));
     float* dh = scratch.floats(1, static_cast<size_t>(rows * F));
-    float* tmp = scratch.floats(2, static_cast<size_t>(rows * dim_));
     const float* g = saved_g_.data();
     const float* u = saved_u_.data();
-    parallel_for(rows * F, 1 << 14, [&](int64_t lo, int64_t hi) {
-      for (int64_t i = lo; i < hi; ++i) h[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
+    const kernels::Table& kt = kernels::active();
+    const int64_t grain = std::max<int64_t>(1, (1 << 14) / F);
+    parallel_for(rows, grain, [&](int64_t lo, int64_t hi) {  // h as the forward formed it
+      kt.silu_mul(g + lo * F, u + lo * F, h + lo * F, (hi - lo) * F);
     });
     ops::matmul_nn(dy, rows, dim_, down_.f32(), F, dh);
     ops::matmul_tn_acc(dy, rows, dim_, h, F, ddown_);
-    float* dg = h;  // h is no longer needed
-    parallel_for(rows * F, 1 << 14, [&](int64_t lo, int64_t hi) {
-      for (int64_t i = lo; i < hi; ++i) {
-        const float sg = 1.0f / (1.0f + std::exp(-g[i]));
-        const float d = dh[i];
-        dg[i] = d * u[i] * sg * (1.0f + g[i] * (1.0f - sg));
-        dh[i] = d * g[i] * sg;  // du
-      }
+    float* dg = h;  // h is no longer needed; dh becomes du
+    parallel_for(rows, grain, [&](int64_t lo, int64_t hi) {
+      kt.silu_mul_backward(g + lo * F, u + lo * F, dh + lo * F, dg + lo * F, (hi - lo) * F);
     });
     ops::matmul_tn_acc(dg, rows, F, saved_x_.data(), dim_, dgate_);
     ops::matmul_tn_acc(dh, rows, F, saved_x_.data(), dim_, dup_);
+    // dx = dg Wg + du Wu, the second product accumulated onto the first.
     ops::matmul_nn(dg, rows, F, gate_.f32(), dim_, dx);
-    ops::matmul_nn(dh, rows, F, up_.f32(), dim_, tmp);
-    for (int64_t i = 0; i < rows * dim_; ++i) dx[i] += tmp[i];
+    ops::gemm(rows, dim_, F, {dh, F, 1}, {up_.f32(), dim_, 1}, dx, dim_, true, ops::training_precision());
   }
 
  private:

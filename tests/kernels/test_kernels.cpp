@@ -93,6 +93,13 @@ TEST_P(KernelTest, ElementwiseKernelsMatchScalar) {
     ref.silu_mul(x.data(), u.data(), a.data(), n);
     k.silu_mul(x.data(), u.data(), b.data(), n);
     expect_close(b, a, 1e-5f, 1e-6f, "silu_mul");
+    {
+      std::vector<float> d1 = w, d2 = w, dg1(n), dg2(n);
+      ref.silu_mul_backward(x.data(), u.data(), d1.data(), dg1.data(), n);
+      k.silu_mul_backward(x.data(), u.data(), d2.data(), dg2.data(), n);
+      expect_close(d2, d1, 1e-5f, 1e-6f, "silu_mul_backward d(up)");
+      expect_close(dg2, dg1, 1e-5f, 1e-6f, "silu_mul_backward d(gate)");
+    }
 
     EXPECT_NEAR(k.dot(x.data(), w.data(), n), ref.dot(x.data(), w.data(), n), 1e-4f * std::sqrt((float)n));
 
