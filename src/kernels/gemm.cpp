@@ -3,8 +3,10 @@
 // panels (B in L2, one B micro-panel in L1 while it meets every A panel), and a
 // register-blocked micro-kernel (kernels::Table::gemm_micro) runs over them.
 // Packing reads any strides, so transposed operands (dYᵀ X, X Wᵀ) cost no
-// separate transpose. The work is split over threads by rows or columns of C
+// separate transpose. Its work is split over threads by rows or columns of C
 // only, so every element's sum runs in the same order for any thread count.
+// Where oneDNN is built in it runs the F32 products instead (gemm_onednn.cpp),
+// on blocks sized from the problem alone (see gemm() below).
 #include <algorithm>
 #include <vector>
 

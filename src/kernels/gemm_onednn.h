@@ -1,6 +1,7 @@
 // Which library runs the F32 training GEMM (src/kernels/gemm.cpp): oneDNN's
 // sgemm where strata was built with it and the CPU has SIMD, else the own
-// blocked GEMM. STRATA_GEMM=own in the environment picks the own one.
+// blocked GEMM. STRATA_GEMM=own in the environment picks the own one
+// (STRATA_GEMM=onednn is the default; any other value is an error).
 #pragma once
 #include <cstdint>
 

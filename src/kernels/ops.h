@@ -37,8 +37,10 @@ void set_training_precision(Precision p);
 Precision training_precision();
 
 // c[M, N] = a[M, K] · b[K, N] (+ c if accumulate), blocked and packed
-// (src/kernels/gemm.cpp). Split over the threads by rows or columns of c, so
-// each element is summed in the same order for any thread count. Used by
+// (src/kernels/gemm.cpp; F32 by oneDNN where built in). Split over the threads
+// by rows or columns of c (oneDNN: blocks, or quarters of K, sized from the
+// problem only), so each element is summed in the same order for any thread
+// count. Used by
 // training; inference keeps `matmul`, whose sums match decode bit for bit.
 void gemm(int64_t M, int64_t N, int64_t K, MatRef a, MatRef b, float* c, int64_t ldc, bool accumulate,
           Precision p = Precision::F32);
@@ -54,7 +56,8 @@ struct PackedB {
   std::vector<float> data;     // F32 panels
   std::vector<uint16_t> vnni;  // BF16 in AMX tiles (kernels.h)
 };
-// The same product with B prepacked; split over the threads by rows of c.
+// The same product with B prepacked; split over the threads by rows of c (with
+// oneDNN: the plain gemm on the kept view).
 void gemm(int64_t M, MatRef a, const PackedB& b, float* c, int64_t ldc, bool accumulate);
 
 // out[i, :] = table[ids[i], :] as F32 (ids are checked by the caller).

@@ -100,6 +100,17 @@ TEST(CliTrain, BadInputIsOneLineAndTrainsNothing) {
   r = test::run_cli("train --preset tiny --data '" + dir + "/big.bin' --steps 1 --seq 4 --batch 1 -o '" + dir + "/run'");
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.err.find("big.bin"), std::string::npos) << r.err;
+  // A GEMM backend name that does not exist.
+  std::string ok;
+  for (int i = 0; i < 200; ++i) ok += std::string{static_cast<char>(i % 50), '\0'};
+  test::write_file(dir + "/ok.bin", ok);
+  const std::string args = "train --preset tiny --data '" + dir + "/ok.bin' --steps 1 --seq 8 --batch 2 -o '" + dir;
+  r = test::run_cli(args + "/run_bad'", "STRATA_GEMM=fast");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("STRATA_GEMM=fast"), std::string::npos) << r.err;
+  EXPECT_FALSE(fs::exists(dir + "/run_bad/checkpoint-1"));
+  r = test::run_cli(args + "/run_own'", "STRATA_GEMM=own");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
 }
 
 TEST(CliSft, FineTunesOnChatJsonlAndGenerates) {
