@@ -1,16 +1,57 @@
-// Model configuration: the Hugging Face LlamaConfig fields plus strata's layer
-// recipe. Parsed and validated once; everything else reads shapes from here.
+// Model configuration: the Hugging Face LlamaConfig fields plus what every
+// layer is made of (the layer pattern). Parsed and validated once; everything
+// else reads shapes from here. config.json keeps the HF fields, so a Llama's
+// config.json stays a valid HF LlamaConfig; the layers are `strata_recipe`
+// (the name of a pattern) and, when they are not that recipe's own,
+// `strata_layers` (docs/formats.md describes the schema).
 #pragma once
 #include <cstdint>
+#include <map>
+#include <optional>
 #include <string>
+#include <variant>
 #include <vector>
 
 namespace strata {
 
+// One option of a module (declared, with its default, by the module type).
+using OptionValue = std::variant<bool, int64_t, double, std::string>;
+using Options = std::map<std::string, OptionValue>;
+
+// A module as a config names it: a registered kind and every one of its
+// declared options (defaults filled in).
+struct ModuleConf {
+  std::string kind;
+  Options options;
+  bool operator==(const ModuleConf&) const = default;
+};
+
+// A residual sub-layer x = x + Post(Mixer(Norm(x))); Post is optional.
+struct SublayerConf {
+  ModuleConf mixer;
+  ModuleConf norm;
+  std::optional<ModuleConf> post;
+  bool operator==(const SublayerConf&) const = default;
+};
+
+// A layer: its sub-layers in order (a Llama layer is [attention, mlp]). Its
+// modules share the layer's index and name prefix (model.layers.N.).
+using LayerConf = std::vector<SublayerConf>;
+
+// The layers of a model: `unit` repeated until num_hidden_layers layers, with
+// some layers replaced whole by `overrides` (e.g. "layer 5 uses full attention").
+struct LayerPattern {
+  std::vector<LayerConf> unit;
+  std::map<int64_t, LayerConf> overrides;
+  const LayerConf& layer(int64_t l) const;
+  bool operator==(const LayerPattern&) const = default;
+};
+
 struct Config {
   std::string model_type = "llama";
   std::string architecture = "LlamaForCausalLM";
-  std::string recipe = "llama";  // layer recipe name (see src/model/recipe.cpp)
+  std::string recipe = "llama";  // the pattern's name ("custom" for a pattern no recipe yields)
+  LayerPattern layers;           // see make_recipe_layers (src/model/recipes.h)
 
   int64_t vocab_size = 0;
   int64_t hidden_size = 0;
@@ -30,30 +71,16 @@ struct Config {
   double initializer_range = 0.02;
   std::string torch_dtype = "float32";
 
-  // The modified decoder (recipe "modified", model_type
-  // "strata_modified_llama"; spec: docs/modified-decoder.md). With
-  // differential attention, num_attention_heads / num_key_value_heads /
-  // head_dim still describe the baseline Llama attention the layout is
-  // derived from.
-  std::string attention = "standard";  // "standard" | "differential"
-  std::string diff_layout = "paper";   // "paper" (parameter-neutral) | "expanded" (exact conversion)
-  bool diff_subln = true;              // per-head RMSNorm of the differential output
-  bool diff_out_scale = true;          // scale heads by (1 - lambda_init); false: by 1
-  bool diff_lambda_init_zero = false;  // lambda_init buffer initialised to 0 instead of the paper formula
-  std::string ctx_mode = "causal";     // context statistics: "causal" prefix mean | "global" sequence mean
-  int64_t ada_rank = 64;               // AdaRMSNorm context rank (0 disables the adaptation)
-  int64_t tm_kernel = 4;               // token-mixing taps (1..8)
-  int64_t se_reduction = 16;           // SE hidden width = hidden_size / se_reduction
-
-  // Throws strata::Error naming `source` and the field when a value is missing,
-  // of the wrong type, out of range or unsupported.
+  // Throws strata::Error naming `source` and the field when a value is
+  // missing, of the wrong type, out of range, unknown or unsupported.
   static Config from_json_text(const std::string& text, const std::string& source);
   std::string to_json_text() const;  // HF-compatible config.json
   void validate(const std::string& source) const;
-  void validate_modified(const std::string& source) const;
 
   int64_t kv_dim() const { return num_key_value_heads * head_dim; }
   int64_t q_dim() const { return num_attention_heads * head_dim; }
+  // True when every layer is a plain Llama layer (what HF's LlamaForCausalLM runs).
+  bool is_llama() const;
 };
 
 // A Llama configuration with the llama2.c / Llama-2 conventions (eps 1e-5,

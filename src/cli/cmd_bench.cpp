@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <optional>
 #include <chrono>
 #include <cstdio>
 
@@ -71,37 +72,44 @@ double peak_rss_mib() {
 
 void register_bench(CLI::App& app) {
   struct Opts {
-    std::string model, preset, dtype = "bf16";
+    ModelFlags model;
+    std::string preset, dtype;
     int64_t prompt_len = 512, gen = 128;
-    int repeat = 1, threads = 0;
+    int repeat = 1;
     uint64_t seed = 0;
     bool json = false, no_probe = false;
   };
   auto o = std::make_shared<Opts>();
   CLI::App* cmd = app.add_subcommand("bench", "measure prefill and decode speed");
-  auto* m = cmd->add_option("-m,--model", o->model, "model");
+  auto* m = add_model_flags(cmd, o->model, false);
   auto* p = cmd->add_option("--preset", o->preset, "random-weight model of a preset configuration");
   m->excludes(p);
-  cmd->add_option("--dtype", o->dtype, "weights dtype for --preset")->check(CLI::IsMember({"bf16", "f32"}));
+  cmd->add_option("--dtype", o->dtype,
+                  "dtype of the matrices: bf16 or f32 (default: bf16 for --preset, the stored dtype for -m)")
+      ->check(CLI::IsMember({"bf16", "f32"}));
   cmd->add_option("--prompt-len", o->prompt_len, "prompt tokens")->check(CLI::PositiveNumber);
   cmd->add_option("--gen", o->gen, "decoded tokens")->check(CLI::NonNegativeNumber);
   cmd->add_option("--repeat", o->repeat, "runs; medians are reported")->check(CLI::PositiveNumber);
   cmd->add_option("--seed", o->seed, "seed of the random prompt and weights");
   cmd->add_flag("--json", o->json, "print one JSON object");
   cmd->add_flag("--no-probe", o->no_probe, "skip the DRAM bandwidth probe (and the roofline line)");
-  add_threads_option(cmd, &o->threads);
   cmd->callback([o] {
-    apply_threads(o->threads);
-    if (o->model.empty() == o->preset.empty()) fail("bench: give -m MODEL or --preset NAME");
+    if (o->model.path.empty() == o->preset.empty()) fail("bench: give -m MODEL or --preset NAME");
     std::unique_ptr<Model> model;
-    std::string name = o->model, dtype = o->dtype;
+    std::string name = o->model.path;
+    std::optional<DType> dt;
+    if (!o->dtype.empty()) dt = o->dtype == "bf16" ? DType::BF16 : DType::F32;
     if (!o->preset.empty()) {
+      apply_threads(o->model.threads);
       name = o->preset;
-      model = Model::random(preset_config(o->preset), o->seed, o->dtype == "bf16" ? DType::BF16 : DType::F32);
+      model = Model::random(preset_config(o->preset), o->seed, dt.value_or(DType::BF16));
     } else {
-      model = load(o->model, "", false).model;
-      dtype = std::string(dtype_name(model->param_info().front().dtype));
+      model = load(o->model, false, dt).model;
     }
+    // The matrices' dtype (the embedding's when no matrix is stored otherwise).
+    std::string dtype = std::string(dtype_name(model->param_info().front().dtype));
+    for (const ParamInfo& p : model->param_info())
+      if (p.shape.size() == 2) dtype = std::string(dtype_name(p.dtype));
     const Config& c = model->config();
     if (o->prompt_len + o->gen > c.max_position_embeddings)
       fail("bench: --prompt-len + --gen = ", o->prompt_len + o->gen, " exceeds the model's context of ",
@@ -116,7 +124,7 @@ void register_bench(CLI::App& app) {
     for (int r = 0; r < o->repeat; ++r) {
       auto st = model->new_state();
       auto t0 = clock::now();
-      SeqInput in{prompt, nullptr, 0, st.get()};
+      SeqInput in{prompt, st.get()};
       model->forward({&in, 1}, Logits::Last, logits);
       auto t1 = clock::now();
       State* sp = st.get();

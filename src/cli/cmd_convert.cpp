@@ -9,8 +9,9 @@
 #include "cli/common.h"
 #include "core/rng.h"
 #include "core/weights.h"
-#include "io/checkpoint.h"
+#include "model/checkpoint.h"
 #include "model/convert_modified.h"
+#include "model/stack.h"
 #include "strata/error.h"
 
 namespace strata::cli {
@@ -89,20 +90,21 @@ void report_closeness(Model& base, const Config& cfg, const NamedTensors& tensor
 
 void register_convert(CLI::App& app) {
   struct Opts {
-    std::string model, out, to = "hf", dtype = "f32", tokenizer;
+    ModelFlags model;
+    std::string out, to = "hf", dtype;
     ModifiedOptions modified;
     int64_t max_shard = 0;
-    int threads = 0;
   };
   auto o = std::make_shared<Opts>();
   CLI::App* cmd = app.add_subcommand("convert", "convert a checkpoint");
-  cmd->add_option("-m,--model", o->model, "input model")->required();
+  add_model_flags(cmd, o->model);
   cmd->add_option("-o,--out", o->out, "output directory")->required();
   cmd->add_option("--to", o->to, "target: hf (same model, HF layout) or modified (the modified decoder)")
       ->check(CLI::IsMember({"hf", "modified"}));
-  cmd->add_option("--dtype", o->dtype, "f32 or bf16 for the matrices")->check(CLI::IsMember({"f32", "bf16"}));
+  cmd->add_option("--dtype", o->dtype,
+                  "f32 or bf16 for the matrices (default: the source's dtype; the modified decoder: f32)")
+      ->check(CLI::IsMember({"f32", "bf16"}));
   cmd->add_option("--max-shard-size", o->max_shard, "bytes per shard (0: one file)")->check(CLI::NonNegativeNumber);
-  cmd->add_option("--tokenizer", o->tokenizer, "tokenizer.model to copy beside the output");
   ModifiedOptions& m = o->modified;
   cmd->add_option("--attention", m.attention, "--to modified: differential or standard")
       ->check(CLI::IsMember({"differential", "standard"}));
@@ -114,19 +116,24 @@ void register_convert(CLI::App& app) {
   cmd->add_option("--ada-rank", m.ada_rank, "--to modified: AdaRMSNorm context rank")->check(CLI::NonNegativeNumber);
   cmd->add_option("--tm-kernel", m.tm_kernel, "--to modified: token-mixing taps")->check(CLI::Range(1, 8));
   cmd->add_option("--se-reduction", m.se_reduction, "--to modified: SE reduction")->check(CLI::PositiveNumber);
-  add_threads_option(cmd, &o->threads);
   cmd->callback([o, cmd] {
-    apply_threads(o->threads);
     const bool to_modified = o->to == "modified";
     for (const char* opt : {"--attention", "--diff-layout", "--ctx-mode", "--seed", "--ada-rank", "--tm-kernel",
                             "--se-reduction"})
       if (!to_modified && cmd->count(opt) > 0) fail(opt, " applies to --to modified only");
-    Loaded l = load(o->model, "", false);
-    auto tok = find_tokenizer(o->model, o->tokenizer, l.model->config().vocab_size);
+    ModelFlags flags = o->model;
+    flags.tokenizer.clear();  // checked below against the vocabulary, with a fallback search
+    Loaded l = load(flags, false);
+    auto tok = find_tokenizer(o->model.path, o->model.tokenizer, l.model->config().vocab_size);
 
     Config cfg = l.model->config();
     NamedTensors tensors = to_modified ? convert_to_modified(*l.model, o->modified, &cfg) : l.model->named_tensors();
-    const DType dt = o->dtype == "bf16" ? DType::BF16 : DType::F32;
+    // Default: the matrices keep the source's dtype (BF16 stays BF16); the
+    // modified decoder's conversion is F32.
+    DType source_dt = DType::F32;
+    for (const ParamInfo& p : l.model->param_info())
+      if (p.shape.size() == 2) source_dt = p.dtype;
+    const DType dt = o->dtype.empty() ? (to_modified ? DType::F32 : source_dt) : o->dtype == "bf16" ? DType::BF16 : DType::F32;
     cfg.torch_dtype = dt == DType::BF16 ? "bfloat16" : "float32";
     std::set<std::string> matrices;  // read by matmuls: may be BF16; everything else stays F32
     for (const DeclaredParam& p : declared_params(cfg))
@@ -146,7 +153,7 @@ void register_convert(CLI::App& app) {
       rounded |= dt == DType::BF16 && t.dtype == DType::F32 && matrices.count(name);
     report_closeness(*l.model, cfg, tensors, tok.get(), l.add_bos, o->modified, rounded);
     std::fflush(stdout);  // the warning comes after the report on a terminal
-    if (cfg.ctx_mode == "global") std::fprintf(stderr, "warning: %s\n", kGlobalContextWarning);
+    if (o->modified.ctx_mode == "global") std::fprintf(stderr, "warning: %s\n", kGlobalContextWarning);
   });
 }
 

@@ -14,10 +14,10 @@ namespace strata::cli {
 namespace {
 
 struct GenerateOpts {
-    std::string model, prompt, tokenizer;
+    ModelFlags model;
+    std::string prompt;
     int64_t n = 256;
     GenerateOptions gen;
-    int threads = 0;
     bool no_cache = false;
     int64_t samples = 1;
     std::string out;
@@ -63,7 +63,7 @@ void register_generate(CLI::App& app) {
   using Opts = GenerateOpts;
   auto o = std::make_shared<Opts>();
   CLI::App* cmd = app.add_subcommand("generate", "generate text from a prompt");
-  cmd->add_option("-m,--model", o->model, "model: HF directory, .safetensors or llama2.c .bin")->required();
+  add_model_flags(cmd, o->model);
   cmd->add_option("-p,--prompt", o->prompt, "prompt text (default: empty, start from BOS)");
   cmd->add_option("-n,--n-tokens", o->n, "new tokens to generate")->check(CLI::NonNegativeNumber);
   cmd->add_option("--temp", o->gen.sampler.temperature, "temperature (0: greedy)")->check(CLI::NonNegativeNumber);
@@ -73,17 +73,14 @@ void register_generate(CLI::App& app) {
   cmd->add_option("--repeat-penalty", o->gen.sampler.repeat_penalty, "penalty for recent tokens (1: off)")->check(CLI::PositiveNumber);
   cmd->add_option("--repeat-last-n", o->gen.sampler.repeat_last_n, "window of the repeat penalty (-1: all)");
   cmd->add_option("--seed", o->gen.sampler.seed, "random seed");
-  cmd->add_option("--tokenizer", o->tokenizer, "SentencePiece model (default: tokenizer.model beside the model)");
   cmd->add_flag("--no-cache", o->no_cache, "recompute the whole sequence every step (reference mode)");
   cmd->add_option("--samples", o->samples, "independent samples (sample i uses seed + i)")->check(CLI::PositiveNumber);
   cmd->add_option("-o,--out", o->out,
                   "write the samples to this file (written atomically), each one document followed by a blank "
                   "line, ready for `strata tokenize`")
       ->check(CLI::NonexistentPath | CLI::ExistingFile);
-  add_threads_option(cmd, &o->threads);
   cmd->callback([o] {
-    apply_threads(o->threads);
-    Loaded l = load(o->model, o->tokenizer, true);
+    Loaded l = load(o->model, true);
     std::vector<int32_t> ids = l.tokenizer->encode(o->prompt, l.add_bos);
     if (ids.empty()) ids.push_back(l.model->config().bos_token_id);
     o->gen.max_new_tokens = o->n;

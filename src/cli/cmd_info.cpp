@@ -1,13 +1,17 @@
-// strata info: configuration, parameter counts per module kind, dtypes, bytes.
-// With --preset the counts come from the declarations alone: nothing is
-// allocated, so the 1.1B presets are described instantly.
+// strata info: configuration, layer pattern, parameter counts per module
+// kind, decode-state sizes, dtypes, bytes. With --preset or --config the
+// counts come from the declarations alone: nothing is allocated, so the 1.1B
+// presets are described instantly.
 #include <nlohmann/json.hpp>
 
 #include <cstdio>
 #include <map>
 
 #include "cli/common.h"
-#include "model/convert_modified.h"
+#include "io/safetensors.h"
+#include "model/layers.h"
+#include "model/recipes.h"
+#include "model/stack.h"
 #include "strata/error.h"
 
 namespace strata::cli {
@@ -16,52 +20,61 @@ namespace {
 
 using json = nlohmann::ordered_json;  // keeps the declaration order of the groups
 
-// Parameters of one layer: everything but the model's own tensors.
+bool is_layer_group(const std::string& g) { return g != "embed_tokens" && g != "final_norm" && g != "lm_head"; }
+
+// Parameters of one layer on average: everything but the model's own tensors.
 int64_t layer_params(const ParamCounts& pc, int64_t layers) {
   int64_t n = pc.total;
   for (const auto& [group, count] : pc.by_group)
-    if (group == "embed_tokens" || group == "final_norm" || group == "lm_head") n -= count;
+    if (!is_layer_group(group)) n -= count;
   return n / layers;
 }
 
-bool is_layer_group(const std::string& g) { return g != "embed_tokens" && g != "final_norm" && g != "lm_head"; }
-
-// Counts of `c`, and for a modified config what a layer adds over the Llama layer.
-json counts_json(const Config& c) {
-  const ParamCounts pc = count_params(c);
+// Counts and decode-state sizes of `c` (the modules are built, no weights).
+json describe(const Config& c) {
+  const Stack stack = build_stack(c);
+  const ParamCounts pc = count_params(stack.params);
   json j;
   j["params"] = json::object();
   for (const auto& [group, n] : pc.by_group) j["params"][group] = n;
   j["total_params"] = pc.total;
   j["buffers"] = pc.buffers;
   j["layer_params"] = layer_params(pc, c.num_hidden_layers);
-  if (c.recipe == "modified") {
-    Config llama = c;
-    llama.model_type = "llama";
-    llama.architecture = "LlamaForCausalLM";
-    llama.recipe = "llama";
-    j["llama_layer_params"] = layer_params(count_params(llama), c.num_hidden_layers);
+  if (c.recipe == "modified")  // what a modified layer adds over the Llama layer it came from
+    j["llama_layer_params"] = layer_params(count_params(with_llama_layers(c)), c.num_hidden_layers);
+  j["layers"] = json::array();
+  for (const LayerConf& l : c.layers.unit) j["layers"].push_back(describe_layer(l));
+  j["layer_repeat"] = c.num_hidden_layers / static_cast<int64_t>(c.layers.unit.size());
+  j["layer_overrides"] = json::object();
+  for (const auto& [i, l] : c.layers.overrides) j["layer_overrides"][std::to_string(i)] = describe_layer(l);
+  // Decode state per sequence: per module kind, and in all at the full context.
+  j["state"] = json::object();
+  int64_t at_ctx = 0;
+  for (const StateUse& u : state_use(stack)) {
+    json& e = j["state"][u.kind];
+    if (e.is_null()) e = json{{"modules", 0}, {"fixed_bytes", 0}, {"bytes_per_token", 0}};
+    e["modules"] = e.value("modules", int64_t{0}) + u.modules;
+    e["fixed_bytes"] = e.value("fixed_bytes", int64_t{0}) + u.modules * u.each.fixed_bytes;
+    e["bytes_per_token"] = e.value("bytes_per_token", int64_t{0}) + u.modules * u.each.bytes_per_token;
+    e["max_tokens"] = u.each.max_tokens;  // 0: grows with the sequence
+    at_ctx += u.modules * u.each.at(c.max_position_embeddings);
   }
+  j["state_bytes_at_context"] = at_ctx;
   return j;
 }
 
 void print_text(const Config& c, const json& j) {
-  std::printf("recipe      %s (%s)\n", c.recipe.c_str(), c.architecture.c_str());
-  std::printf("layers      %lld, hidden %lld, heads %lld (kv %lld, head_dim %lld), ffn %lld\n",
+  std::printf("recipe      %s (%s, model_type %s)\n", c.recipe.c_str(), c.architecture.c_str(), c.model_type.c_str());
+  std::printf("shape       %lld layers, hidden %lld, heads %lld (kv %lld, head_dim %lld), ffn %lld\n",
               (long long)c.num_hidden_layers, (long long)c.hidden_size, (long long)c.num_attention_heads,
               (long long)c.num_key_value_heads, (long long)c.head_dim, (long long)c.intermediate_size);
   std::printf("vocab       %lld, context %lld, rope_theta %g, eps %g, tied head: %s\n", (long long)c.vocab_size,
               (long long)c.max_position_embeddings, c.rope_theta, c.rms_norm_eps, c.tie_word_embeddings ? "yes" : "no");
-  if (c.recipe == "modified") {
-    if (c.attention == "differential")
-      std::printf("attention   differential, layout %s, subln %s, output scale %s, lambda_init %s\n",
-                  c.diff_layout.c_str(), c.diff_subln ? "on" : "off", c.diff_out_scale ? "1 - lambda_init" : "1",
-                  c.diff_lambda_init_zero ? "0" : "paper formula");
-    else
-      std::printf("attention   standard\n");
-    std::printf("context     ctx_mode %s, ada_rank %lld, tm_kernel %lld, se_reduction %lld\n", c.ctx_mode.c_str(),
-                (long long)c.ada_rank, (long long)c.tm_kernel, (long long)c.se_reduction);
-  }
+  std::printf("layers      %lld x", (long long)j["layer_repeat"].get<int64_t>());
+  for (const auto& l : j["layers"]) std::printf(" %s", l.get<std::string>().c_str());
+  std::printf("\n");
+  for (const auto& [i, l] : j["layer_overrides"].items())
+    std::printf("            layer %s: %s\n", i.c_str(), l.get<std::string>().c_str());
   const int64_t L = c.num_hidden_layers;
   std::printf("\n%-16s %16s %14s\n", "module", "parameters", "per layer");
   for (const auto& [group, n] : j["params"].items()) {
@@ -77,43 +90,55 @@ void print_text(const Config& c, const json& j) {
                 (long long)(layer - llama));
   }
   if (j["buffers"].get<int64_t>() > 0)
-    std::printf("buffers     %lld values not counted above (lambda_init: one scalar per differential-attention "
-                "layer, saved with the weights, never trained)\n",
+    std::printf("buffers     %lld values not counted above (saved with the weights, never trained)\n",
                 (long long)j["buffers"].get<int64_t>());
+  std::printf("\n%-16s %8s %14s %16s %12s\n", "decode state", "modules", "fixed bytes", "bytes / token", "up to");
+  for (const auto& [kind, e] : j["state"].items()) {
+    const int64_t max = e["max_tokens"];
+    std::printf("%-16s %8lld %14lld %16lld %12s\n", kind.c_str(), (long long)e["modules"].get<int64_t>(),
+                (long long)e["fixed_bytes"].get<int64_t>(), (long long)e["bytes_per_token"].get<int64_t>(),
+                e["bytes_per_token"].get<int64_t>() == 0 ? "constant"
+                : max > 0                                ? (std::to_string(max) + " tokens").c_str()
+                                                         : "unbounded");
+  }
+  std::printf("per sequence at the full context (%lld tokens): %.2f MiB\n", (long long)c.max_position_embeddings,
+              j["state_bytes_at_context"].get<int64_t>() / 1048576.0);
 }
 
 }  // namespace
 
 void register_info(CLI::App& app) {
   struct Opts {
-    std::string model, preset;
+    ModelFlags model;
+    std::string preset, config;
     bool json = false;
   };
   auto o = std::make_shared<Opts>();
-  CLI::App* cmd = app.add_subcommand("info", "describe a model or a preset");
-  auto* model_opt = cmd->add_option("-m,--model", o->model, "model");
+  CLI::App* cmd = app.add_subcommand("info", "describe a model, a preset or a config.json");
+  CLI::Option* m = add_model_flags(cmd, o->model, false);
   auto* preset_opt = cmd->add_option("--preset", o->preset, "a built-in configuration (counted, not allocated)");
-  model_opt->excludes(preset_opt);
-  preset_opt->excludes(model_opt);
+  auto* config_opt = cmd->add_option("--config", o->config, "a config.json (counted, not allocated)");
+  m->excludes(preset_opt)->excludes(config_opt);
+  preset_opt->excludes(config_opt);
   cmd->add_flag("--json", o->json, "print one JSON object");
   cmd->callback([o] {
-    if (o->model.empty() && o->preset.empty()) fail("info: give a model (-m) or a preset (--preset)");
-    if (!o->preset.empty()) {
-      const Config c = preset_config(o->preset);
-      json j = counts_json(c);
-      j["preset"] = o->preset;
+    if (o->model.path.empty() && o->preset.empty() && o->config.empty())
+      fail("info: give a model (-m), a preset (--preset) or a config.json (--config)");
+    if (!o->preset.empty() || !o->config.empty()) {
+      const Config c = o->preset.empty() ? Config::from_json_text(read_file_text(o->config), o->config)
+                                         : preset_config(o->preset);
+      json j = describe(c);
+      if (!o->preset.empty()) j["preset"] = o->preset;
       j["config"] = json::parse(c.to_json_text());
       if (o->json) return void(std::printf("%s\n", j.dump().c_str()));
-      std::printf("preset      %s (counted from the declarations, nothing allocated)\n", o->preset.c_str());
+      std::printf("%s      %s (counted from the declarations, nothing allocated)\n",
+                  o->preset.empty() ? "config" : "preset", (o->preset.empty() ? o->config : o->preset).c_str());
       print_text(c, j);
       return;
     }
-    Loaded l = load(o->model, "", false);
+    Loaded l = load(o->model, false);
     const Config& c = l.model->config();
-    json j = counts_json(c);
-    if (j["total_params"].get<int64_t>() + j["buffers"].get<int64_t>() != l.model->num_params())
-      fail(o->model, ": the model holds ", l.model->num_params(), " values, its config declares ",
-           j["total_params"].get<int64_t>() + j["buffers"].get<int64_t>());
+    json j = describe(c);
     std::map<std::string, int64_t> bytes_by_dtype;
     int64_t bytes = 0;
     for (const auto& [name, t] : l.model->named_tensors()) {

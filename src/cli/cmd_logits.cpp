@@ -12,22 +12,19 @@ namespace strata::cli {
 
 void register_logits(CLI::App& app) {
   struct Opts {
-    std::string model, prompt, tokenizer;
+    ModelFlags model;
+    std::string prompt;
     int top = 5;
     bool json = false;
-    int threads = 0;
   };
   auto o = std::make_shared<Opts>();
   CLI::App* cmd = app.add_subcommand("logits", "print the top logits at every position of a prompt");
-  cmd->add_option("-m,--model", o->model, "model")->required();
+  add_model_flags(cmd, o->model);
   cmd->add_option("-p,--prompt", o->prompt, "prompt text")->required();
   cmd->add_option("--top", o->top, "logits to show per position")->check(CLI::PositiveNumber);
-  cmd->add_option("--tokenizer", o->tokenizer, "SentencePiece model");
   cmd->add_flag("--json", o->json, "print one JSON object");
-  add_threads_option(cmd, &o->threads);
   cmd->callback([o] {
-    apply_threads(o->threads);
-    Loaded l = load(o->model, o->tokenizer, true);
+    Loaded l = load(o->model, true);
     std::vector<int32_t> ids = l.tokenizer->encode(o->prompt, l.add_bos);
     if (ids.empty()) ids.push_back(l.model->config().bos_token_id);
     std::vector<float> logits;

@@ -13,23 +13,20 @@ namespace strata::cli {
 
 void register_ppl(CLI::App& app) {
   struct Opts {
-    std::string model, text, tokenizer;
+    ModelFlags model;
+    std::string text;
     int64_t ctx = 0;
     bool json = false;
-    int threads = 0;
   };
   auto o = std::make_shared<Opts>();
   CLI::App* cmd = app.add_subcommand("ppl", "perplexity of a text file");
-  cmd->add_option("-m,--model", o->model, "model")->required();
+  add_model_flags(cmd, o->model);
   cmd->add_option("--text", o->text, "text file")->required();
-  cmd->add_option("--ctx", o->ctx, "window length in tokens (default: the model's context)");
-  cmd->add_option("--tokenizer", o->tokenizer, "SentencePiece model");
+  cmd->add_option("--ctx", o->ctx, "window length in tokens (0: the model's context)")->check(CLI::NonNegativeNumber);
   cmd->add_flag("--json", o->json, "print one JSON object");
-  add_threads_option(cmd, &o->threads);
   cmd->callback([o] {
-    apply_threads(o->threads);
     const std::string text = read_file_text(o->text);
-    Loaded l = load(o->model, o->tokenizer, true);
+    Loaded l = load(o->model, true);
     const std::vector<int32_t> ids = l.tokenizer->encode(text, true);
     const int64_t ctx = o->ctx > 0 ? o->ctx : l.model->config().max_position_embeddings;
     const auto t0 = std::chrono::steady_clock::now();

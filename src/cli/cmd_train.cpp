@@ -155,7 +155,7 @@ void register_sft(CLI::App& app) {
   add_common(cmd, *o);
   cmd->callback([o] {
     finish_options(*o);
-    Loaded l = load(o->init, o->tokenizer, true);
+    Loaded l = load(ModelFlags{o->init, o->tokenizer, o->threads}, true);
     if (o->tokenizer.empty()) {
       fs::path p = fs::is_directory(o->init) ? fs::path(o->init) : fs::path(o->init).parent_path();
       o->tokenizer = (p / "tokenizer.model").string();

@@ -1,9 +1,11 @@
-// Shared pieces of the subcommands: loading a model with its tokenizer, and
-// the common flags.
+// Shared pieces of the subcommands: the model-loading flags every command
+// with -m takes, loading a model with its tokenizer, and the registration of
+// the subcommands (cli::run is the whole command line, main() calls it).
 #pragma once
 #include <CLI/CLI.hpp>
 
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "strata/model.h"
@@ -11,20 +13,33 @@
 
 namespace strata::cli {
 
+// -m MODEL, --tokenizer FILE, --threads N: the same on every command that loads a model.
+struct ModelFlags {
+  std::string path, tokenizer;
+  int threads = 0;
+};
+// Adds the three flags; returns the -m option (required unless `required` is false).
+CLI::Option* add_model_flags(CLI::App* cmd, ModelFlags& flags, bool required = true);
+
 struct Loaded {
   std::unique_ptr<Model> model;
-  std::unique_ptr<Tokenizer> tokenizer;  // null when not requested
+  std::unique_ptr<Tokenizer> tokenizer;  // null when neither needed nor given
   bool add_bos = true;
   std::string format;  // "hf" or "llama2c"
 };
 
-// Loads MODEL; with need_tokenizer, also its tokenizer (`tokenizer_override`
-// or tokenizer.model beside the model), checking that the vocabularies agree.
-Loaded load(const std::string& model_path, const std::string& tokenizer_override, bool need_tokenizer);
+// Applies --threads, loads the model and, when needed or given, its
+// tokenizer (--tokenizer, or the one beside the model), checking that the
+// vocabularies agree. `matrices`: the matrices converted to this dtype.
+Loaded load(const ModelFlags& flags, bool need_tokenizer, std::optional<DType> matrices = std::nullopt);
 
 // Adds --threads and applies it (and STRATA_ISA) before the command runs.
 void add_threads_option(CLI::App* cmd, int* threads);
 void apply_threads(int threads);
+
+// The whole command line: parses argv, runs the subcommand, prints errors
+// as one line. Returns the exit code.
+int run(int argc, char** argv);
 
 // Each subcommand registers itself on the app.
 void register_generate(CLI::App& app);

@@ -22,10 +22,10 @@ GenerateResult generate(Model& model, const std::vector<int32_t>& prompt, const 
 
   auto t0 = clock::now();
   if (opts.use_cache) {
-    SeqInput in{seq, nullptr, 0, state.get()};
+    SeqInput in{seq, state.get()};
     model.forward({&in, 1}, Logits::Last, logits);
   } else {
-    SeqInput in{seq, nullptr, 0, nullptr};
+    SeqInput in{seq};
     model.forward({&in, 1}, Logits::Last, logits);
   }
   auto t1 = clock::now();
@@ -58,7 +58,7 @@ GenerateResult generate(Model& model, const std::vector<int32_t>& prompt, const 
       State* st = state.get();
       model.step({&next, 1}, {&st, 1}, logits);
     } else {
-      SeqInput in{seq, nullptr, 0, nullptr};
+      SeqInput in{seq};
       model.forward({&in, 1}, Logits::Last, logits);
     }
   }

@@ -85,12 +85,14 @@ bool read_add_bos(const fs::path& dir) {
   return it->get<bool>();
 }
 
-Checkpoint load_hf(const fs::path& dir, const fs::path* single_file) {
-  Checkpoint ck;
+CheckpointFiles load_hf(const fs::path& dir, const fs::path* single_file, const ConfigCheck& on_config) {
+  CheckpointFiles ck;
   ck.format = "hf";
   const fs::path cfg = dir / "config.json";
   if (!is_file(cfg)) fail(dir.string(), ": no config.json");
-  ck.config = Config::from_json_text(read_file_text(cfg.string()), cfg.string());
+  ck.config_json = read_file_text(cfg.string());
+  ck.config_source = cfg.string();
+  if (on_config) on_config(ck.config_json, ck.config_source);
 
   if (single_file) {
     read_safetensors(single_file->string(), ck.weights);
@@ -137,24 +139,23 @@ void remove_quietly(const fs::path& p) {
 
 }  // namespace
 
-Checkpoint load_checkpoint(const std::string& path) {
+CheckpointFiles read_checkpoint_files(const std::string& path, const ConfigCheck& on_config) {
   const fs::path p(path);
   std::error_code ec;
   const fs::file_status st = fs::status(p, ec);
   if (!fs::exists(st)) fail(path, ": no such file or directory");
-  if (fs::is_directory(st)) return load_hf(p, nullptr);
+  if (fs::is_directory(st)) return load_hf(p, nullptr, on_config);
   if (!fs::is_regular_file(st)) fail(path, ": not a regular file or directory");
   if (p.extension() == ".safetensors") {
     const fs::path dir = p.parent_path().empty() ? fs::path(".") : p.parent_path();
-    return load_hf(dir, &p);
+    return load_hf(dir, &p, on_config);
   }
   return read_llama2c(path);  // .bin or any other regular file
 }
 
-void save_hf_checkpoint(const std::string& dir, const Config& config, const NamedTensors& tensors,
-                        int64_t max_shard_bytes) {
+void write_hf_files(const std::string& dir, const std::string& config_json, const NamedTensors& tensors,
+                    int64_t max_shard_bytes) {
   const fs::path d(dir);
-  config.validate((d / "config.json").string());
   std::error_code ec;
   fs::create_directories(d, ec);
   if (ec || !fs::is_directory(d)) fail(dir, ": cannot create directory: ", ec ? ec.message() : "not a directory");
@@ -199,7 +200,7 @@ void save_hf_checkpoint(const std::string& dir, const Config& config, const Name
     if (is_shard_name(fname) && !written.count(fname)) stale.push_back(e.path());
   }
   for (const fs::path& p : stale) remove_quietly(p);
-  write_file_atomic((d / "config.json").string(), config.to_json_text());
+  write_file_atomic((d / "config.json").string(), config_json);
 }
 
 }  // namespace strata

@@ -2,6 +2,8 @@
 #include <cstring>
 #include <filesystem>
 
+#include <nlohmann/json.hpp>
+
 #include "core/mapped_file.h"
 #include "io/checkpoint.h"
 #include "strata/error.h"
@@ -44,7 +46,7 @@ int32_t read_i32(const uint8_t* p) {
 Tensor permute_interleaved_to_half(const Tensor& w, int64_t n_heads) { return permute_rows(w, n_heads, true); }
 Tensor permute_half_to_interleaved(const Tensor& w, int64_t n_heads) { return permute_rows(w, n_heads, false); }
 
-Checkpoint read_llama2c(const std::string& path) {
+CheckpointFiles read_llama2c(const std::string& path) {
   std::shared_ptr<MappedFile> mf = MappedFile::open(path);
   const uint8_t* base = mf->data();
   const uint64_t size = mf->size();
@@ -111,14 +113,29 @@ Checkpoint read_llama2c(const std::string& path) {
     cur += parts[i].count;
   }
 
-  Checkpoint ck;
+  CheckpointFiles ck;
   ck.format = "llama2c";
-  Config& c = ck.config;
-  c = llama_config(vocab, dim, hidden, n_layers, n_heads, n_kv, seq_len, shared);
-  c.head_dim = head_size;
-  c.stop_at_bos = true;
-  c.torch_dtype = "float32";
-  c.validate(path);
+  // The header as an HF Llama config.json with the llama2.c conventions
+  // (eps 1e-5, theta 10000, bos 1, eos 2; a sample ends at BOS).
+  const nlohmann::ordered_json cfg = {{"architectures", {"LlamaForCausalLM"}},
+                                      {"model_type", "llama"},
+                                      {"vocab_size", vocab},
+                                      {"hidden_size", dim},
+                                      {"intermediate_size", hidden},
+                                      {"num_hidden_layers", n_layers},
+                                      {"num_attention_heads", n_heads},
+                                      {"num_key_value_heads", n_kv},
+                                      {"head_dim", head_size},
+                                      {"max_position_embeddings", seq_len},
+                                      {"rms_norm_eps", 1e-5},
+                                      {"rope_theta", 10000.0},
+                                      {"tie_word_embeddings", shared},
+                                      {"bos_token_id", 1},
+                                      {"eos_token_id", 2},
+                                      {"torch_dtype", "float32"},
+                                      {"strata_stop_at_bos", true}};
+  ck.config_json = cfg.dump(2) + "\n";
+  ck.config_source = path;
 
   auto view = [&](const float* p, Shape shape) {
     Tensor t;

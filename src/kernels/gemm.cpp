@@ -90,8 +90,6 @@ void gemm_serial(const kernels::Table& kt, int64_t M, int64_t N, int64_t K, MatR
 
 namespace {
 
-Precision g_training_precision = Precision::F32;
-
 // B rounded to BF16 in whole tiles (kernels.h), zero-padded to multiples of
 // 32; the threads take column blocks of 32.
 void to_tiles_b(const kernels::Table& kt, MatRef b, int64_t K, int64_t N, std::vector<uint16_t>& out) {
@@ -131,8 +129,6 @@ void amx_gemm(const kernels::Table& kt, int64_t M, int64_t N, int64_t K, MatRef 
   }
 }
 
-bool use_bf16(const kernels::Table& kt, Precision p) { return p == Precision::BF16 && kt.amx_gemm_bf16; }
-
 // A small C with a long reduction (weight gradients of small and mid-sized
 // models, the classifier's d(h)) has too few rows and columns to share out
 // without repacking the long operands per block, so oneDNN runs fixed quarters
@@ -166,18 +162,15 @@ void onednn_gemm_split_k(const kernels::Table& kt, int64_t M, int64_t N, int64_t
 
 }  // namespace
 
-void set_training_precision(Precision p) { g_training_precision = p; }
-Precision training_precision() { return g_training_precision; }
-
-PackedB::PackedB(int64_t K_, int64_t N_, MatRef b, Precision p) : K(K_), N(N_) {
-  const kernels::Table& kt = kernels::active();
+PackedB::PackedB(const Exec& ex, int64_t K_, int64_t N_, MatRef b) : K(K_), N(N_) {
+  const kernels::Table& kt = ex.kernels();
   nr = kt.gemm_nr;
-  bf16 = use_bf16(kt, p);
+  bf16 = ex.bf16_products();
   if (bf16) {
     to_tiles_b(kt, b, K, N, vnni);
     return;
   }
-  if (gemm_backend() == GemmBackend::OneDnn) {  // oneDNN packs per call; keep the view
+  if (ex.gemm() == GemmBackend::OneDnn) {  // oneDNN packs per call; keep the view
     onednn_view = b;
     onednn = true;
     return;
@@ -196,14 +189,13 @@ PackedB::PackedB(int64_t K_, int64_t N_, MatRef b, Precision p) : K(K_), N(N_) {
   });
 }
 
-void gemm(int64_t M, MatRef a, const PackedB& b, float* c, int64_t ldc, bool accumulate) {
+void gemm(const Exec& ex, int64_t M, MatRef a, const PackedB& b, float* c, int64_t ldc, bool accumulate) {
   if (M <= 0 || b.N <= 0) return;
-  const kernels::Table& kt = kernels::active();
-  if (kt.gemm_nr != b.nr || (b.bf16 && !kt.amx_gemm_bf16) ||
-      (b.onednn && gemm_backend() != GemmBackend::OneDnn))
-    fail("gemm: B was packed for another kernel table or GEMM backend");
+  const kernels::Table& kt = ex.kernels();
+  if (kt.gemm_nr != b.nr || b.bf16 != ex.bf16_products() || (b.onednn != (ex.gemm() == GemmBackend::OneDnn) && !b.bf16))
+    fail("gemm: B was packed for another kernel table, precision or GEMM backend");
   if (b.bf16) return amx_gemm(kt, M, b.N, b.K, a, b.vnni.data(), c, ldc, accumulate);
-  if (b.onednn) return gemm(M, b.N, b.K, a, b.onednn_view, c, ldc, accumulate);
+  if (b.onednn) return gemm(ex, M, b.N, b.K, a, b.onednn_view, c, ldc, accumulate);
   const int64_t threads = num_threads();
   int64_t grain = (M + threads - 1) / threads;
   grain = (grain + kt.gemm_mr - 1) / kt.gemm_mr * kt.gemm_mr;
@@ -213,10 +205,11 @@ void gemm(int64_t M, MatRef a, const PackedB& b, float* c, int64_t ldc, bool acc
   });
 }
 
-void gemm(int64_t M, int64_t N, int64_t K, MatRef a, MatRef b, float* c, int64_t ldc, bool accumulate, Precision p) {
+void gemm(const Exec& ex, int64_t M, int64_t N, int64_t K, MatRef a, MatRef b, float* c, int64_t ldc,
+          bool accumulate) {
   if (M <= 0 || N <= 0) return;
-  const kernels::Table& kt = kernels::active();
-  if (use_bf16(kt, p)) {
+  const kernels::Table& kt = ex.kernels();
+  if (ex.bf16_products()) {
     // The operands are rounded to BF16 once per call into the layouts the AMX
     // kernel reads in place (a row-major, b in VNNI pairs), zero-padded.
     thread_local std::vector<uint16_t> bbuf;
@@ -224,7 +217,7 @@ void gemm(int64_t M, int64_t N, int64_t K, MatRef a, MatRef b, float* c, int64_t
     return amx_gemm(kt, M, N, K, a, bbuf.data(), c, ldc, accumulate);
   }
   const int64_t threads = num_threads();
-  const bool onednn = gemm_backend() == GemmBackend::OneDnn;
+  const bool onednn = ex.gemm() == GemmBackend::OneDnn;
   if (onednn && std::max(M, N) < 2048 && K >= 2048) return onednn_gemm_split_k(kt, M, N, K, a, b, c, ldc, accumulate);
   auto share = [&](int64_t m, int64_t n, MatRef as, MatRef bs, float* cs) {
     if (!onednn || !onednn_gemm_serial(m, n, K, as, bs, cs, ldc, accumulate))

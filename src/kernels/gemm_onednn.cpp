@@ -22,19 +22,6 @@
 namespace strata::ops {
 namespace {
 
-GemmBackend initial_backend() {
-  const char* env = std::getenv("STRATA_GEMM");
-  if (env && std::strcmp(env, "own") == 0) return GemmBackend::Own;
-  if (env && *env && std::strcmp(env, "onednn") != 0)
-    fail("STRATA_GEMM=", env, ": expected own or onednn");
-  return onednn_available() ? GemmBackend::OneDnn : GemmBackend::Own;
-}
-
-GemmBackend& backend_setting() {
-  static GemmBackend b = initial_backend();
-  return b;
-}
-
 #ifdef STRATA_HAVE_ONEDNN
 // A view as a row-major BLAS operand: 'N' with leading dimension rs (columns
 // contiguous), or 'T' with leading dimension cs (rows contiguous). False for
@@ -53,21 +40,6 @@ bool blas_layout(MatRef m, int64_t rows, int64_t cols, char& trans, int64_t& ld)
 #endif
 
 }  // namespace
-
-bool onednn_available() {
-#ifdef STRATA_HAVE_ONEDNN
-  return active_isa() != Isa::Scalar;
-#else
-  return false;
-#endif
-}
-
-void set_gemm_backend(GemmBackend b) { backend_setting() = b; }
-
-GemmBackend gemm_backend() {
-  const GemmBackend b = backend_setting();
-  return b == GemmBackend::OneDnn && !onednn_available() ? GemmBackend::Own : b;
-}
 
 bool onednn_gemm_serial(int64_t M, int64_t N, int64_t K, MatRef a, MatRef b, float* c, int64_t ldc, bool accumulate) {
 #ifdef STRATA_HAVE_ONEDNN

@@ -1,18 +1,12 @@
-// Which library runs the F32 training GEMM (src/kernels/gemm.cpp): oneDNN's
-// sgemm where strata was built with it and the CPU has SIMD, else the own
-// blocked GEMM. STRATA_GEMM=own in the environment picks the own one
-// (STRATA_GEMM=onednn is the default; any other value is an error).
+// oneDNN's sgemm as one backend of the F32 training GEMM (src/kernels/gemm.cpp),
+// where strata was built with it; Exec::gemm() says whether a context uses it
+// (STRATA_GEMM=own|onednn sets the process default).
 #pragma once
 #include <cstdint>
 
 #include "kernels/ops.h"
 
 namespace strata::ops {
-
-enum class GemmBackend { Own, OneDnn };
-bool onednn_available();  // built with oneDNN and the active ISA is not scalar
-void set_gemm_backend(GemmBackend b);
-GemmBackend gemm_backend();  // the setting, or Own where oneDNN is unavailable
 
 // One thread's share c[M, N] (+)= a[M, K] · b[K, N] by oneDNN on the calling
 // thread. False (c untouched) when the views have no BLAS layout or oneDNN is

@@ -35,11 +35,12 @@ struct Table {
   // y += a * x
   void (*axpy)(float a, const float* x, float* y, int64_t n);
   // Attention's weighted sum of values: for every row r < rows,
-  //   out[r*ldo + d] = sum over t < n_keys[r] of p[r*ldp + t] * v[t*ldv + d]   (d < dim)
-  // accumulated in increasing t exactly as repeated `axpy` calls would, so a
-  // block of query rows gives the bits of one row at a time.
-  void (*attn_pv)(const float* p, int64_t ldp, int64_t rows, const int64_t* n_keys, const float* v, int64_t ldv,
-                  int64_t dim, float* out, int64_t ldo);
+  //   out[r*ldo + d] (+)= sum over begin[r] <= t < end[r] of p[r*ldp + t] * v[t*ldv + d]   (d < dim)
+  // accumulated in increasing t exactly as repeated `axpy` calls would, from
+  // 0 (or from out when accumulate), so a block of query rows gives the bits
+  // of one row at a time, and keys split into runs give the bits of one run.
+  void (*attn_pv)(const float* p, int64_t ldp, int64_t rows, const int64_t* begin, const int64_t* end, const float* v,
+                  int64_t ldv, int64_t dim, float* out, int64_t ldo, bool accumulate);
   void (*bf16_to_f32)(const uint16_t* src, float* dst, int64_t n);
   // Register block of the packed GEMM (src/kernels/gemm.cpp): for i < gemm_mr, j < gemm_nr
   //   s = sum over p < kc of ap[p*gemm_mr + i] * bp[p*gemm_nr + j]   (in increasing p, from 0)

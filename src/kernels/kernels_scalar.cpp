@@ -82,12 +82,13 @@ void axpy(float a, const float* x, float* y, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
 }
 
-void attn_pv(const float* p, int64_t ldp, int64_t rows, const int64_t* n_keys, const float* v, int64_t ldv,
-             int64_t dim, float* out, int64_t ldo) {
+void attn_pv(const float* p, int64_t ldp, int64_t rows, const int64_t* begin, const int64_t* end, const float* v,
+             int64_t ldv, int64_t dim, float* out, int64_t ldo, bool accumulate) {
   for (int64_t r = 0; r < rows; ++r) {
     float* o = out + r * ldo;
-    for (int64_t d = 0; d < dim; ++d) o[d] = 0.0f;
-    for (int64_t t = 0; t < n_keys[r]; ++t) axpy(p[r * ldp + t], v + t * ldv, o, dim);
+    if (!accumulate)
+      for (int64_t d = 0; d < dim; ++d) o[d] = 0.0f;
+    for (int64_t t = begin[r]; t < end[r]; ++t) axpy(p[r * ldp + t], v + t * ldv, o, dim);
   }
 }
 

@@ -30,9 +30,9 @@ void matmul_amx(const kernels::Table& kt, const float* x, int64_t M, int64_t K, 
 
 }  // namespace
 
-void matmul(const float* x, int64_t M, const Tensor& w, float* y) {
+void matmul(const Exec& ex, const float* x, int64_t M, const Tensor& w, float* y) {
   const int64_t N = w.dim(0), K = w.dim(1);
-  const kernels::Table& kt = kernels::active();
+  const kernels::Table& kt = ex.kernels();
   if (kt.amx_matmul_bf16 && w.dtype == DType::BF16 && M >= 16 && K % 32 == 0 && N >= 16)
     return matmul_amx(kt, x, M, K, w.u16(), N, y);
   // Chunks of weight rows: several per thread for balance, a multiple of 16 rows.
@@ -51,23 +51,23 @@ void matmul(const float* x, int64_t M, const Tensor& w, float* y) {
   }
 }
 
-void matmul_nn(const float* a, int64_t M, int64_t N, const float* b, int64_t K, float* y) {
-  gemm(M, K, N, {a, N, 1}, {b, K, 1}, y, K, false, training_precision());
+void matmul_nn(const Exec& ex, const float* a, int64_t M, int64_t N, const float* b, int64_t K, float* y) {
+  gemm(ex, M, K, N, {a, N, 1}, {b, K, 1}, y, K, false);
 }
 
-void matmul_tn_acc(const float* a, int64_t M, int64_t N, const float* b, int64_t K, float* y) {
-  gemm(N, K, M, {a, 1, N}, {b, K, 1}, y, K, true, training_precision());
+void matmul_tn_acc(const Exec& ex, const float* a, int64_t M, int64_t N, const float* b, int64_t K, float* y) {
+  gemm(ex, N, K, M, {a, 1, N}, {b, K, 1}, y, K, true);
 }
 
-void matmul_train(const float* x, int64_t M, const Tensor& w, float* y) {
-  if (w.dtype != DType::F32) return matmul(x, M, w, y);
+void matmul_train(const Exec& ex, const float* x, int64_t M, const Tensor& w, float* y) {
+  if (w.dtype != DType::F32) return matmul(ex, x, M, w, y);
   const int64_t N = w.dim(0), K = w.dim(1);
-  gemm(M, N, K, {x, K, 1}, {w.f32(), 1, K}, y, N, false, training_precision());
+  gemm(ex, M, N, K, {x, K, 1}, {w.f32(), 1, K}, y, N, false);
 }
 
-void embed(const Tensor& table, const int32_t* ids, int64_t n, float* out) {
+void embed(const Exec& ex, const Tensor& table, const int32_t* ids, int64_t n, float* out) {
   const int64_t D = table.dim(1);
-  const kernels::Table& kt = kernels::active();
+  const kernels::Table& kt = ex.kernels();
   for (int64_t i = 0; i < n; ++i) {
     const int64_t row = ids[i];
     if (table.dtype == DType::F32) {
@@ -81,8 +81,8 @@ void embed(const Tensor& table, const int32_t* ids, int64_t n, float* out) {
   }
 }
 
-void rmsnorm(const float* x, const float* w, float* y, int64_t rows, int64_t n, float eps) {
-  const kernels::Table& kt = kernels::active();
+void rmsnorm(const Exec& ex, const float* x, const float* w, float* y, int64_t rows, int64_t n, float eps) {
+  const kernels::Table& kt = ex.kernels();
   parallel_for(rows, rows * n < (1 << 15) ? rows : 16, [&](int64_t b, int64_t e) {
     for (int64_t r = b; r < e; ++r) kt.rmsnorm(x + r * n, w, y + r * n, n, eps);
   });

@@ -1,25 +1,26 @@
-// Multi-threaded operations over whole tensors, built from the active kernel
-// table. These are what modules call.
+// Multi-threaded operations over whole tensors, built from the kernel table
+// of an execution context (kernels/exec.h). These are what modules call.
 #pragma once
 #include <cstdint>
 #include <vector>
 
+#include "kernels/exec.h"
 #include "strata/tensor.h"
 
 namespace strata::ops {
 
 // y[M, N] = x[M, K] · w[N, K]ᵀ with w F32 or BF16; split over the threads by
 // weight rows, so each weight row is read once per call for small M.
-void matmul(const float* x, int64_t M, const Tensor& w, float* y);
+void matmul(const Exec& ex, const float* x, int64_t M, const Tensor& w, float* y);
 
-// Training products, F32, through `gemm` below:
+// Training products, through `gemm` below in the context's precision:
 // y[M, K] = a[M, N] · b[N, K]   (input gradients: dX = dY W)
-void matmul_nn(const float* a, int64_t M, int64_t N, const float* b, int64_t K, float* y);
+void matmul_nn(const Exec& ex, const float* a, int64_t M, int64_t N, const float* b, int64_t K, float* y);
 // y[N, K] += a[M, N]ᵀ · b[M, K]   (weight gradients: dW += dYᵀ X)
-void matmul_tn_acc(const float* a, int64_t M, int64_t N, const float* b, int64_t K, float* y);
+void matmul_tn_acc(const Exec& ex, const float* a, int64_t M, int64_t N, const float* b, int64_t K, float* y);
 // y = x · wᵀ like `matmul`, for training forwards: F32 weights go through the
 // packed GEMM (faster for many rows; sums in another order than decode's).
-void matmul_train(const float* x, int64_t M, const Tensor& w, float* y);
+void matmul_train(const Exec& ex, const float* x, int64_t M, const Tensor& w, float* y);
 
 // Element (i, j) of a matrix view is data[i*rs + j*cs]: any strides, so a
 // transposed operand is a view, never a copy.
@@ -28,26 +29,18 @@ struct MatRef {
   int64_t rs, cs;
 };
 
-// Precision of the products: F32, or BF16 operands with F32 sums on AMX tiles
-// (mixed precision; F32 where the CPU has no AMX).
-enum class Precision { F32, BF16 };
-// What training's products use (matmul_train, matmul_nn, matmul_tn_acc and
-// the classifier); set once by the trainer.
-void set_training_precision(Precision p);
-Precision training_precision();
-
 // c[M, N] = a[M, K] · b[K, N] (+ c if accumulate), blocked and packed
-// (src/kernels/gemm.cpp; F32 by oneDNN where built in). Split over the threads
-// by rows or columns of c (oneDNN: blocks, or quarters of K, sized from the
-// problem only), so each element is summed in the same order for any thread
-// count. Used by
-// training; inference keeps `matmul`, whose sums match decode bit for bit.
-void gemm(int64_t M, int64_t N, int64_t K, MatRef a, MatRef b, float* c, int64_t ldc, bool accumulate,
-          Precision p = Precision::F32);
+// (src/kernels/gemm.cpp), in the context's precision (F32 by oneDNN where the
+// context uses it). Split over the threads by rows or columns of c (oneDNN:
+// blocks, or quarters of K, sized from the problem only), so each element is
+// summed in the same order for any thread count. Used by training; inference
+// keeps `matmul`, whose sums match decode bit for bit.
+void gemm(const Exec& ex, int64_t M, int64_t N, int64_t K, MatRef a, MatRef b, float* c, int64_t ldc,
+          bool accumulate);
 // A B operand packed once for many gemm calls (the classifier meets every
-// chunk of rows with the same head), for the kernel table active when packed.
+// chunk of rows with the same head), for the context it was packed with.
 struct PackedB {
-  PackedB(int64_t K, int64_t N, MatRef b, Precision p = Precision::F32);
+  PackedB(const Exec& ex, int64_t K, int64_t N, MatRef b);
   int64_t K, N;
   int nr;
   bool bf16 = false;
@@ -58,13 +51,13 @@ struct PackedB {
 };
 // The same product with B prepacked; split over the threads by rows of c (with
 // oneDNN: the plain gemm on the kept view).
-void gemm(int64_t M, MatRef a, const PackedB& b, float* c, int64_t ldc, bool accumulate);
+void gemm(const Exec& ex, int64_t M, MatRef a, const PackedB& b, float* c, int64_t ldc, bool accumulate);
 
 // out[i, :] = table[ids[i], :] as F32 (ids are checked by the caller).
-void embed(const Tensor& table, const int32_t* ids, int64_t n, float* out);
+void embed(const Exec& ex, const Tensor& table, const int32_t* ids, int64_t n, float* out);
 
 // Row-wise RMSNorm of rows x n.
-void rmsnorm(const float* x, const float* w, float* y, int64_t rows, int64_t n, float eps);
+void rmsnorm(const Exec& ex, const float* x, const float* w, float* y, int64_t rows, int64_t n, float eps);
 // Its backward, with r = 1/sqrt(mean(x^2) + eps) per row and u = w * dy:
 //   dx = r * u - x * r^3 * sum(u * x) / n   (overwritten),
 //   dw += sum over rows of dy * x * r       (rows in order: the same sums for any thread count).

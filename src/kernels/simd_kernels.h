@@ -140,46 +140,56 @@ void axpy(float a, const float* x, float* y, int64_t n) {
 }
 
 // RR query rows x ND vectors of the value dimension, accumulated over keys in
-// increasing t with the same fma as axpy: keys every row has first, then each
-// row's own remaining keys.
+// increasing t with the same fma as axpy: each row's keys before the common
+// range, the keys every row has, then each row's own remaining keys.
 template <class V, int RR, int ND>
-inline void pv_tile(const float* p, int64_t ldp, const int64_t* n_keys, const float* v, int64_t ldv, float* out,
-                    int64_t ldo) {
+inline void pv_tile(const float* p, int64_t ldp, const int64_t* begin, const int64_t* end, const float* v,
+                    int64_t ldv, float* out, int64_t ldo, bool accumulate) {
   using R = typename V::R;
   R acc[RR][ND];
   for (int i = 0; i < RR; ++i)
-    for (int j = 0; j < ND; ++j) acc[i][j] = V::zero();
-  int64_t common = n_keys[0];
-  for (int i = 1; i < RR; ++i) common = n_keys[i] < common ? n_keys[i] : common;
-  for (int64_t t = 0; t < common; ++t) {
-    R vv[ND];
-    for (int j = 0; j < ND; ++j) vv[j] = V::load(v + t * ldv + j * V::kWidth);
-    for (int i = 0; i < RR; ++i) {
-      const R pv = V::set1(p[i * ldp + t]);
-      for (int j = 0; j < ND; ++j) acc[i][j] = V::fma(pv, vv[j], acc[i][j]);
-    }
+    for (int j = 0; j < ND; ++j) acc[i][j] = accumulate ? V::load(out + i * ldo + j * V::kWidth) : V::zero();
+  int64_t lo = begin[0], hi = end[0];
+  for (int i = 1; i < RR; ++i) {
+    lo = begin[i] > lo ? begin[i] : lo;
+    hi = end[i] < hi ? end[i] : hi;
   }
-  for (int i = 0; i < RR; ++i) {
-    for (int64_t t = common; t < n_keys[i]; ++t) {
+  auto own = [&](int i, int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
       const R pv = V::set1(p[i * ldp + t]);
       for (int j = 0; j < ND; ++j) acc[i][j] = V::fma(pv, V::load(v + t * ldv + j * V::kWidth), acc[i][j]);
     }
-    for (int j = 0; j < ND; ++j) V::store(out + i * ldo + j * V::kWidth, acc[i][j]);
+  };
+  if (lo >= hi) {  // no key in common: row by row
+    for (int i = 0; i < RR; ++i) own(i, begin[i], end[i]);
+  } else {
+    for (int i = 0; i < RR; ++i) own(i, begin[i], lo);
+    for (int64_t t = lo; t < hi; ++t) {
+      R vv[ND];
+      for (int j = 0; j < ND; ++j) vv[j] = V::load(v + t * ldv + j * V::kWidth);
+      for (int i = 0; i < RR; ++i) {
+        const R pv = V::set1(p[i * ldp + t]);
+        for (int j = 0; j < ND; ++j) acc[i][j] = V::fma(pv, vv[j], acc[i][j]);
+      }
+    }
+    for (int i = 0; i < RR; ++i) own(i, hi, end[i]);
   }
+  for (int i = 0; i < RR; ++i)
+    for (int j = 0; j < ND; ++j) V::store(out + i * ldo + j * V::kWidth, acc[i][j]);
 }
 
 template <class V, int RR, int NDMAX>
-inline void pv_tile_nd(int nd, const float* p, int64_t ldp, const int64_t* n_keys, const float* v, int64_t ldv,
-                       float* out, int64_t ldo) {
+inline void pv_tile_nd(int nd, const float* p, int64_t ldp, const int64_t* begin, const int64_t* end, const float* v,
+                       int64_t ldv, float* out, int64_t ldo, bool accumulate) {
   if constexpr (NDMAX >= 1) {
-    if (nd == NDMAX) return pv_tile<V, RR, NDMAX>(p, ldp, n_keys, v, ldv, out, ldo);
-    pv_tile_nd<V, RR, NDMAX - 1>(nd, p, ldp, n_keys, v, ldv, out, ldo);
+    if (nd == NDMAX) return pv_tile<V, RR, NDMAX>(p, ldp, begin, end, v, ldv, out, ldo, accumulate);
+    pv_tile_nd<V, RR, NDMAX - 1>(nd, p, ldp, begin, end, v, ldv, out, ldo, accumulate);
   }
 }
 
 template <class V>
-void attn_pv(const float* p, int64_t ldp, int64_t rows, const int64_t* n_keys, const float* v, int64_t ldv,
-             int64_t dim, float* out, int64_t ldo) {
+void attn_pv(const float* p, int64_t ldp, int64_t rows, const int64_t* begin, const int64_t* end, const float* v,
+             int64_t ldv, int64_t dim, float* out, int64_t ldo, bool accumulate) {
   constexpr int RR = 4, NDMAX = 4;
   const int64_t dv = dim / V::kWidth * V::kWidth;
   for (int64_t r0 = 0; r0 < rows; r0 += RR) {
@@ -188,16 +198,18 @@ void attn_pv(const float* p, int64_t ldp, int64_t rows, const int64_t* n_keys, c
       const int nd = static_cast<int>((dv - d0) / V::kWidth < NDMAX ? (dv - d0) / V::kWidth : NDMAX);
       const float* pr = p + r0 * ldp;
       float* o = out + r0 * ldo + d0;
-      if (rr == RR) pv_tile_nd<V, RR, NDMAX>(nd, pr, ldp, n_keys + r0, v + d0, ldv, o, ldo);
+      if (rr == RR) pv_tile_nd<V, RR, NDMAX>(nd, pr, ldp, begin + r0, end + r0, v + d0, ldv, o, ldo, accumulate);
       else
         for (int i = 0; i < rr; ++i)
-          pv_tile_nd<V, 1, NDMAX>(nd, pr + i * ldp, ldp, n_keys + r0 + i, v + d0, ldv, o + i * ldo, ldo);
+          pv_tile_nd<V, 1, NDMAX>(nd, pr + i * ldp, ldp, begin + r0 + i, end + r0 + i, v + d0, ldv, o + i * ldo, ldo,
+                                  accumulate);
     }
     // The columns past the last full vector, as axpy's scalar tail computes them.
     for (int i = 0; i < rr; ++i) {
       float* o = out + (r0 + i) * ldo;
-      for (int64_t d = dv; d < dim; ++d) o[d] = 0.0f;
-      for (int64_t t = 0; t < n_keys[r0 + i]; ++t) {
+      if (!accumulate)
+        for (int64_t d = dv; d < dim; ++d) o[d] = 0.0f;
+      for (int64_t t = begin[r0 + i]; t < end[r0 + i]; ++t) {
         const float a = p[(r0 + i) * ldp + t];
         for (int64_t d = dv; d < dim; ++d) o[d] += a * v[t * ldv + d];
       }

@@ -3,6 +3,8 @@
 #include <cmath>
 #include <nlohmann/json.hpp>
 
+#include "model/layers.h"
+#include "model/recipes.h"
 #include "strata/error.h"
 #include "strata/tensor.h"
 
@@ -17,9 +19,15 @@ namespace {
 constexpr int64_t kMaxDim = int64_t{1} << 20;
 constexpr int64_t kMaxVocab = int64_t{1} << 22;
 constexpr int64_t kMaxLayers = 1024;
-constexpr const char* kModifiedType = "strata_modified_llama";
-// Written for modified models so tools that only know Llama refuse the checkpoint.
-constexpr const char* kModifiedArchitecture = "StrataModifiedLlamaForCausalLM";
+// model_type values strata reads: a Llama, and strata's own layer patterns
+// (written so that tools which only know Llama refuse the checkpoint).
+constexpr const char* kModelTypes[] = {"llama", "strata_modified_llama", "strata"};
+
+bool known_model_type(const std::string& t) {
+  for (const char* k : kModelTypes)
+    if (t == k) return true;
+  return false;
+}
 
 [[noreturn]] void field_error(const std::string& src, const std::string& field, const std::string& what) {
   fail(src, ": field '", field, "': ", what);
@@ -107,41 +115,22 @@ Config Config::from_json_text(const std::string& text, const std::string& source
 
   Config c;
   c.model_type = opt_string(j, "model_type", "llama", source);
-  if (c.model_type != "llama" && c.model_type != kModifiedType)
+  if (!known_model_type(c.model_type))
     field_error(source, "model_type",
-                cat("model type '", c.model_type, "' is not supported (expected 'llama' or '", kModifiedType, "')"));
+                cat("model type '", c.model_type, "' is not supported (expected llama, strata_modified_llama or strata)"));
   if (const json* a = get(j, "architectures")) {
     if (!a->is_array()) field_error(source, "architectures", cat("expected a list of strings, got ", type_of(*a)));
     for (const json& e : *a)
       if (!e.is_string()) field_error(source, "architectures", "expected a list of strings");
     if (!a->empty()) c.architecture = (*a)[0].get<std::string>();
   }
-  c.recipe = opt_string(j, "strata_recipe", c.model_type == kModifiedType ? "modified" : "llama", source);
-  if (c.model_type == kModifiedType) {
-    c.architecture = kModifiedArchitecture;  // whatever the file says: it is not a Llama
-    c.attention = opt_string(j, "attention", c.attention, source);
-    if (const json* d = get(j, "diff_attn")) {
-      if (!d->is_object()) field_error(source, "diff_attn", cat("expected an object, got ", type_of(*d)));
-      c.diff_layout = opt_string(*d, "layout", c.diff_layout, source);
-      c.diff_subln = opt_bool(*d, "subln", c.diff_subln, source);
-      const std::string scale = opt_string(*d, "out_scale", "one_minus_lambda_init", source);
-      if (scale != "one_minus_lambda_init" && scale != "one")
-        field_error(source, "diff_attn.out_scale", cat("'", scale, "' is not one_minus_lambda_init or one"));
-      c.diff_out_scale = scale == "one_minus_lambda_init";
-      const std::string li = opt_string(*d, "lambda_init", "paper", source);
-      if (li != "paper" && li != "zero") field_error(source, "diff_attn.lambda_init", cat("'", li, "' is not paper or zero"));
-      c.diff_lambda_init_zero = li == "zero";
-    }
-    c.ctx_mode = opt_string(j, "ctx_mode", c.ctx_mode, source);
-    c.ada_rank = opt_int(j, "ada_rank", c.ada_rank, source);
-    c.tm_kernel = opt_int(j, "tm_kernel", c.tm_kernel, source);
-    c.se_reduction = opt_int(j, "se_reduction", c.se_reduction, source);
-  }
 
   c.vocab_size = req_int(j, "vocab_size", source);
   c.hidden_size = req_int(j, "hidden_size", source);
   c.intermediate_size = req_int(j, "intermediate_size", source);
-  c.num_hidden_layers = req_int(j, "num_hidden_layers", source);
+  const json* layers = get(j, "strata_layers");
+  // With strata_layers the layer count may come from its unit x repeat.
+  c.num_hidden_layers = layers ? opt_int(j, "num_hidden_layers", 0, source) : req_int(j, "num_hidden_layers", source);
   c.num_attention_heads = req_int(j, "num_attention_heads", source);
   c.num_key_value_heads = opt_int(j, "num_key_value_heads", c.num_attention_heads, source);
   if (get(j, "head_dim")) {
@@ -195,19 +184,48 @@ Config Config::from_json_text(const std::string& text, const std::string& source
   c.torch_dtype = opt_string(j, "torch_dtype", opt_string(j, "dtype", "float32", source), source);
   c.stop_at_bos = opt_bool(j, "strata_stop_at_bos", false, source);
 
+  // The layers: spelled out (strata_layers), or a recipe's (strata_recipe;
+  // files without either are Llamas, or modified decoders of an earlier strata).
+  const std::string by_type = c.model_type == "strata_modified_llama" ? "modified" : "llama";
+  c.recipe = opt_string(j, "strata_recipe", layers ? "custom" : by_type, source);
+  if (c.recipe.empty()) field_error(source, "strata_recipe", "must not be empty");
+  if (layers) {
+    for (const std::string& f : recipe_fields(c.recipe == "custom" ? by_type : c.recipe))
+      if (get(j, f.c_str()))
+        field_error(source, f, "is a parameter of the recipe: with strata_layers, set the module's option there");
+    c.layers = parse_layer_pattern(*layers, source, &c.num_hidden_layers);
+  } else {
+    check_size(source, "num_hidden_layers", c.num_hidden_layers, kMaxLayers);
+    check_size(source, "hidden_size", c.hidden_size, kMaxDim);
+    c.layers.unit = recipe_unit(c.recipe, j, source, c);
+  }
+  const auto [type, arch] = model_type_for(c);
+  if (c.model_type == "llama" && type != "llama")
+    field_error(source, "model_type",
+                cat("'llama', but the layers are not a Llama's (", describe_layer(c.layers.layer(0)),
+                    "): a Llama loader would misread this model; use '", type, "'"));
+  c.model_type = type;
+  if (type != "llama") c.architecture = arch;  // whatever the file says: it is not a Llama
+
   c.validate(source);
   return c;
 }
 
+bool Config::is_llama() const {
+  if (layers.unit.empty()) return false;
+  const LayerConf llama = llama_unit()[0];
+  for (const LayerConf& l : layers.unit)
+    if (!(l == llama)) return false;
+  for (const auto& [i, l] : layers.overrides)
+    if (!(l == llama)) return false;
+  return true;
+}
+
 void Config::validate(const std::string& source) const {
-  if (model_type != "llama" && model_type != kModifiedType)
+  if (!known_model_type(model_type))
     field_error(source, "model_type",
-                cat("model type '", model_type, "' is not supported (expected 'llama' or '", kModifiedType, "')"));
+                cat("model type '", model_type, "' is not supported (expected llama, strata_modified_llama or strata)"));
   if (recipe.empty()) field_error(source, "strata_recipe", "must not be empty");
-  if ((recipe == "modified") != (model_type == kModifiedType))
-    field_error(source, "model_type",
-                cat("recipe '", recipe, "' goes with model_type '", recipe == "modified" ? kModifiedType : "llama", "'"));
-  if (recipe == "modified") validate_modified(source);
   check_size(source, "vocab_size", vocab_size, kMaxVocab);
   check_size(source, "hidden_size", hidden_size, kMaxDim);
   check_size(source, "intermediate_size", intermediate_size, kMaxDim);
@@ -239,32 +257,17 @@ void Config::validate(const std::string& source) const {
   DType dt;
   if (!parse_dtype(torch_dtype, &dt))
     field_error(source, "torch_dtype", cat("dtype '", torch_dtype, "' is not supported (float32, bfloat16, float16)"));
-}
-
-void Config::validate_modified(const std::string& source) const {
-  if (attention != "standard" && attention != "differential")
-    field_error(source, "attention", cat("'", attention, "' is not standard or differential"));
-  if (diff_layout != "paper" && diff_layout != "expanded")
-    field_error(source, "diff_attn.layout", cat("'", diff_layout, "' is not paper or expanded"));
-  if (attention == "differential" && diff_layout == "paper") {
-    if (num_attention_heads % 2 != 0 || num_key_value_heads % 2 != 0)
-      field_error(source, "num_key_value_heads",
-                  "the paper layout of differential attention pairs heads: num_attention_heads and "
-                  "num_key_value_heads must be even");
-  }
-  if (ctx_mode != "causal" && ctx_mode != "global")
-    field_error(source, "ctx_mode", cat("'", ctx_mode, "' is not causal or global"));
-  if (ada_rank < 0 || ada_rank > kMaxDim) field_error(source, "ada_rank", cat("must be in [0, ", kMaxDim, "]"));
-  if (tm_kernel < 1 || tm_kernel > 8) field_error(source, "tm_kernel", cat("must be in 1..8 (got ", tm_kernel, ")"));
-  if (se_reduction < 1 || hidden_size % se_reduction != 0)
-    field_error(source, "se_reduction", cat(se_reduction, " does not divide hidden_size ", hidden_size));
+  check_layer_pattern(*this, source);
+  if (model_type == "llama" && !is_llama())
+    field_error(source, "model_type", cat("'llama', but the layers are not a Llama's (",
+                                          describe_layer(layers.layer(0)), ")"));
 }
 
 std::string Config::to_json_text() const {
   ojson j;
-  // A modified model never claims to be a LlamaForCausalLM.
-  j["architectures"] = ojson::array({recipe == "modified" ? std::string(kModifiedArchitecture) : architecture});
-  j["model_type"] = model_type;
+  const auto [type, arch] = model_type_for(*this);
+  j["architectures"] = ojson::array({arch});
+  j["model_type"] = type;
   j["vocab_size"] = vocab_size;
   j["hidden_size"] = hidden_size;
   j["intermediate_size"] = intermediate_size;
@@ -295,96 +298,10 @@ std::string Config::to_json_text() const {
   j["torch_dtype"] = torch_dtype;
   j["strata_recipe"] = recipe;
   j["strata_stop_at_bos"] = stop_at_bos;
-  if (recipe == "modified") {
-    j["attention"] = attention;
-    j["diff_attn"] = ojson{{"layout", diff_layout},
-                           {"subln", diff_subln},
-                           {"out_scale", diff_out_scale ? "one_minus_lambda_init" : "one"},
-                           {"lambda_init", diff_lambda_init_zero ? "zero" : "paper"}};
-    j["ctx_mode"] = ctx_mode;
-    j["ada_rank"] = ada_rank;
-    j["tm_kernel"] = tm_kernel;
-    j["se_reduction"] = se_reduction;
-  }
+  // The pattern is written unless it is exactly what the recipe yields by default.
+  const auto def = recipe_default_unit(recipe);
+  if (!def || !(layers == LayerPattern{*def, {}})) j["strata_layers"] = layer_pattern_json(layers, num_hidden_layers);
   return j.dump(2) + "\n";
-}
-
-Config llama_config(int64_t vocab, int64_t hidden, int64_t inter, int64_t layers, int64_t heads, int64_t kv,
-                    int64_t max_pos, bool tied) {
-  Config c;
-  c.vocab_size = vocab;
-  c.hidden_size = hidden;
-  c.intermediate_size = inter;
-  c.num_hidden_layers = layers;
-  c.num_attention_heads = heads;
-  c.num_key_value_heads = kv;
-  c.head_dim = heads > 0 ? hidden / heads : 0;
-  c.max_position_embeddings = max_pos;
-  c.rms_norm_eps = 1e-5;
-  c.rope_theta = 10000.0;
-  c.tie_word_embeddings = tied;
-  c.bos_token_id = 1;
-  c.eos_token_ids = {2};
-  return c;
-}
-
-std::vector<std::string> preset_names() {
-  return {"tinyllama-1.1b", "stories260k", "stories15m", "tiny", "tiny-tied",
-          "tinyllama-1.1b-modified", "tinyllama-1.1b-modified-nodiff", "tiny-modified", "stories260k-modified"};
-}
-
-namespace {
-
-// The modified decoder on top of a Llama shape, with the from-scratch inits of
-// differential attention (paper layout, subln, (1 - lambda_init) scale, paper
-// lambda_init). docs/modified-decoder.md lists the presets and their counts.
-Config modified_preset(const Config& base, const std::string& attention, int64_t ada_rank, int64_t se_reduction) {
-  Config c = base;
-  c.model_type = kModifiedType;
-  c.architecture = kModifiedArchitecture;
-  c.recipe = "modified";
-  c.attention = attention;
-  c.diff_layout = "paper";
-  c.diff_subln = true;
-  c.diff_out_scale = true;
-  c.diff_lambda_init_zero = false;
-  c.ada_rank = ada_rank;
-  c.se_reduction = se_reduction;
-  return c;
-}
-
-}  // namespace
-
-Config preset_config(const std::string& name) {
-  Config c;
-  if (name == "tinyllama-1.1b") {
-    c = llama_config(32000, 2048, 5632, 22, 32, 4, 2048, false);
-    c.torch_dtype = "bfloat16";
-  } else if (name == "stories260k") {
-    c = llama_config(512, 64, 172, 5, 8, 4, 512, true);
-    c.stop_at_bos = true;  // llama2.c models end a sample with BOS
-  } else if (name == "stories15m") {
-    c = llama_config(32000, 288, 768, 6, 6, 6, 256, true);
-    c.stop_at_bos = true;
-  } else if (name == "tiny") {
-    c = llama_config(512, 64, 160, 2, 4, 2, 256, false);
-  } else if (name == "tiny-tied") {
-    c = llama_config(512, 64, 160, 2, 4, 2, 256, true);
-  } else if (name == "tinyllama-1.1b-modified") {
-    c = modified_preset(preset_config("tinyllama-1.1b"), "differential", 64, 16);
-  } else if (name == "tinyllama-1.1b-modified-nodiff") {
-    c = modified_preset(preset_config("tinyllama-1.1b"), "standard", 64, 16);
-  } else if (name == "tiny-modified") {
-    c = modified_preset(preset_config("tiny"), "differential", 8, 4);
-  } else if (name == "stories260k-modified") {
-    c = modified_preset(preset_config("stories260k"), "differential", 16, 4);
-  } else {
-    std::string names;
-    for (const std::string& n : preset_names()) names += (names.empty() ? "" : ", ") + n;
-    fail("unknown preset '", name, "' (known presets: ", names, ")");
-  }
-  c.validate("preset " + name);
-  return c;
 }
 
 }  // namespace strata

@@ -16,7 +16,6 @@
 #include <set>
 
 #include "core/rng.h"
-#include "model/recipe.h"
 #include "model/registry.h"
 #include "strata/error.h"
 
@@ -72,7 +71,7 @@ Tensor gather_col_blocks(const Tensor& w, int64_t block, int64_t out_blocks, con
 Tensor diff_attention_tensor(const ParamDecl& d, const Config& cfg, uint64_t seed,
                              const std::map<std::string, Tensor>& base) {
   const int64_t H = cfg.num_attention_heads, KV = cfg.num_key_value_heads, hd = cfg.head_dim;
-  const bool paper = cfg.diff_layout == "paper";
+  const bool paper = modified_recipe_of(cfg).diff_layout == "paper";
   const Tensor w = d.name.ends_with("_proj.weight") ? to_f32(base.at(d.name)) : Tensor();  // same name in the base
   auto half = [](int64_t m) { return m / 2; };  // expanded: both components of head h are the base head h
   auto paper_slot = [&](int64_t m) { return paper_source_head(m, H, KV); };
@@ -100,59 +99,24 @@ int64_t paper_source_head(int64_t slot, int64_t heads, int64_t kv_heads) {
 }
 
 Config modified_config(const Config& base, const ModifiedOptions& opt) {
-  if (base.recipe != "llama")
+  if (!base.is_llama())
     fail(kWhat, ": the base model is a '", base.recipe, "' model (model_type '", base.model_type,
          "'); only a Llama model (recipe llama) can be converted");
-  Config c = base;
-  c.model_type = "strata_modified_llama";
-  c.architecture = "StrataModifiedLlamaForCausalLM";
-  c.recipe = "modified";
-  c.torch_dtype = "float32";
-  c.attention = opt.attention;
-  c.diff_layout = opt.diff_layout;
-  c.ctx_mode = opt.ctx_mode;
-  c.ada_rank = opt.ada_rank;
-  c.tm_kernel = opt.tm_kernel;
-  c.se_reduction = opt.se_reduction;
+  ModifiedRecipe r;
+  r.attention = opt.attention;
+  r.diff_layout = opt.diff_layout;
+  r.ctx_mode = opt.ctx_mode;
+  r.ada_rank = opt.ada_rank;
+  r.tm_kernel = opt.tm_kernel;
+  r.se_reduction = opt.se_reduction;
   if (opt.attention == "differential") {  // the converted layer starts as the base attention
-    c.diff_subln = false;
-    c.diff_out_scale = false;
-    c.diff_lambda_init_zero = true;
+    r.diff_subln = false;
+    r.diff_out_scale = false;
+    r.diff_lambda_init_zero = true;
   }
+  Config c = with_modified_layers(base, r);
+  c.torch_dtype = "float32";
   c.validate(kWhat);
-  return c;
-}
-
-std::vector<DeclaredParam> declared_params(const Config& cfg) {
-  cfg.validate("config");
-  const int64_t V = cfg.vocab_size, D = cfg.hidden_size;
-  std::vector<DeclaredParam> r;
-  r.push_back({"embed_tokens", {"model.embed_tokens.weight", {V, D}}});
-  for (int64_t l = 0; l < cfg.num_hidden_layers; ++l)
-    for (const BlockSpec& b : layer_blocks(cfg, l))
-      for (const auto& [kind, prefix] : {std::pair{b.norm, b.norm_prefix}, std::pair{b.mixer, b.mixer_prefix},
-                                         std::pair{b.post, b.post_prefix}}) {
-        if (kind.empty()) continue;
-        for (ParamDecl& d : make_module(kind, cfg, prefix)->params()) r.push_back({kind, std::move(d)});
-      }
-  for (ParamDecl& d : make_module("rmsnorm", cfg, "model.norm")->params()) r.push_back({"final_norm", std::move(d)});
-  if (!cfg.tie_word_embeddings) r.push_back({"lm_head", {"lm_head.weight", {V, D}}});
-  return r;
-}
-
-ParamCounts count_params(const Config& cfg) {
-  ParamCounts c;
-  for (const DeclaredParam& p : declared_params(cfg)) {
-    const int64_t n = shape_numel(p.decl.shape);
-    if (!p.decl.trainable) {
-      c.buffers += n;
-      continue;
-    }
-    c.total += n;
-    auto it = std::find_if(c.by_group.begin(), c.by_group.end(), [&](const auto& g) { return g.first == p.group; });
-    if (it == c.by_group.end()) c.by_group.emplace_back(p.group, n);
-    else it->second += n;
-  }
   return c;
 }
 

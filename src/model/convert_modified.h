@@ -9,6 +9,8 @@
 
 #include "io/safetensors.h"
 #include "model/module.h"
+#include "model/recipes.h"
+#include "model/stack.h"
 #include "strata/config.h"
 #include "strata/model.h"
 
@@ -25,9 +27,9 @@ struct ModifiedOptions {
   std::string diff_layout = "expanded";    // "expanded" (exact) | "paper" (parameter-neutral, approximate)
   std::string ctx_mode = "causal";         // "causal" | "global"
   uint64_t seed = 0;                       // ctx_down, SE fc1 and the lambda vectors
-  int64_t ada_rank = Config().ada_rank;
-  int64_t tm_kernel = Config().tm_kernel;
-  int64_t se_reduction = Config().se_reduction;
+  int64_t ada_rank = ModifiedRecipe().ada_rank;
+  int64_t tm_kernel = ModifiedRecipe().tm_kernel;
+  int64_t se_reduction = ModifiedRecipe().se_reduction;
 };
 
 // The modified config for a Llama config: same shape, the options' modules,
@@ -51,25 +53,6 @@ NamedTensors convert_to_modified(const Model& base, const ModifiedOptions& opt, 
 // g = h / n_rep, r = h % n_rep, so component c keeps the KV head 2g + c it
 // used before.
 int64_t paper_source_head(int64_t slot, int64_t heads, int64_t kv_heads);
-
-// Every declared parameter of a model with config `cfg`, with the kind of the
-// module that declares it ("embed_tokens", "final_norm" and "lm_head" for the
-// model's own), in load/save order. Nothing is allocated.
-struct DeclaredParam {
-  std::string group;
-  ParamDecl decl;
-};
-std::vector<DeclaredParam> declared_params(const Config& cfg);
-
-// Parameter counts per group in first-appearance order; buffers (declared
-// not trainable, e.g. lambda_init) are counted apart, as they are not
-// parameters.
-struct ParamCounts {
-  std::vector<std::pair<std::string, int64_t>> by_group;  // trainable elements per group
-  int64_t total = 0;                                      // trainable elements
-  int64_t buffers = 0;                                    // buffer elements
-};
-ParamCounts count_params(const Config& cfg);
 
 // How far a converted model is from its base on one token sequence: the
 // largest |logit difference| over every position and vocabulary entry, and

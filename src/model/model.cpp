@@ -6,83 +6,107 @@
 
 #include "core/parallel.h"
 #include "core/rng.h"
-#include "io/checkpoint.h"
+#include "kernels/exec.h"
 #include "kernels/ops.h"
-#include "model/block.h"
+#include "model/checkpoint.h"
 #include "model/module.h"
-#include "model/recipe.h"
-#include "model/registry.h"
+#include "model/stack.h"
 #include "strata/error.h"
 
 namespace strata {
+
+namespace {
+
+// States carry a hash of their model's configuration (weights dtype aside:
+// states are F32 whatever the weights), so a state of another model is refused.
+uint64_t config_id(const Config& cfg) {
+  Config c = cfg;
+  c.torch_dtype = "float32";
+  uint64_t h = 0xcbf29ce484222325ull;  // FNV-1a
+  for (unsigned char ch : c.to_json_text()) h = (h ^ ch) * 0x100000001b3ull;
+  return h;
+}
+
+std::string config_desc(const Config& c) {
+  return cat("recipe ", c.recipe, ", ", c.num_hidden_layers, " layers ", describe_layer(c.layers.layer(0)), ", hidden ",
+             c.hidden_size, ", heads ", c.num_attention_heads, "/", c.num_key_value_heads, ", vocab ", c.vocab_size);
+}
+
+bool ignorable_tensor(const std::string& name, const Config& cfg) {
+  if (name.size() > 21 && name.compare(name.size() - 21, 21, "rotary_emb.inv_freq") == 0) return true;
+  return name == kHeadName && cfg.tie_word_embeddings;  // a tied head may also be stored
+}
+
+}  // namespace
 
 State::~State() = default;
 
 std::unique_ptr<State> State::clone() const {
   std::unique_ptr<State> s(new State());
+  s->model_id_ = model_id_;
+  s->model_desc_ = model_desc_;
   s->n_past_ = n_past_;
   s->history_ = history_;
   for (const auto& l : layers_) s->layers_.push_back(l ? l->clone() : nullptr);
   return s;
 }
 
-Model::Model(const Config& cfg) : cfg_(cfg), scratch_(std::make_unique<Scratch>()) {}
+void State::restore(const State& snap) {
+  if (snap.model_id_ != model_id_ || snap.layers_.size() != layers_.size())
+    fail("cannot restore a state snapshot of a model with another configuration (", snap.model_desc_,
+         ") into a state of this model (", model_desc_, ")");
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    if (!layers_[i] != !snap.layers_[i]) fail("state snapshot: layer state ", i, " does not match");
+    if (layers_[i]) layers_[i]->copy_from(*snap.layers_[i]);
+  }
+  n_past_ = snap.n_past_;
+  history_ = snap.history_;
+}
+
+int64_t State::bytes() const {
+  int64_t n = static_cast<int64_t>(history_.capacity() * sizeof(float));
+  for (const auto& l : layers_)
+    if (l) n += l->bytes();
+  return n;
+}
+
+std::map<std::string, int64_t> State::bytes_by_kind() const {
+  std::map<std::string, int64_t> r;
+  for (const auto& l : layers_)
+    if (l) r[l->kind()] += l->bytes();
+  if (!history_.empty()) r["input-history"] += static_cast<int64_t>(history_.capacity() * sizeof(float));
+  return r;
+}
+
+int64_t SeqInput::size() const {
+  int64_t n = 0;
+  for (const Segment& s : segments) n += s.size();
+  return n;
+}
+
+Model::Model(const Config& cfg)
+    : cfg_(cfg), exec_(std::make_unique<Exec>(Exec::defaults())), scratch_(std::make_unique<Scratch>()) {}
 Model::~Model() = default;
 
+void Model::set_exec(const Exec& e) { *exec_ = e; }
+bool Model::causal() const { return stack_->causal; }
+
 void Model::build() {
-  cfg_.validate("config");
-  for (int64_t l = 0; l < cfg_.num_hidden_layers; ++l) {
-    for (const BlockSpec& spec : layer_blocks(cfg_, l)) {
-      auto b = std::make_unique<Block>();
-      b->norm = make_module(spec.norm, cfg_, spec.norm_prefix);
-      b->mixer = make_module(spec.mixer, cfg_, spec.mixer_prefix);
-      if (!spec.post.empty()) b->post = make_module(spec.post, cfg_, spec.post_prefix);
-      for (int i = 0; i < Block::kSlots; ++i)
-        if (b->slot(i) && !b->slot(i)->causal()) causal_ = false;
-      blocks_.push_back(std::move(b));
-    }
-  }
-  final_norm_ = make_module("rmsnorm", cfg_, "model.norm");
+  stack_ = std::make_unique<Stack>(build_stack(cfg_));
+  id_ = config_id(cfg_);
 }
-
-namespace {
-
-// Declared parameters of the whole model in load/save order.
-std::vector<ParamDecl> all_params(const Config& cfg, const std::vector<std::unique_ptr<Block>>& blocks,
-                                  const Module& final_norm) {
-  std::vector<ParamDecl> p;
-  p.push_back({"model.embed_tokens.weight", {cfg.vocab_size, cfg.hidden_size}});
-  for (const auto& b : blocks)
-    for (int i = 0; i < Block::kSlots; ++i)
-      if (const Module* m = b->slot(i))
-        for (auto& d : m->params()) p.push_back(d);
-  for (auto& d : final_norm.params()) p.push_back(d);
-  if (!cfg.tie_word_embeddings) p.push_back({"lm_head.weight", {cfg.vocab_size, cfg.hidden_size}});
-  return p;
-}
-
-bool ignorable_tensor(const std::string& name, const Config& cfg) {
-  if (name.size() > 21 && name.compare(name.size() - 21, 21, "rotary_emb.inv_freq") == 0) return true;
-  return name == "lm_head.weight" && cfg.tie_word_embeddings;  // a tied head may also be stored
-}
-
-}  // namespace
 
 void Model::bind(const WeightSet& weights) {
   ParamBinder binder(weights, /*relocate=*/true);
-  auto decls = all_params(cfg_, blocks_, *final_norm_);
-  embed_ = binder.get(decls.front());
-  for (auto& b : blocks_)
+  const std::vector<DeclaredParam>& decls = stack_->params;
+  embed_ = binder.get(decls.front().decl);
+  for (auto& b : stack_->blocks)
     for (int i = 0; i < Block::kSlots; ++i)
       if (Module* m = b->slot(i)) m->bind(binder);
-  final_norm_->bind(binder);
-  head_ = cfg_.tie_word_embeddings ? embed_ : binder.get(decls.back());
+  stack_->final_norm->bind(binder);
+  head_ = cfg_.tie_word_embeddings ? embed_ : binder.get(decls.back().decl);
   bound_.clear();
-  trainable_.clear();
-  for (const auto& d : decls) {
-    bound_.emplace_back(d.name, binder.bound().at(d.name));
-    trainable_[d.name] = d.trainable;
-  }
+  for (const DeclaredParam& d : decls) bound_.emplace_back(d.decl.name, binder.bound().at(d.decl.name));
 
   for (const auto& [name, t] : weights.tensors)
     if (!binder.bound().count(name) && !ignorable_tensor(name, cfg_))
@@ -99,7 +123,6 @@ std::unique_ptr<Model> Model::from_weights(const Config& cfg, const WeightSet& w
 
 std::unique_ptr<Model> Model::load(const std::string& path) {
   Checkpoint ck = load_checkpoint(path);
-  if (ck.weights.origin.empty()) ck.weights.origin = path;
   return from_weights(ck.config, ck.weights);
 }
 
@@ -107,9 +130,9 @@ std::unique_ptr<Model> Model::random(const Config& cfg, uint64_t seed, DType dty
   std::unique_ptr<Model> m(new Model(cfg));
   m->build();
   WeightSet w;
-  auto decls = all_params(m->cfg_, m->blocks_, *m->final_norm_);
+  const std::vector<DeclaredParam>& decls = m->stack_->params;
   for (size_t pi = 0; pi < decls.size(); ++pi) {
-    const ParamDecl& d = decls[pi];
+    const ParamDecl& d = decls[pi].decl;
     Tensor t = Tensor::alloc(d.matrix ? dtype : DType::F32, d.shape);
     const int64_t n = t.numel();
     const int64_t chunk = 1 << 16;  // each chunk has its own stream: same values for any thread count
@@ -134,54 +157,79 @@ std::unique_ptr<Model> Model::random(const Config& cfg, uint64_t seed, DType dty
 
 std::unique_ptr<State> Model::new_state() const {
   std::unique_ptr<State> s(new State());
-  for (const auto& b : blocks_)
+  s->model_id_ = id_;
+  s->model_desc_ = config_desc(cfg_);
+  for (const auto& b : stack_->blocks)
     for (int i = 0; i < Block::kSlots; ++i) s->layers_.push_back(b->slot(i) ? b->slot(i)->make_state() : nullptr);
   return s;
 }
 
-void Model::forward(std::span<const SeqInput> seqs, Logits mode, std::vector<float>& logits) {
+void Model::check_state(const State* s, size_t seq) const {
+  if (s->model_id_ != id_)
+    fail("sequence ", seq, ": its state belongs to a model with another configuration (", s->model_desc_,
+         "), not to this one (", config_desc(cfg_), ")");
+}
+
+// Packs the sequences' rows into x_ (token embeddings or the given rows) and
+// describes them as a batch.
+Batch Model::embed_inputs(std::span<const SeqInput> seqs, bool with_states) {
   const int64_t D = cfg_.hidden_size;
   Batch batch;
-  for (const SeqInput& in : seqs) {
-    const int64_t len = in.embeds ? in.n_embeds : static_cast<int64_t>(in.tokens.size());
-    if (len <= 0) fail("forward: a sequence has no tokens");
-    const int64_t pos = in.state ? in.state->n_past_ : 0;
+  for (size_t s = 0; s < seqs.size(); ++s) {
+    const int64_t len = seqs[s].size();
+    if (len <= 0) fail("sequence ", s, " has no input (no tokens and no embedding rows)");
+    for (const Segment& seg : seqs[s].segments)
+      if (seg.is_embeds() && seg.n_embeds <= 0) fail("sequence ", s, ": an embedding segment has no rows");
+    const int64_t pos = with_states ? seqs[s].state->n_past() : 0;
     batch.seqs.push_back({batch.rows, len, pos});
     batch.rows += len;
   }
   x_.resize(static_cast<size_t>(batch.rows * D));
   for (size_t s = 0; s < seqs.size(); ++s) {
-    const SeqInput& in = seqs[s];
     float* dst = &x_[batch.seqs[s].row * D];
-    if (in.embeds) {
-      std::copy(in.embeds, in.embeds + in.n_embeds * D, dst);
-    } else {
-      for (int32_t id : in.tokens)
-        if (id < 0 || id >= cfg_.vocab_size) fail("token id ", id, " is outside the vocabulary (", cfg_.vocab_size, ")");
-      ops::embed(embed_, in.tokens.data(), static_cast<int64_t>(in.tokens.size()), dst);
+    for (const Segment& seg : seqs[s].segments) {
+      if (seg.is_embeds()) {
+        std::copy(seg.embeds, seg.embeds + seg.n_embeds * D, dst);
+      } else {
+        for (int32_t id : seg.tokens)
+          if (id < 0 || id >= cfg_.vocab_size)
+            fail("token id ", id, " is outside the vocabulary (", cfg_.vocab_size, ")");
+        ops::embed(*exec_, embed_, seg.tokens.data(), static_cast<int64_t>(seg.tokens.size()), dst);
+      }
+      dst += seg.size() * D;
     }
   }
+  return batch;
+}
+
+void Model::forward(std::span<const SeqInput> seqs, Logits mode, std::vector<float>& logits) {
   std::vector<State*> states;
   for (const SeqInput& in : seqs) states.push_back(in.state);
   const bool stateful = std::all_of(states.begin(), states.end(), [](State* s) { return s != nullptr; });
   if (!stateful && std::any_of(states.begin(), states.end(), [](State* s) { return s != nullptr; }))
     fail("forward: either every sequence has a state or none has");
+  if (stateful)
+    for (size_t s = 0; s < states.size(); ++s) check_state(states[s], s);
+  const Batch batch = embed_inputs(seqs, stateful);
   run(x_.data(), batch, stateful ? states.data() : nullptr, false, mode, logits);
 }
 
 void Model::step(std::span<const int32_t> tokens, std::span<State* const> states, std::vector<float>& logits) {
   if (tokens.size() != states.size()) fail("step: ", tokens.size(), " tokens for ", states.size(), " states");
-  const int64_t D = cfg_.hidden_size;
-  Batch batch;
-  for (size_t s = 0; s < tokens.size(); ++s) {
-    if (!states[s]) fail("step: sequence ", s, " has no state");
-    if (tokens[s] < 0 || tokens[s] >= cfg_.vocab_size)
-      fail("token id ", tokens[s], " is outside the vocabulary (", cfg_.vocab_size, ")");
-    batch.seqs.push_back({static_cast<int64_t>(s), 1, states[s]->n_past_});
+  std::vector<SeqInput> rows;
+  for (size_t s = 0; s < tokens.size(); ++s) rows.emplace_back(tokens.subspan(s, 1), states[s]);
+  step(rows, logits);
+}
+
+void Model::step(std::span<const SeqInput> rows, std::vector<float>& logits) {
+  std::vector<State*> states;
+  for (size_t s = 0; s < rows.size(); ++s) {
+    if (!rows[s].state) fail("step: sequence ", s, " has no state");
+    if (rows[s].size() != 1) fail("step: sequence ", s, " has ", rows[s].size(), " rows (one per step)");
+    check_state(rows[s].state, s);
+    states.push_back(rows[s].state);
   }
-  batch.rows = static_cast<int64_t>(tokens.size());
-  x_.resize(static_cast<size_t>(batch.rows * D));
-  ops::embed(embed_, tokens.data(), batch.rows, x_.data());
+  const Batch batch = embed_inputs(rows, true);
   run(x_.data(), batch, states.data(), true, Logits::Last, logits);
 }
 
@@ -192,16 +240,14 @@ void Model::run(const float* input, const Batch& batch, State* const* states, bo
     if (batch.seqs[s].pos + batch.seqs[s].len > cfg_.max_position_embeddings)
       fail("sequence ", s, " would reach ", batch.seqs[s].pos + batch.seqs[s].len,
            " tokens, beyond the model's context of max_position_embeddings=", cfg_.max_position_embeddings);
-  if (states && !causal_) return run_recompute(input, batch, states, mode, logits);
+  if (states && !stack_->causal) return run_recompute(input, batch, states, mode, logits);
   if (input != x_.data()) {  // e.g. the whole prefix from run_recompute: more rows than x_ holds
     x_.resize(static_cast<size_t>(rows * D));
     std::copy(input, input + rows * D, x_.data());
   }
   float* x = x_.data();
-  h_.resize(static_cast<size_t>(rows * D));
-  o_.resize(static_cast<size_t>(rows * D));
   std::vector<LayerState*> slot_states(Block::kSlots * batch.seqs.size());
-  for (size_t b = 0; b < blocks_.size(); ++b) {
+  for (size_t b = 0; b < stack_->blocks.size(); ++b) {
     LayerState* const* ls[Block::kSlots] = {nullptr, nullptr, nullptr};
     if (states) {
       for (int i = 0; i < Block::kSlots; ++i) {
@@ -210,7 +256,7 @@ void Model::run(const float* input, const Batch& batch, State* const* states, bo
         ls[i] = dst;
       }
     }
-    run_block(b, x, batch, ls, decode);
+    run_block(b, x, batch, ls, decode, false);
   }
   if (states)
     for (size_t s = 0; s < batch.seqs.size(); ++s) states[s]->n_past_ += batch.seqs[s].len;
@@ -230,20 +276,23 @@ void Model::run(const float* input, const Batch& batch, State* const* states, bo
     head_batch.rows = rows;
   }
   h_.resize(static_cast<size_t>(std::max(rows, head_batch.rows) * D));
-  final_norm_->forward(head_in, h_.data(), head_batch, nullptr, *scratch_);
+  Context ctx{*exec_, *scratch_, false};
+  stack_->final_norm->forward(head_in, h_.data(), head_batch, nullptr, ctx);
   logits.resize(static_cast<size_t>(head_batch.rows * V));
-  ops::matmul(h_.data(), head_batch.rows, head_, logits.data());
+  ops::matmul(*exec_, h_.data(), head_batch.rows, head_, logits.data());
 }
 
 // x += Post(Mixer(Norm(x))) for block b, in place on x [batch.rows, hidden].
-void Model::run_block(size_t b, float* x, const Batch& batch, LayerState* const* const* slot_states, bool decode) {
+void Model::run_block(size_t b, float* x, const Batch& batch, LayerState* const* const* slot_states, bool decode,
+                      bool training) {
   const int64_t n = batch.rows * cfg_.hidden_size;
   h_.resize(static_cast<size_t>(n));
   o_.resize(static_cast<size_t>(n));
-  Block& blk = *blocks_[b];
+  Block& blk = *stack_->blocks[b];
+  Context ctx{*exec_, *scratch_, training};
   auto apply = [&](Module& m, const float* in, float* out, LayerState* const* st) {
-    if (decode) m.step(in, out, batch, st, *scratch_);
-    else m.forward(in, out, batch, st, *scratch_);
+    if (decode) m.step(in, out, batch, st, ctx);
+    else m.forward(in, out, batch, st, ctx);
   };
   apply(*blk.norm, x, h_.data(), slot_states ? slot_states[0] : nullptr);
   apply(*blk.mixer, h_.data(), o_.data(), slot_states ? slot_states[1] : nullptr);
@@ -293,37 +342,15 @@ void Model::run_recompute(const float* input, const Batch& batch, State* const* 
 
 std::vector<ParamInfo> Model::param_info() const {
   std::vector<ParamInfo> r;
-  for (const auto& [name, t] : bound_) r.push_back({name, t.shape, t.dtype, trainable_.at(name)});
+  for (size_t i = 0; i < bound_.size(); ++i)
+    r.push_back({bound_[i].first, bound_[i].second.shape, bound_[i].second.dtype, stack_->params[i].decl.trainable});
   return r;
 }
 
 std::vector<std::pair<std::string, Tensor>> Model::named_tensors() const { return bound_; }
 
-int64_t Model::num_params() const {
-  int64_t n = 0;
-  for (const auto& [name, t] : bound_) n += t.numel();
-  return n;
-}
+ParamCounts Model::param_counts() const { return count_params(stack_->params); }
 
-std::vector<std::pair<std::string, int64_t>> Model::param_counts() const {
-  std::vector<std::pair<std::string, int64_t>> r;
-  auto add = [&](const std::string& group, int64_t n) {
-    for (auto& [g, c] : r)
-      if (g == group) return void(c += n);
-    r.emplace_back(group, n);
-  };
-  add("embed_tokens", embed_.numel());
-  for (const auto& b : blocks_) {
-    for (const Module* m : {b->norm.get(), b->mixer.get(), b->post.get()}) {
-      if (!m) continue;
-      int64_t n = 0;
-      for (const auto& d : m->params()) n += shape_numel(d.shape);
-      add(m->kind(), n);
-    }
-  }
-  add("final_norm", cfg_.hidden_size);
-  if (!cfg_.tie_word_embeddings) add("lm_head", head_.numel());
-  return r;
-}
+int64_t Model::num_params() const { return param_counts().total; }
 
 }  // namespace strata

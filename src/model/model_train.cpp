@@ -7,8 +7,8 @@
 #include "core/parallel.h"
 #include "kernels/kernels.h"
 #include "kernels/ops.h"
-#include "model/block.h"
 #include "model/module.h"
+#include "model/stack.h"
 #include "strata/error.h"
 #include "strata/model.h"
 
@@ -32,20 +32,14 @@ void Model::enable_training() {
   owned.origin = "training copy";
   for (const auto& [name, t] : bound_) owned.add(name, t.to(DType::F32), "<training>");  // to() always copies
   bind(owned);
-  for (const auto& [name, t] : bound_)
-    if (trainable_.at(name)) grads_[name] = Tensor::alloc(DType::F32, t.shape);
+  cfg_.torch_dtype = "float32";  // the master weights are F32 now, and a checkpoint says so
+  for (size_t i = 0; i < bound_.size(); ++i)
+    if (stack_->params[i].decl.trainable) grads_[bound_[i].first] = Tensor::alloc(DType::F32, bound_[i].second.shape);
   GradBinder gb(grads_);
-  for (auto& b : blocks_)
+  for (auto& b : stack_->blocks)
     for (int i = 0; i < Block::kSlots; ++i)
       if (Module* m = b->slot(i)) m->bind_grads(gb);
-  final_norm_->bind_grads(gb);
-}
-
-void Model::set_training(bool on) {
-  for (auto& b : blocks_)
-    for (int i = 0; i < Block::kSlots; ++i)
-      if (Module* m = b->slot(i)) m->set_training(on);
-  final_norm_->set_training(on);
+  stack_->final_norm->bind_grads(gb);
 }
 
 void Model::zero_grads() {
@@ -76,19 +70,19 @@ Model::LossSum Model::head_loss(const int32_t* targets, int64_t rows, float grad
   std::vector<float>& logits = logits_;  // kept between calls: no fresh pages per micro-batch
   logits.resize(static_cast<size_t>(std::min(rows, chunk) * V));
   std::vector<double> row_loss(static_cast<size_t>(chunk));
-  float* dhead = backward ? grads_.at(cfg_.tie_word_embeddings ? embed_name_ : head_name_).f32() : nullptr;
-  const kernels::Table& kt = kernels::active();
+  float* dhead = backward ? grads_.at(cfg_.tie_word_embeddings ? kEmbedName : kHeadName).f32() : nullptr;
+  const Exec& ex = *exec_;
+  const kernels::Table& kt = ex.kernels();
   const float* head = head_.f32();
   // The head packed once for all chunks: as headᵀ [D, V] for the logits and
   // as head [V, D] for dh = dlogits · head.
-  const ops::Precision prec = ops::training_precision();
-  const ops::PackedB head_t(D, V, {head, 1, D}, prec);
+  const ops::PackedB head_t(ex, D, V, {head, 1, D});
   std::optional<ops::PackedB> head_n;
-  if (backward) head_n.emplace(V, D, ops::MatRef{head, D, 1}, prec);
+  if (backward) head_n.emplace(ex, V, D, ops::MatRef{head, D, 1});
   for (int64_t r0 = 0; r0 < rows; r0 += chunk) {
     const int64_t n = std::min(chunk, rows - r0);
     const float* h = h_.data() + r0 * D;
-    ops::gemm(n, {h, D, 1}, head_t, logits.data(), V, false);
+    ops::gemm(ex, n, {h, D, 1}, head_t, logits.data(), V, false);
     parallel_for(n, 8, [&](int64_t lo, int64_t hi) {
       for (int64_t i = lo; i < hi; ++i) {
         float* l = logits.data() + i * V;
@@ -118,9 +112,9 @@ Model::LossSum Model::head_loss(const int32_t* targets, int64_t rows, float grad
     });
     for (int64_t i = 0; i < n; ++i) r.sum += row_loss[i];
     if (backward) {
-      ops::gemm(n, {logits.data(), V, 1}, *head_n, dnorm_.data() + r0 * D, D, false);
+      ops::gemm(ex, n, {logits.data(), V, 1}, *head_n, dnorm_.data() + r0 * D, D, false);
       // dhead [V, D] += dlogitsᵀ · h: the tall side (vocabulary) is split over the threads.
-      ops::gemm(V, D, n, {logits.data(), 1, V}, {h, D, 1}, dhead, D, true, prec);
+      ops::gemm(ex, V, D, n, {logits.data(), 1, V}, {h, D, 1}, dhead, D, true);
     }
   }
   return r;
@@ -128,98 +122,122 @@ Model::LossSum Model::head_loss(const int32_t* targets, int64_t rows, float grad
 
 void Model::free_block_saved(size_t b) {
   for (int i = 0; i < Block::kSlots; ++i)
-    if (Module* m = blocks_[b]->slot(i)) m->free_saved();
+    if (Module* m = stack_->blocks[b]->slot(i)) m->free_saved();
 }
 
 // dnorm_ = d(block b's branch input side): the branch's backward from dx_
 // (the residual gradient), through post, mixer and norm.
 void Model::block_backward(size_t b, const Batch& batch) {
-  Block& blk = *blocks_[b];
+  Block& blk = *stack_->blocks[b];
+  Context ctx{*exec_, *scratch_, true};
   const float* dbranch = dx_.data();
   if (blk.post) {
-    blk.post->backward(dx_.data(), dnorm_.data(), batch, *scratch_);
+    blk.post->backward(dx_.data(), dnorm_.data(), batch, ctx);
     dbranch = dnorm_.data();
   }
-  blk.mixer->backward(dbranch, dtmp_.data(), batch, *scratch_);
-  blk.norm->backward(dtmp_.data(), dnorm_.data(), batch, *scratch_);
+  blk.mixer->backward(dbranch, dtmp_.data(), batch, ctx);
+  blk.norm->backward(dtmp_.data(), dnorm_.data(), batch, ctx);
 }
 
-Model::LossSum Model::train_batch(const int32_t* inputs, const int32_t* targets, int64_t B, int64_t T,
-                                  float grad_scale, const float* embeds, float* d_embeds) {
-  if (grads_.empty()) fail("train_batch: call enable_training() first");
-  const int64_t D = cfg_.hidden_size, rows = B * T;
-  if (T > cfg_.max_position_embeddings)
-    fail("sequence length ", T, " exceeds the model's context of max_position_embeddings=",
-         cfg_.max_position_embeddings);
-  Batch batch;
-  for (int64_t b = 0; b < B; ++b) batch.seqs.push_back({b * T, T, 0});
-  batch.rows = rows;
-  x_.resize(static_cast<size_t>(rows * D));
-  if (embeds) {
-    std::copy(embeds, embeds + rows * D, x_.data());
-  } else {
-    for (int64_t i = 0; i < rows; ++i)
-      if (inputs[i] < 0 || inputs[i] >= cfg_.vocab_size)
-        fail("token id ", inputs[i], " is outside the vocabulary (", cfg_.vocab_size, ")");
-    ops::embed(embed_, inputs, rows, x_.data());
+Model::LossSum Model::train_or_eval(std::span<const SeqInput> seqs, std::span<const int32_t> targets, float grad_scale,
+                                    bool backward) {
+  if (backward && grads_.empty()) fail("train: call enable_training() first");
+  for (size_t s = 0; s < seqs.size(); ++s) {
+    if (seqs[s].state) fail("train: sequence ", s, " has a decode state (training runs on fresh contexts)");
+    if (seqs[s].size() > cfg_.max_position_embeddings)
+      fail("sequence length ", seqs[s].size(), " exceeds the model's context of max_position_embeddings=",
+           cfg_.max_position_embeddings);
   }
-  std::vector<float> unused;
-  set_training(true);
-  if (checkpoint_) {  // only the block inputs are kept: each block's activations are freed as it finishes
-    block_inputs_.resize(blocks_.size() * static_cast<size_t>(rows * D));
-    for (size_t b = 0; b < blocks_.size(); ++b) {
+  const int64_t D = cfg_.hidden_size;
+  const Batch batch = embed_inputs(seqs, false);
+  const int64_t rows = batch.rows;
+  if (static_cast<int64_t>(targets.size()) != rows)
+    fail("train: ", targets.size(), " targets for ", rows, " input rows");
+  Context ctx{*exec_, *scratch_, backward};
+  if (backward && checkpoint_) {  // only the block inputs are kept: each block's activations are freed as it finishes
+    block_inputs_.resize(stack_->blocks.size() * static_cast<size_t>(rows * D));
+    for (size_t b = 0; b < stack_->blocks.size(); ++b) {
       std::copy(x_.begin(), x_.begin() + rows * D, block_inputs_.begin() + static_cast<int64_t>(b) * rows * D);
-      run_block(b, x_.data(), batch, nullptr, false);
+      run_block(b, x_.data(), batch, nullptr, false, true);
       free_block_saved(b);
     }
   } else {
-    run(x_.data(), batch, nullptr, false, Logits::None, unused);
+    for (size_t b = 0; b < stack_->blocks.size(); ++b) run_block(b, x_.data(), batch, nullptr, false, backward);
   }
   h_.resize(static_cast<size_t>(rows * D));
-  final_norm_->forward(x_.data(), h_.data(), batch, nullptr, *scratch_);
+  stack_->final_norm->forward(x_.data(), h_.data(), batch, nullptr, ctx);
+  if (!backward) return head_loss(targets.data(), rows, 0.0f, false);
   dnorm_.resize(static_cast<size_t>(rows * D));
-  LossSum loss = head_loss(targets, rows, grad_scale, true);
+  LossSum loss = head_loss(targets.data(), rows, grad_scale, true);
 
   // Backward: dx is the gradient of the residual stream.
   dx_.resize(static_cast<size_t>(rows * D));
   dtmp_.resize(static_cast<size_t>(rows * D));
-  final_norm_->backward(dnorm_.data(), dx_.data(), batch, *scratch_);
-  for (size_t b = blocks_.size(); b-- > 0;) {
+  stack_->final_norm->backward(dnorm_.data(), dx_.data(), batch, ctx);
+  for (size_t b = stack_->blocks.size(); b-- > 0;) {
     if (checkpoint_) {  // recompute this block's activations from its saved input (the same products)
       x_.assign(block_inputs_.begin() + static_cast<int64_t>(b) * rows * D,
                 block_inputs_.begin() + static_cast<int64_t>(b + 1) * rows * D);
-      run_block(b, x_.data(), batch, nullptr, false);
+      run_block(b, x_.data(), batch, nullptr, false, true);
     }
     block_backward(b, batch);
     for (int64_t i = 0; i < rows * D; ++i) dx_[i] += dnorm_[i];
     if (checkpoint_) free_block_saved(b);
   }
-  if (d_embeds) {
-    std::copy(dx_.begin(), dx_.end(), d_embeds);
-  } else {
-    float* de = grads_.at(embed_name_).f32();
-    for (int64_t i = 0; i < rows; ++i)  // serial: the same order for any thread count
-      for (int64_t j = 0; j < D; ++j) de[inputs[i] * D + j] += dx_[i * D + j];
+  // The input side: token rows into the embedding gradient (serial: the same
+  // order for any thread count), embedding rows to their segment's gradient.
+  auto de_it = grads_.find(kEmbedName);
+  float* de = de_it == grads_.end() ? nullptr : de_it->second.f32();
+  for (size_t s = 0; s < seqs.size(); ++s) {
+    int64_t row = batch.seqs[s].row;
+    for (const Segment& seg : seqs[s].segments) {
+      const float* d = dx_.data() + row * D;
+      if (seg.is_embeds()) {
+        if (seg.d_embeds) std::copy(d, d + seg.n_embeds * D, seg.d_embeds);
+      } else if (de) {
+        for (size_t i = 0; i < seg.tokens.size(); ++i)
+          for (int64_t j = 0; j < D; ++j) de[seg.tokens[i] * D + j] += d[static_cast<int64_t>(i) * D + j];
+      }
+      row += seg.size();
+    }
   }
-  set_training(false);
   return loss;
 }
 
+Model::LossSum Model::train(std::span<const SeqInput> seqs, std::span<const int32_t> targets, float grad_scale) {
+  return train_or_eval(seqs, targets, grad_scale, true);
+}
+
+Model::LossSum Model::evaluate(std::span<const SeqInput> seqs, std::span<const int32_t> targets) {
+  return train_or_eval(seqs, targets, 0.0f, false);
+}
+
+namespace {
+
+// B sequences of T rows each: token ids, or rows of `embeds` (with their gradient into d_embeds).
+std::vector<SeqInput> rows_of(const int32_t* inputs, int64_t B, int64_t T, int64_t D, const float* embeds,
+                              float* d_embeds) {
+  std::vector<SeqInput> seqs;
+  for (int64_t b = 0; b < B; ++b) {
+    if (embeds)
+      seqs.emplace_back(std::vector<Segment>{Segment::of_embeds(embeds + b * T * D, T, d_embeds ? d_embeds + b * T * D : nullptr)});
+    else
+      seqs.emplace_back(std::span<const int32_t>(inputs + b * T, static_cast<size_t>(T)));
+  }
+  return seqs;
+}
+
+}  // namespace
+
+Model::LossSum Model::train_batch(const int32_t* inputs, const int32_t* targets, int64_t B, int64_t T,
+                                  float grad_scale, const float* embeds, float* d_embeds) {
+  const auto seqs = rows_of(inputs, B, T, cfg_.hidden_size, embeds, d_embeds);
+  return train(seqs, {targets, static_cast<size_t>(B * T)}, grad_scale);
+}
+
 Model::LossSum Model::eval_batch(const int32_t* inputs, const int32_t* targets, int64_t B, int64_t T) {
-  const int64_t D = cfg_.hidden_size, rows = B * T;
-  Batch batch;
-  for (int64_t b = 0; b < B; ++b) batch.seqs.push_back({b * T, T, 0});
-  batch.rows = rows;
-  for (int64_t i = 0; i < rows; ++i)
-    if (inputs[i] < 0 || inputs[i] >= cfg_.vocab_size)
-      fail("token id ", inputs[i], " is outside the vocabulary (", cfg_.vocab_size, ")");
-  x_.resize(static_cast<size_t>(rows * D));
-  ops::embed(embed_, inputs, rows, x_.data());
-  std::vector<float> unused;
-  run(x_.data(), batch, nullptr, false, Logits::None, unused);
-  h_.resize(static_cast<size_t>(rows * D));
-  final_norm_->forward(x_.data(), h_.data(), batch, nullptr, *scratch_);
-  return head_loss(targets, rows, 0.0f, false);
+  const auto seqs = rows_of(inputs, B, T, cfg_.hidden_size, nullptr, nullptr);
+  return evaluate(seqs, {targets, static_cast<size_t>(B * T)});
 }
 
 }  // namespace strata

@@ -31,9 +31,9 @@ float declared_value(const ParamDecl& d, int64_t i, Rng& rng, float default_std)
   return 0.0f;
 }
 
-void Module::linear(const float* x, int64_t rows, const Tensor& w, float* y) const {
-  if (training_) ops::matmul_train(x, rows, w, y);
-  else ops::matmul(x, rows, w, y);
+void Module::linear(const Context& ctx, const float* x, int64_t rows, const Tensor& w, float* y) {
+  if (ctx.training) ops::matmul_train(ctx.exec, x, rows, w, y);
+  else ops::matmul(ctx.exec, x, rows, w, y);
 }
 
 float* GradBinder::get(const std::string& name) {

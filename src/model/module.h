@@ -10,10 +10,16 @@
 #include <vector>
 
 #include "core/weights.h"
+#include "kernels/exec.h"
+#include "model/state.h"
 #include "strata/config.h"
 #include "strata/tensor.h"
 
 namespace strata {
+
+namespace kernels {
+struct Table;
+}
 
 struct SeqSpan {
   int64_t row = 0;  // first row of this sequence in the packed activations
@@ -26,11 +32,12 @@ struct Batch {
   int64_t rows = 0;
 };
 
-// Per-sequence decode state of one module (KV cache, conv window, SSM state).
-class LayerState {
- public:
-  virtual ~LayerState() = default;
-  virtual std::unique_ptr<LayerState> clone() const = 0;
+// One module of a built model, as the layer pattern declares it.
+struct ModuleSpec {
+  std::string kind;    // registered kind, e.g. "attention"
+  std::string prefix;  // parameter-name prefix, e.g. "model.layers.3.self_attn"
+  int64_t layer = 0;   // index of its layer
+  Options options;     // every option its type declares (defaults filled in)
 };
 
 // Temporary buffers shared by all modules of a model: a module may use them
@@ -45,6 +52,16 @@ class Scratch {
 
  private:
   std::vector<std::vector<float>> bufs_;
+};
+
+// What a module call may use besides its inputs: the execution context
+// (kernels, precision, GEMM library), the shared temporaries, and whether
+// this is a training forward (keep what backward needs, training products).
+struct Context {
+  const Exec& exec;
+  Scratch& scratch;
+  bool training = false;
+  const kernels::Table& kt() const { return exec.kernels(); }
 };
 
 // How Model::random initialises a parameter.
@@ -102,18 +119,25 @@ class GradBinder {
 
 class Module {
  public:
+  explicit Module(ModuleSpec spec) : spec_(std::move(spec)) {}
   virtual ~Module() = default;
-  virtual const char* kind() const = 0;
+  const ModuleSpec& spec() const { return spec_; }
+  const std::string& kind() const { return spec_.kind; }
+  const std::string& prefix() const { return spec_.prefix; }
+
   virtual std::vector<ParamDecl> params() const = 0;
   virtual void bind(ParamBinder& binder) = 0;
+  // Its per-sequence decode state (null: none) and how large that grows.
   virtual std::unique_ptr<LayerState> make_state() const { return nullptr; }
+  virtual StateSize state_size() const { return {}; }
   // Full sequences: x, y are [batch.rows, width]. With states (one per
   // sequence) the forward continues from them and leaves them updated.
-  // Temporaries come from `scratch`; nothing is kept there between calls.
-  virtual void forward(const float* x, float* y, const Batch& batch, LayerState* const* states, Scratch& scratch) = 0;
+  // Temporaries come from ctx.scratch; nothing is kept there between calls.
+  // A training forward (ctx.training, no states) keeps what backward needs.
+  virtual void forward(const float* x, float* y, const Batch& batch, LayerState* const* states, Context& ctx) = 0;
   // One new row per sequence (every len == 1), states required.
-  virtual void step(const float* x, float* y, const Batch& batch, LayerState* const* states, Scratch& scratch) {
-    forward(x, y, batch, states, scratch);
+  virtual void step(const float* x, float* y, const Batch& batch, LayerState* const* states, Context& ctx) {
+    forward(x, y, batch, states, ctx);
   }
   // Width of the output rows (the residual width for mixers).
   virtual int64_t out_width() const = 0;
@@ -122,15 +146,14 @@ class Module {
   // states and recomputes the whole prefix at every step.
   virtual bool causal() const { return true; }
 
-  // Training. While training is on, forward() (called without states) keeps
-  // what backward needs for that call; backward() then writes dx (overwriting)
-  // from dy and adds the parameter gradients into the buffers of bind_grads().
-  void set_training(bool on) { training_ = on; }
+  // Training: backward() writes dx (overwriting) from dy for the last
+  // training forward and adds the parameter gradients into the buffers of
+  // bind_grads().
+  virtual void bind_grads(GradBinder& grads) = 0;
+  virtual void backward(const float* dy, float* dx, const Batch& batch, Context& ctx) = 0;
   // Drops what training forwards kept for backward (activation checkpointing
   // frees a block's activations right after its forward and its backward).
   virtual void free_saved() {}
-  virtual void bind_grads(GradBinder& grads) = 0;
-  virtual void backward(const float* dy, float* dx, const Batch& batch, Scratch& scratch) = 0;
 
  protected:
   // Empties containers and returns their memory.
@@ -138,11 +161,16 @@ class Module {
   static void release(Cs&... c) {
     (Cs().swap(c), ...);
   }
-  // y = x · wᵀ: the training GEMM while training (fast for many rows), else
-  // ops::matmul (whose sums match decode's, so prefill == decode bitwise).
-  void linear(const float* x, int64_t rows, const Tensor& w, float* y) const;
+  // y = x · wᵀ: the training GEMM in a training call (fast for many rows),
+  // else ops::matmul (whose sums match decode's, so prefill == decode bitwise).
+  static void linear(const Context& ctx, const float* x, int64_t rows, const Tensor& w, float* y);
+  // Its own state of each sequence, checked (state_cast names this module).
+  template <class S>
+  S& state_of(LayerState* s) const {
+    return state_cast<S>(s, spec_.kind + " " + spec_.prefix);
+  }
 
-  bool training_ = false;
+  ModuleSpec spec_;
 };
 
 }  // namespace strata

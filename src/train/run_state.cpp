@@ -12,7 +12,7 @@
 #include <fstream>
 #include <sstream>
 
-#include "io/checkpoint.h"
+#include "model/checkpoint.h"
 #include "strata/error.h"
 
 namespace strata {

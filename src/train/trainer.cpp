@@ -9,11 +9,12 @@
 #include <filesystem>
 #include <fstream>
 
-#include "io/checkpoint.h"
+#include "model/checkpoint.h"
 #include "io/safetensors.h"
 #include "strata/error.h"
 #include "kernels/kernels.h"
 #include "model/convert_modified.h"
+#include "kernels/exec.h"
 #include "kernels/ops.h"
 #include "train/run_state.h"
 
@@ -58,8 +59,8 @@ TrainerResult train(Model& model, const TrainerOptions& o, const BatchFn& train_
   if (!model.causal())
     std::fprintf(stderr, "warning: %s; training it is not causal language modelling\n", kGlobalContextWarning);
   model.set_checkpoint_activations(o.checkpoint_activations);
-  ops::set_training_precision(o.bf16 ? ops::Precision::BF16 : ops::Precision::F32);
-  if (o.bf16 && !kernels::active().amx_gemm_bf16)
+  model.set_exec(model.exec().with_precision(o.bf16 ? ops::Precision::BF16 : ops::Precision::F32));
+  if (o.bf16 && !model.exec().bf16_products())
     std::fprintf(stderr, "note: BF16 products need AMX, which this CPU (or kernel) does not grant: training in F32\n");
   LrSchedule sched = o.schedule;
   sched.total_steps = o.steps;

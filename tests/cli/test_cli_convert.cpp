@@ -51,7 +51,7 @@ TEST(CliConvert, ModifiedFromStoriesGeneratesLikeTheBase) {
   auto j = nlohmann::json::parse(r.out);
   EXPECT_EQ(j["config"]["model_type"], "strata_modified_llama");
   EXPECT_EQ(j["config"]["architectures"][0], "StrataModifiedLlamaForCausalLM");
-  EXPECT_EQ(j["config"]["diff_attn"]["layout"], "expanded");
+  EXPECT_EQ(j["config"]["strata_layers"]["unit"][0][0]["layout"], "expanded");
   for (const char* kind : {"ada-rmsnorm", "diff-attn", "token-mix", "mlp", "se", "embed_tokens", "final_norm"})
     EXPECT_TRUE(j["params"].contains(kind)) << kind;
   EXPECT_EQ(j["buffers"], 5);  // lambda_init, one per layer

@@ -6,7 +6,7 @@
 #include <nlohmann/json.hpp>
 #include <random>
 
-#include "io/checkpoint.h"
+#include "model/checkpoint.h"
 #include "strata/error.h"
 #include "test_util.h"
 
@@ -234,7 +234,7 @@ std::string llama2c_bytes(std::vector<int32_t> hdr, size_t n_floats) {
 TEST(Llama2c, ReadsStories260K) {
   STRATA_REQUIRE_SHARED_DATA(data);
   const std::string path = data + "/stories260K.bin";
-  Checkpoint ck = read_llama2c(path);
+  Checkpoint ck = load_checkpoint(path);
   const Config& c = ck.config;
   EXPECT_EQ(ck.format, "llama2c");
   EXPECT_EQ(c.hidden_size, 64);
@@ -334,7 +334,7 @@ TEST(Llama2c, UntiedClassifierComesLast) {
   const size_t total = weights + 2 * S * 2 + V * D;
   const std::string path = test::make_temp_dir("l2c-untied") + "/m.bin";
   test::write_file(path, llama2c_bytes({8, 16, 2, 2, 1, -10, 4}, total));
-  Checkpoint ck = read_llama2c(path);
+  Checkpoint ck = load_checkpoint(path);
   EXPECT_FALSE(ck.config.tie_word_embeddings);
   EXPECT_EQ(ck.config.vocab_size, 10);
   EXPECT_EQ(ck.config.max_position_embeddings, 4);

@@ -60,23 +60,14 @@ class GemmTest : public ::testing::TestWithParam<GemmParam> {
  protected:
   void SetUp() override {
     const auto [isa, backend] = GetParam();
-    if (!isa_supported(isa)) GTEST_SKIP() << "ISA not supported on this CPU";
-    saved_ = active_isa();
-    saved_backend_ = ops::gemm_backend();
-    set_active_isa(isa);
-    ops::set_gemm_backend(backend);
-    restore_ = true;
-    if (backend == ops::GemmBackend::OneDnn && !ops::onednn_available())
-      GTEST_SKIP() << "oneDNN not built in (or scalar ISA): the own GEMM runs instead";
+    if (!isa_supported(isa)) GTEST_SKIP() << "ISA " << isa_name(isa) << " not supported on this CPU: skipping";
+    ex_ = std::make_unique<Exec>(isa, ops::Precision::F32, backend);
+    if (backend == ops::GemmBackend::OneDnn && ex_->gemm() != ops::GemmBackend::OneDnn)
+      GTEST_SKIP() << "oneDNN not built in (or scalar ISA): the own GEMM runs instead: skipping";
   }
-  void TearDown() override {
-    if (!restore_) return;
-    set_active_isa(saved_);
-    ops::set_gemm_backend(saved_backend_);
-  }
-  Isa saved_ = Isa::Scalar;
-  ops::GemmBackend saved_backend_ = ops::GemmBackend::Own;
-  bool restore_ = false;
+  const Exec& ex() const { return *ex_; }
+  Exec bf16() const { return ex_->with_precision(ops::Precision::BF16); }
+  std::unique_ptr<Exec> ex_;
 };
 
 TEST_P(GemmTest, MatchesReferenceForShapesViewsAndAccumulation) {
@@ -91,10 +82,10 @@ TEST_P(GemmTest, MatchesReferenceForShapesViewsAndAccumulation) {
         const ops::MatRef b_rows{b.data(), N, 1}, b_cols{b.data(), 1, K};  // b, and another matrix (bᵀ read as K x N)
         for (bool acc : {false, true}) {
           std::vector<float> c0 = randn(M * N, 3), c = c0;
-          ops::gemm(M, N, K, a_rows, b_rows, c.data(), N, acc);
+          ops::gemm(ex(), M, N, K, a_rows, b_rows, c.data(), N, acc);
           expect_near(c, reference(M, N, K, a_rows, b_rows, c0, acc, false), 1e-5, "gemm rows/rows");
           c = c0;
-          ops::gemm(M, N, K, a_cols, b_cols, c.data(), N, acc);
+          ops::gemm(ex(), M, N, K, a_cols, b_cols, c.data(), N, acc);
           expect_near(c, reference(M, N, K, a_cols, b_cols, c0, acc, false), 1e-5, "gemm cols/cols");
         }
       }
@@ -124,13 +115,13 @@ TEST_P(GemmTest, PrepackedBIsBitwiseTheSameAndThreadsDoNotMatter) {
     auto a = randn(M * K, 4), b = randn(N * K, 5);
     const ops::MatRef av{a.data(), K, 1}, bv{b.data(), 1, K};
     std::vector<float> c1(M * N), c2(M * N), c3(M * N);
-    ops::gemm(M, N, K, av, bv, c1.data(), N, false);
-    ops::PackedB packed(K, N, bv);
-    ops::gemm(M, av, packed, c2.data(), N, false);
+    ops::gemm(ex(), M, N, K, av, bv, c1.data(), N, false);
+    ops::PackedB packed(ex(), K, N, bv);
+    ops::gemm(ex(), M, av, packed, c2.data(), N, false);
     EXPECT_EQ(c1, c2) << M << " x " << N << " x " << K;
     const int threads = num_threads();
     set_num_threads(1);
-    ops::gemm(M, N, K, av, bv, c3.data(), N, false);
+    ops::gemm(ex(), M, N, K, av, bv, c3.data(), N, false);
     set_num_threads(threads);
     EXPECT_EQ(c1, c3) << M << " x " << N << " x " << K;
   }
@@ -138,7 +129,7 @@ TEST_P(GemmTest, PrepackedBIsBitwiseTheSameAndThreadsDoNotMatter) {
 
 TEST_P(GemmTest, Bf16MatchesTheProductOfRoundedOperands) {
   // Without AMX the BF16 request runs in F32: compare with the F32 reference then.
-  const bool amx = kernels::active().amx_gemm_bf16 != nullptr;
+  const bool amx = bf16().bf16_products();
   for (int64_t M : {3, 40, 97}) {
     for (int64_t N : {17, 64, 100}) {
       for (int64_t K : {5, 32, 290}) {
@@ -146,10 +137,10 @@ TEST_P(GemmTest, Bf16MatchesTheProductOfRoundedOperands) {
         const ops::MatRef av{a.data(), K, 1}, b_t{b.data(), 1, K}, b_n{b.data(), N, 1};
         for (bool acc : {false, true}) {
           std::vector<float> c0 = randn(M * N, 8), c = c0;
-          ops::gemm(M, N, K, av, b_t, c.data(), N, acc, ops::Precision::BF16);
+          ops::gemm(bf16(), M, N, K, av, b_t, c.data(), N, acc);
           expect_near(c, reference(M, N, K, av, b_t, c0, acc, amx), 1e-5, "bf16 gemm, b transposed");
           c = c0;
-          ops::gemm(M, N, K, av, b_n, c.data(), N, acc, ops::Precision::BF16);
+          ops::gemm(bf16(), M, N, K, av, b_n, c.data(), N, acc);
           expect_near(c, reference(M, N, K, av, b_n, c0, acc, amx), 1e-5, "bf16 gemm, b row-major");
           // A transposed view of a (the weight-gradient case).
           std::vector<float> at(K * M);
@@ -157,13 +148,13 @@ TEST_P(GemmTest, Bf16MatchesTheProductOfRoundedOperands) {
             for (int64_t p = 0; p < K; ++p) at[p * M + i] = a[i * K + p];
           c = c0;
           const ops::MatRef a_cols{at.data(), 1, M};
-          ops::gemm(M, N, K, a_cols, b_n, c.data(), N, acc, ops::Precision::BF16);
+          ops::gemm(bf16(), M, N, K, a_cols, b_n, c.data(), N, acc);
           expect_near(c, reference(M, N, K, a_cols, b_n, c0, acc, amx), 1e-5, "bf16 gemm, a transposed");
         }
         std::vector<float> c1(M * N), c2(M * N);
-        ops::gemm(M, N, K, av, b_t, c1.data(), N, false, ops::Precision::BF16);
-        ops::PackedB packed(K, N, b_t, ops::Precision::BF16);
-        ops::gemm(M, av, packed, c2.data(), N, false);
+        ops::gemm(bf16(), M, N, K, av, b_t, c1.data(), N, false);
+        ops::PackedB packed(bf16(), K, N, b_t);
+        ops::gemm(bf16(), M, av, packed, c2.data(), N, false);
         EXPECT_EQ(c1, c2);
       }
     }

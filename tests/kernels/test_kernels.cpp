@@ -1,6 +1,8 @@
 // Every optimised kernel against the scalar reference, on every ISA this CPU has.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include <cmath>
 #include <vector>
 
@@ -121,15 +123,29 @@ TEST_P(KernelTest, AttentionWeightedSumEqualsRepeatedAxpyBitwise) {
   for (int64_t dim : {8, 20, 64, 100}) {
     const int64_t rows = 7, keys = 30, ldv = dim + 3;
     auto p = randn(rows * keys, 40 + dim), v = randn(keys * ldv, 50 + dim);
-    std::vector<int64_t> n(rows);
-    for (int64_t r = 0; r < rows; ++r) n[r] = 20 + r % 4 * 3;  // rows of different lengths
+    // Rows of different key ranges: sliding windows start at different keys.
+    std::vector<int64_t> b(rows), e(rows);
+    for (int64_t r = 0; r < rows; ++r) b[r] = r % 3 * 2, e[r] = 20 + r % 4 * 3;
     std::vector<float> out(rows * dim), ref(rows * dim, 0.0f), sref(rows * dim);
-    k.attn_pv(p.data(), keys, rows, n.data(), v.data(), ldv, dim, out.data(), dim);
+    k.attn_pv(p.data(), keys, rows, b.data(), e.data(), v.data(), ldv, dim, out.data(), dim, false);
     for (int64_t r = 0; r < rows; ++r)
-      for (int64_t t = 0; t < n[r]; ++t) k.axpy(p[r * keys + t], &v[t * ldv], &ref[r * dim], dim);
+      for (int64_t t = b[r]; t < e[r]; ++t) k.axpy(p[r * keys + t], &v[t * ldv], &ref[r * dim], dim);
     EXPECT_EQ(out, ref) << "dim " << dim;
-    kernels::scalar_table().attn_pv(p.data(), keys, rows, n.data(), v.data(), ldv, dim, sref.data(), dim);
+    kernels::scalar_table().attn_pv(p.data(), keys, rows, b.data(), e.data(), v.data(), ldv, dim, sref.data(), dim,
+                                    false);
     expect_close(out, sref, 1e-5f, 1e-5f, "attn_pv");
+    // The keys in two runs (e.g. a ring buffer's wrap), the second
+    // continuing the first's sums: the same bits as one run.
+    const int64_t cut = 11;
+    std::vector<int64_t> b1(rows), e1(rows), b2(rows), e2(rows);
+    for (int64_t r = 0; r < rows; ++r) {
+      b1[r] = std::min(b[r], cut), e1[r] = std::min(e[r], cut);
+      b2[r] = std::max(b[r], cut) - cut, e2[r] = std::max(e[r], cut) - cut;
+    }
+    std::vector<float> split(rows * dim, -1.0f);
+    k.attn_pv(p.data(), keys, rows, b1.data(), e1.data(), v.data(), ldv, dim, split.data(), dim, false);
+    k.attn_pv(p.data() + cut, keys, rows, b2.data(), e2.data(), v.data() + cut * ldv, ldv, dim, split.data(), dim, true);
+    EXPECT_EQ(split, out) << "two runs, dim " << dim;
   }
 }
 

@@ -8,9 +8,37 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
+#include "model/recipes.h"
 #include "strata/config.h"
 
 namespace strata::test {
+
+// The shape of the context-module tests and the context modules' options
+// (named as the modified recipe names them).
+struct CtxConfig : Config {
+  int64_t ada_rank = 4, tm_kernel = 3, se_reduction = 4;
+  std::string ctx_mode = "causal";
+  // The options of module `kind` (empty for kinds without context options).
+  nlohmann::json options(const std::string& kind) const {
+    if (kind == "ada-rmsnorm") return {{"rank", ada_rank}, {"ctx_mode", ctx_mode}};
+    if (kind == "token-mix") return {{"kernel", tm_kernel}};
+    if (kind == "se") return {{"reduction", se_reduction}, {"ctx_mode", ctx_mode}};
+    return nlohmann::json::object();
+  }
+  // The context options of a model built from the modified recipe.
+  static CtxConfig of(const Config& c) {
+    CtxConfig r;
+    static_cast<Config&>(r) = c;
+    const ModifiedRecipe m = modified_recipe_of(c);
+    r.ada_rank = m.ada_rank;
+    r.tm_kernel = m.tm_kernel;
+    r.se_reduction = m.se_reduction;
+    r.ctx_mode = m.ctx_mode;
+    return r;
+  }
+};
 
 using DoubleParams = std::map<std::string, std::vector<double>>;
 using Lens = std::vector<int64_t>;
@@ -43,7 +71,7 @@ inline Rows ref_context_mean(const Rows& z, const Lens& lens, int64_t D, bool ca
   return c;
 }
 
-inline Rows ref_ada_rmsnorm(const Config& cfg, const DoubleParams& p, const std::string& prefix, const Rows& x,
+inline Rows ref_ada_rmsnorm(const CtxConfig& cfg, const DoubleParams& p, const std::string& prefix, const Rows& x,
                             const Lens& lens) {
   const int64_t D = cfg.hidden_size, r = cfg.ada_rank, rows = static_cast<int64_t>(x.size()) / D;
   Rows xhat(x.size());
@@ -67,7 +95,7 @@ inline Rows ref_ada_rmsnorm(const Config& cfg, const DoubleParams& p, const std:
 }
 
 // The explicit sum of spec §3.3 with u[τ < 0] = 0.
-inline Rows ref_token_mix(const Config& cfg, const DoubleParams& p, const std::string& prefix, const Rows& x,
+inline Rows ref_token_mix(const CtxConfig& cfg, const DoubleParams& p, const std::string& prefix, const Rows& x,
                           const Lens& lens) {
   const int64_t D = cfg.hidden_size, k = cfg.tm_kernel;
   const std::vector<double>& w = p.at(prefix + ".weight");
@@ -89,7 +117,7 @@ inline Rows ref_token_mix(const Config& cfg, const DoubleParams& p, const std::s
   return y;
 }
 
-inline Rows ref_se(const Config& cfg, const DoubleParams& p, const std::string& prefix, const Rows& x,
+inline Rows ref_se(const CtxConfig& cfg, const DoubleParams& p, const std::string& prefix, const Rows& x,
                    const Lens& lens) {
   const int64_t D = cfg.hidden_size, H = D / cfg.se_reduction;
   Rows h = ref_linear(ref_context_mean(x, lens, D, cfg.ctx_mode == "causal"), D, p.at(prefix + ".fc1.weight"), H);

@@ -24,8 +24,8 @@
 namespace strata::test {
 
 // The tiny shapes of the context-module tests: D=16, r_a=4, k=3, SE reduction 4.
-inline Config ctx_test_config(const std::string& ctx_mode, int64_t D = 16) {
-  Config c;
+inline CtxConfig ctx_test_config(const std::string& ctx_mode, int64_t D = 16) {
+  CtxConfig c;
   c.hidden_size = D;
   c.ada_rank = 4;
   c.tm_kernel = 3;
@@ -68,9 +68,10 @@ class ModuleRig {
  public:
   // Parameters as Model::random makes them (the declared init), then
   // N(0, noise²) added to every entry when noise > 0. Matrices in `matrices`.
-  ModuleRig(const std::string& kind, const Config& cfg, const std::string& prefix, uint64_t seed, double noise = 0.0,
-            DType matrices = DType::F32)
-      : module_(make_module(kind, cfg, prefix)), width_(cfg.hidden_size) {
+  // The module's options are the context options of `cfg`.
+  ModuleRig(const std::string& kind, const CtxConfig& cfg, const std::string& prefix, uint64_t seed,
+            double noise = 0.0, DType matrices = DType::F32)
+      : module_(make_module(kind, cfg, prefix, cfg.options(kind))), width_(cfg.hidden_size) {
     Rng rng(seed);
     for (const ParamDecl& d : module_->params()) {
       Tensor t = Tensor::alloc(DType::F32, d.shape);
@@ -115,9 +116,10 @@ class ModuleRig {
   const std::map<std::string, Tensor>& grads() const { return grads_; }
 
   // Fresh context, no states.
-  std::vector<float> forward(const std::vector<float>& x, const Lens& lens) {
+  std::vector<float> forward(const std::vector<float>& x, const Lens& lens, bool training = false) {
     std::vector<float> y(static_cast<size_t>(total_rows(lens) * width_));
-    module_->forward(x.data(), y.data(), packed_batch(lens), nullptr, scratch_);
+    Context ctx = context(training);
+    module_->forward(x.data(), y.data(), packed_batch(lens), nullptr, ctx);
     return y;
   }
 
@@ -125,11 +127,10 @@ class ModuleRig {
   // the parameter gradients (zeroed first) are in grads().
   std::vector<float> backward(const std::vector<float>& x, const Lens& lens, const std::vector<float>& dy) {
     for (auto& [name, g] : grads_) std::fill(g.f32(), g.f32() + g.numel(), 0.0f);
-    module_->set_training(true);
-    forward(x, lens);
+    forward(x, lens, true);
     std::vector<float> dx(x.size());
-    module_->backward(dy.data(), dx.data(), packed_batch(lens), scratch_);
-    module_->set_training(false);
+    Context ctx = context(true);
+    module_->backward(dy.data(), dx.data(), packed_batch(lens), ctx);
     return dx;
   }
 
@@ -165,8 +166,9 @@ class ModuleRig {
       }
       std::vector<float> yout(xin.size());
       const bool one_row_each = b.rows == static_cast<int64_t>(b.seqs.size());
-      if (one_row_each) module_->step(xin.data(), yout.data(), b, st.data(), scratch_);
-      else module_->forward(xin.data(), yout.data(), b, st.data(), scratch_);
+      Context ctx = context(false);
+      if (one_row_each) module_->step(xin.data(), yout.data(), b, st.data(), ctx);
+      else module_->forward(xin.data(), yout.data(), b, st.data(), ctx);
       for (size_t i = 0; i < which.size(); ++i) {
         const size_t s = which[i];
         std::copy(yout.begin() + b.seqs[i].row * D, yout.begin() + (b.seqs[i].row + b.seqs[i].len) * D,
@@ -178,11 +180,18 @@ class ModuleRig {
   }
 
  private:
+  // The process's current defaults (tests switch the ISA between runs).
+  Context context(bool training) {
+    exec_ = std::make_unique<Exec>(Exec::defaults());
+    return Context{*exec_, scratch_, training};
+  }
+
   std::unique_ptr<Module> module_;
   int64_t width_;
   WeightSet weights_;
   std::map<std::string, Tensor> grads_;
   Scratch scratch_;
+  std::unique_ptr<Exec> exec_;
 };
 
 // Decode with states == full forward, bit for bit, for every split into a

@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "core/rng.h"
 #include "model/registry.h"
 
@@ -16,12 +18,33 @@ namespace strata::test {
 
 using Weights = std::map<std::string, std::vector<float>>;
 
-inline Config diff_config(const std::string& layout, int64_t heads, int64_t kv_heads, int64_t head_dim, int64_t dim,
-                          bool subln, bool out_scale) {
-  Config c = llama_config(64, dim, 2 * dim, 1, heads, kv_heads, 64, false);
+// A shape for differential attention and the module's options.
+struct DiffConfig : Config {
+  std::string diff_layout = "paper";
+  bool diff_subln = true, diff_out_scale = true, diff_lambda_init_zero = false;
+  nlohmann::json options() const {
+    return {{"layout", diff_layout},
+            {"subln", diff_subln},
+            {"out_scale", diff_out_scale ? "one_minus_lambda_init" : "one"},
+            {"lambda_init", diff_lambda_init_zero ? "zero" : "paper"}};
+  }
+  // The options of module `kind` (none for other kinds).
+  nlohmann::json options(const std::string& kind) const {
+    return kind == "diff-attn" ? options() : nlohmann::json::object();
+  }
+};
+
+// Differential attention with c's options at `layer`.
+inline std::unique_ptr<Module> make_diff(const DiffConfig& c, const std::string& prefix, int64_t layer = 0) {
+  return make_module("diff-attn", c, prefix, c.options(), layer);
+}
+
+inline DiffConfig diff_config(const std::string& layout, int64_t heads, int64_t kv_heads, int64_t head_dim,
+                              int64_t dim, bool subln, bool out_scale) {
+  DiffConfig c;
+  static_cast<Config&>(c) = llama_config(64, dim, 2 * dim, 1, heads, kv_heads, 64, false);
   c.head_dim = head_dim;
   c.rms_norm_eps = 1e-5;
-  c.attention = "differential";
   c.diff_layout = layout;
   c.diff_subln = subln;
   c.diff_out_scale = out_scale;
@@ -55,10 +78,16 @@ struct TestModule {
   std::unique_ptr<Module> m;
   std::map<std::string, Tensor> grads;
   Scratch scratch;
+  Exec exec;
+  bool training = false;
 
-  TestModule(const std::string& kind, const Config& cfg, const std::string& prefix, const Weights& w,
-             bool train = false) {
-    m = make_module(kind, cfg, prefix);
+  TestModule(const std::string& kind, const DiffConfig& cfg, const std::string& prefix, const Weights& w,
+             bool train = false, int64_t layer = 0)
+      : TestModule(kind, static_cast<const Config&>(cfg), prefix, w, train, cfg.options(kind), layer) {}
+  TestModule(const std::string& kind, const Config& cfg, const std::string& prefix, const Weights& w, bool train,
+             const nlohmann::json& options, int64_t layer = 0)
+      : exec(Exec::defaults()) {
+    m = make_module(kind, cfg, prefix, options, layer);
     WeightSet ws;
     for (const ParamDecl& d : m->params()) {
       Tensor t = Tensor::alloc(DType::F32, d.shape);
@@ -70,25 +99,29 @@ struct TestModule {
     }
     ParamBinder b(ws);
     m->bind(b);
+    training = train;
     if (train) {
       GradBinder gb(grads);
       m->bind_grads(gb);
-      m->set_training(true);
     }
   }
-  // Full forward of sequences of the given lengths packed one after another.
+  // Full forward of sequences of the given lengths packed one after another
+  // (a training forward when built with `train`).
   std::vector<float> forward(const std::vector<float>& x, const std::vector<int64_t>& lens) {
     Batch b = packed(lens);
     std::vector<float> y(static_cast<size_t>(b.rows * m->out_width()));
-    m->forward(x.data(), y.data(), b, nullptr, scratch);
+    Context ctx{exec, scratch, training};
+    m->forward(x.data(), y.data(), b, nullptr, ctx);
     return y;
   }
   std::vector<float> backward(const std::vector<float>& dy, const std::vector<int64_t>& lens, int64_t in_width) {
     Batch b = packed(lens);
     std::vector<float> dx(static_cast<size_t>(b.rows * in_width));
-    m->backward(dy.data(), dx.data(), b, scratch);
+    Context ctx{exec, scratch, true};
+    m->backward(dy.data(), dx.data(), b, ctx);
     return dx;
   }
+  Context context() { return Context{exec, scratch, training}; }
   static Batch packed(const std::vector<int64_t>& lens) {
     Batch b;
     for (int64_t n : lens) {
@@ -109,7 +142,7 @@ inline std::vector<float> randn(size_t n, uint64_t seed, float scale = 1.0f) {
 // Differential attention in double precision, straight from the spec's
 // formulas. naive_pairing: query sub-head m uses key sub-head m / n_rep (the
 // reference's naive multihead_diffattn.py) instead of the flash pairing.
-inline std::vector<double> diff_attention_reference(const Config& c, const std::string& prefix,
+inline std::vector<double> diff_attention_reference(const DiffConfig& c, const std::string& prefix,
                                                     const std::map<std::string, std::vector<double>>& p,
                                                     const std::vector<double>& x, const std::vector<int64_t>& lens,
                                                     bool naive_pairing = false) {

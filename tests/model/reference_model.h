@@ -23,6 +23,7 @@ inline double reference_loss(const Config& c, const DoubleParams& p, const std::
   const int64_t D = c.hidden_size, H = c.num_attention_heads, KV = c.num_key_value_heads, hd = c.head_dim,
                 F = c.intermediate_size, V = c.vocab_size, rep = H / KV;
   const bool modified = c.recipe == "modified";
+  const CtxConfig ctx = modified ? CtxConfig::of(c) : CtxConfig();
   const Lens lens(static_cast<size_t>(B), T);
   auto W = [&](const std::string& n) -> const std::vector<double>& { return p.at(n); };
   auto rms = [&](const Rows& x, const std::vector<double>& w) {
@@ -36,7 +37,7 @@ inline double reference_loss(const Config& c, const DoubleParams& p, const std::
     return y;
   };
   auto norm = [&](const Rows& x, const std::string& prefix) {
-    return modified ? ref_ada_rmsnorm(c, p, prefix, x, lens) : rms(x, W(prefix + ".weight"));
+    return modified ? ref_ada_rmsnorm(ctx, p, prefix, x, lens) : rms(x, W(prefix + ".weight"));
   };
   auto rope = [&](Rows& x, int64_t heads) {
     for (int64_t b = 0; b < B; ++b)
@@ -82,14 +83,14 @@ inline double reference_loss(const Config& c, const DoubleParams& p, const std::
               att[((b * T + t) * H + hh) * hd + i] += s[u] / sum * v[((b * T + u) * KV + hh / rep) * hd + i];
         }
     auto o = ref_linear(att, H * hd, W(pre + "self_attn.o_proj.weight"), D);
-    if (modified) o = ref_token_mix(c, p, pre + "token_mixing", o, lens);
+    if (modified) o = ref_token_mix(ctx, p, pre + "token_mixing", o, lens);
     for (size_t i = 0; i < x.size(); ++i) x[i] += o[i];
     h = norm(x, pre + "post_attention_layernorm");
     auto g = ref_linear(h, D, W(pre + "mlp.gate_proj.weight"), F);
     auto u = ref_linear(h, D, W(pre + "mlp.up_proj.weight"), F);
     for (size_t i = 0; i < g.size(); ++i) g[i] = g[i] / (1 + std::exp(-g[i])) * u[i];
     auto m = ref_linear(g, F, W(pre + "mlp.down_proj.weight"), D);
-    if (modified) m = ref_se(c, p, pre + "se", m, lens);
+    if (modified) m = ref_se(ctx, p, pre + "se", m, lens);
     for (size_t i = 0; i < x.size(); ++i) x[i] += m[i];
   }
   auto h = rms(x, W("model.norm.weight"));

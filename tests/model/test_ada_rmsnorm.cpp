@@ -14,7 +14,7 @@ const std::string kPrefix = "model.layers.0.input_layernorm";
 
 class AdaRmsNorm : public ::testing::TestWithParam<std::string> {
  protected:
-  Config cfg(int64_t D = 16) const { return ctx_test_config(GetParam(), D); }
+  CtxConfig cfg(int64_t D = 16) const { return ctx_test_config(GetParam(), D); }
   bool causal() const { return GetParam() == "causal"; }
 };
 
@@ -37,7 +37,7 @@ TEST_P(AdaRmsNorm, ZeroCtxUpIsRmsNormBitwiseOnEveryPath) {
     set_active_isa(isa);
     for (DType dt : {DType::F32, DType::BF16}) {
       for (int64_t rank : {int64_t{4}, int64_t{0}}) {
-        Config c = cfg(80);  // not a multiple of the vector width: tails too
+        CtxConfig c = cfg(80);  // not a multiple of the vector width: tails too
         c.ada_rank = rank;
         ModuleRig ada("ada-rmsnorm", c, kPrefix, 1, 0.0, dt);
         ModuleRig plain("rmsnorm", c, kPrefix, 2);
@@ -96,7 +96,7 @@ TEST_P(AdaRmsNorm, PackedBatchEqualsEachSequenceAlone) {
 }
 
 TEST_P(AdaRmsNorm, GradientsMatchFiniteDifferences) {
-  const Config c = cfg();
+  const CtxConfig c = cfg();
   ModuleRig rig("ada-rmsnorm", c, kPrefix, 12, 0.3);
   expect_gradients_match_reference(rig, random_rows(9, 16, 13), {5, 1, 3},
                                    [&](const DoubleParams& p, const Rows& x, const Lens& l) {
@@ -105,7 +105,7 @@ TEST_P(AdaRmsNorm, GradientsMatchFiniteDifferences) {
 }
 
 TEST_P(AdaRmsNorm, RankZeroGradientsMatchFiniteDifferences) {
-  Config c = cfg();
+  CtxConfig c = cfg();
   c.ada_rank = 0;
   ModuleRig rig("ada-rmsnorm", c, kPrefix, 14, 0.3);
   EXPECT_TRUE(rig.module().causal());
@@ -135,7 +135,7 @@ TEST(AdaRmsNormCausal, DecodeFromRunningSumsEqualsFullForward) {
 }
 
 TEST(AdaRmsNormGlobal, EveryPositionGetsTheSameModulation) {
-  Config c = ctx_test_config("global");
+  CtxConfig c = ctx_test_config("global");
   ModuleRig rig("ada-rmsnorm", c, kPrefix, 24, 0.0);
   Rng rng(25);
   float* up = rig.param(kPrefix + ".ctx_up.weight");
@@ -175,7 +175,9 @@ TEST(AdaRmsNormGlobal, RefusesDecodeStates) {
   std::vector<float> y(x.size());
   LayerState* st = state.get();
   Scratch scratch;
-  EXPECT_THROW(global.module().forward(x.data(), y.data(), packed_batch({2}), &st, scratch), Error);
+  const Exec ex = Exec::defaults();
+  Context ctx{ex, scratch, false};
+  EXPECT_THROW(global.module().forward(x.data(), y.data(), packed_batch({2}), &st, ctx), Error);
 }
 
 }  // namespace

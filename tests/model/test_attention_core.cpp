@@ -9,10 +9,15 @@
 #include "core/cpu.h"
 #include "core/parallel.h"
 #include "core/rng.h"
-#include "model/attention_core.h"
+#include "kernels/exec.h"
+#include "model/modules/attention_core.h"
+#include "test_util.h"
 
 namespace strata {
 namespace {
+
+using test_error_fn = std::function<void()>;
+std::string test_error(const test_error_fn& f) { return test::error_of(f); }
 
 std::vector<float> randn(size_t n, uint64_t seed) {
   Rng r(seed);
@@ -49,9 +54,16 @@ struct Problem {
 
   std::vector<AttnSeq> seqs(float* out) const {
     std::vector<AttnSeq> r;
-    for (size_t s = 0; s < n_q.size(); ++s)
-      r.push_back({q.data() + q_at[s], n_q[s], first[s], k.data() + k_at[s] * L.k_ld, v.data() + k_at[s] * L.v_ld,
-                   out + o_at[s]});
+    for (size_t s = 0; s < n_q.size(); ++s) {
+      AttnSeq a;
+      a.q = q.data() + q_at[s];
+      a.n_q = n_q[s];
+      a.first = first[s];
+      a.runs[0] = {0, first[s] + n_q[s], k.data() + k_at[s] * L.k_ld, v.data() + k_at[s] * L.v_ld};
+      a.n_runs = 1;
+      a.out = out + o_at[s];
+      r.push_back(a);
+    }
     return r;
   }
   std::vector<AttnSeqGrad> grads(float* dq, float* dk, float* dv) const {
@@ -82,12 +94,11 @@ void expect_close(const std::vector<float>& a, const std::vector<float>& b, floa
 class AttentionCore : public ::testing::TestWithParam<Isa> {
  protected:
   void SetUp() override {
-    if (!isa_supported(GetParam())) GTEST_SKIP() << "ISA not supported on this CPU";
-    saved_ = active_isa();
-    set_active_isa(GetParam());
+    if (!isa_supported(GetParam())) GTEST_SKIP() << "ISA " << isa_name(GetParam()) << " not supported on this CPU: skipping";
+    ex_ = std::make_unique<Exec>(GetParam());
   }
-  void TearDown() override { set_active_isa(saved_); }
-  Isa saved_ = Isa::Scalar;
+  const Exec& ex() const { return *ex_; }
+  std::unique_ptr<Exec> ex_;
 };
 
 TEST_P(AttentionCore, BlockedForwardAndBackwardMatchReference) {
@@ -101,12 +112,12 @@ TEST_P(AttentionCore, BlockedForwardAndBackwardMatchReference) {
       auto shift = [&](std::vector<AttnSeq> seqs) {
         for (auto& s : seqs) {
           s.q += q_off;
-          s.k += k_off;
+          s.runs[0].k += k_off;
         }
         return seqs;
       };
       std::vector<float> out(P.q_rows() * L.o_ld), ref(out.size());
-      attention_forward(L, shift(P.seqs(out.data())));
+      attention_forward(ex(), L, shift(P.seqs(out.data())));
       attention_forward_reference(L, shift(P.seqs(ref.data())));
       expect_close(out, ref, 2e-6f, "forward");
 
@@ -121,7 +132,7 @@ TEST_P(AttentionCore, BlockedForwardAndBackwardMatchReference) {
           s.dq += q_off;
           s.dk += k_off;
         }
-      attention_backward(L, shift(P.seqs(nullptr)), grads);
+      attention_backward(ex(), L, shift(P.seqs(nullptr)), grads);
       attention_backward_reference(L, shift(P.seqs(nullptr)), grads_ref);
       expect_close(dq, dq_ref, 1e-5f, "dq");
       expect_close(dk, dk_ref, 1e-5f, "dk");
@@ -139,16 +150,74 @@ TEST_P(AttentionCore, PrefillEqualsOneRowAtATimeBitwise) {
   AttnLayout L = standard(20);
   Problem P(L, {45}, {0}, 9);
   std::vector<float> whole(P.q_rows() * L.o_ld), rows(whole.size());
-  attention_forward(L, P.seqs(whole.data()));
+  attention_forward(ex(), L, P.seqs(whole.data()));
   for (int64_t i = 0; i < 45; ++i) {
     AttnSeq s = P.seqs(rows.data())[0];
     s.q += i * L.q_ld;
     s.out += i * L.o_ld;
     s.n_q = 1;
     s.first = i;
-    attention_forward(L, {&s, 1});
+    attention_forward(ex(), L, {&s, 1});
   }
   for (size_t i = 0; i < whole.size(); ++i) ASSERT_EQ(whole[i], rows[i]) << i;
+}
+
+TEST_P(AttentionCore, SlidingWindowMatchesReferenceForwardAndBackward) {
+  for (int64_t w : {1, 2, 5, 17, 200}) {
+    AttnLayout L = standard(20);
+    L.window = w;
+    Problem P(L, {37, 1, 70}, {0, 5, 11}, 300 + w);
+    std::vector<float> out(P.q_rows() * L.o_ld), ref(out.size());
+    attention_forward(ex(), L, P.seqs(out.data()));
+    attention_forward_reference(L, P.seqs(ref.data()));
+    expect_close(out, ref, 2e-6f, "windowed forward");
+    std::vector<float> dq(P.q_rows() * L.q_ld), dk(P.k_rows() * L.k_ld, 0.0f), dv(P.k_rows() * L.v_ld, 0.0f);
+    std::vector<float> dq_ref = dq, dk_ref = dk, dv_ref = dv;
+    attention_backward(ex(), L, P.seqs(nullptr), P.grads(dq.data(), dk.data(), dv.data()));
+    attention_backward_reference(L, P.seqs(nullptr), P.grads(dq_ref.data(), dk_ref.data(), dv_ref.data()));
+    expect_close(dq, dq_ref, 1e-5f, "windowed dq");
+    expect_close(dk, dk_ref, 1e-5f, "windowed dk");
+    expect_close(dv, dv_ref, 1e-5f, "windowed dv");
+  }
+}
+
+// Spec invariant 5: w >= L is full causal attention (bitwise), and w = 1
+// gives every query its own value.
+TEST_P(AttentionCore, WindowCoveringTheSequenceIsFullAttentionAndWindowOneCopiesValues) {
+  AttnLayout L = standard(16);
+  Problem P(L, {40}, {0}, 77);
+  std::vector<float> full(P.q_rows() * L.o_ld), wide(full.size()), one(full.size());
+  attention_forward(ex(), L, P.seqs(full.data()));
+  L.window = 40;
+  attention_forward(ex(), L, P.seqs(wide.data()));
+  EXPECT_EQ(full, wide);
+  L.window = 1;
+  attention_forward(ex(), L, P.seqs(one.data()));
+  for (int64_t i = 0; i < 40; ++i)
+    for (int64_t h = 0; h < 4; ++h)
+      for (int64_t d = 0; d < 16; ++d)
+        ASSERT_FLOAT_EQ(one[i * L.o_ld + h * 16 + d], P.v[i * L.v_ld + (h / 2) * 16 + d]);
+}
+
+// Keys split into runs (a ring buffer's wrap, then the call's new rows) give
+// the bits of one contiguous run.
+TEST_P(AttentionCore, KeysInRunsGiveTheBitsOfOneRun) {
+  for (int64_t w : {0, 7}) {
+    AttnLayout L = standard(20);
+    L.window = w;
+    Problem P(L, {30}, {25}, 91);
+    std::vector<float> one(P.q_rows() * L.o_ld), split(one.size());
+    attention_forward(ex(), L, P.seqs(one.data()));
+    AttnSeq s = P.seqs(split.data())[0];
+    const KvRun all = s.runs[0];
+    const int64_t cut1 = 19, cut2 = 25;  // [0, 19), [19, 25), [25, 55)
+    s.runs[0] = {0, cut1, all.k, all.v};
+    s.runs[1] = {cut1, cut2 - cut1, all.k + cut1 * L.k_ld, all.v + cut1 * L.v_ld};
+    s.runs[2] = {cut2, all.n - cut2, all.k + cut2 * L.k_ld, all.v + cut2 * L.v_ld};
+    s.n_runs = 3;
+    attention_forward(ex(), L, {&s, 1});
+    EXPECT_EQ(one, split) << "window " << w;
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Isa, AttentionCore, ::testing::Values(Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Amx),
@@ -164,7 +233,7 @@ TEST(AttentionCoreThreads, BackwardGivesTheSameBitsForAnyThreadCount) {
     dq[t].assign(P.q_rows() * L.q_ld, 0.0f);
     dk[t].assign(P.k_rows() * L.k_ld, 0.0f);
     dv[t].assign(P.k_rows() * L.v_ld, 0.0f);
-    attention_backward(L, P.seqs(nullptr), P.grads(dq[t].data(), dk[t].data(), dv[t].data()));
+    attention_backward(Exec::defaults(), L, P.seqs(nullptr), P.grads(dq[t].data(), dk[t].data(), dv[t].data()));
   }
   set_num_threads(saved);
   EXPECT_EQ(dq[0], dq[1]);
@@ -177,10 +246,11 @@ TEST(AttentionCoreRope, InverseRotationUndoesTheRotation) {
   auto rope = RopeTable::get(c);
   auto x = randn(5 * 40, 3), y = x;
   std::vector<int64_t> pos = {0, 3, 17, 40, 63};
-  rope->rotate(y.data(), 5, 40, 5, pos.data());  // 5 heads of 8 per row
+  const kernels::Table& kt = Exec::defaults().kernels();
+  rope->rotate(kt, y.data(), 5, 40, 5, pos.data());  // 5 heads of 8 per row
   EXPECT_NE(x, y);
   for (int64_t i = 0; i < 40; ++i) EXPECT_EQ(x[i], y[i]);  // position 0 is the identity
-  rope->rotate(y.data(), 5, 40, 5, pos.data(), /*inverse=*/true);
+  rope->rotate(kt, y.data(), 5, 40, 5, pos.data(), /*inverse=*/true);
   for (size_t i = 0; i < x.size(); ++i) EXPECT_NEAR(x[i], y[i], 1e-5f);
 }
 
@@ -199,6 +269,26 @@ TEST(AttentionCoreCache, AppendGrowsAndClonesKeepTheRows) {
     EXPECT_EQ(d.k[i * 3 + 2], static_cast<float>(i));
     EXPECT_EQ(d.v[i * 5 + 4], static_cast<float>(-i));
   }
+}
+
+TEST(AttentionCoreCache, RingKeepsTheLastWindowPositionsAndRefusesOtherShapes) {
+  KvCache c;
+  c.k_width = 2;
+  c.v_width = 1;
+  c.window = 4;
+  std::vector<float> k, v;
+  for (int i = 0; i < 11; ++i) k.insert(k.end(), {float(i), float(i) + 0.5f}), v.push_back(float(-i));
+  c.append(k.data(), v.data(), 3);      // positions 0..2
+  c.append(k.data() + 6, v.data() + 3, 8);  // positions 3..10: only 7..10 stay
+  EXPECT_EQ(c.len, 11);
+  EXPECT_EQ(c.k.size(), 8u);  // window x k_width, whatever the length
+  for (int p = 7; p < 11; ++p) {
+    EXPECT_EQ(c.k[(p % 4) * 2], float(p));
+    EXPECT_EQ(c.v[p % 4], float(-p));
+  }
+  KvCache other = c;
+  other.window = 5;
+  EXPECT_NE(test_error([&] { c.copy_from(other); }).find("window 5"), std::string::npos);
 }
 
 }  // namespace

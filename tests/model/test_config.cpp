@@ -3,6 +3,8 @@
 #include <functional>
 #include <nlohmann/json.hpp>
 
+#include "model/layers.h"
+#include "model/recipes.h"
 #include "strata/config.h"
 #include "test_util.h"
 #include "strata/error.h"
@@ -42,15 +44,7 @@ void expect_same(const Config& a, const Config& b) {
   EXPECT_EQ(a.stop_at_bos, b.stop_at_bos);
   EXPECT_EQ(a.initializer_range, b.initializer_range);
   EXPECT_EQ(a.torch_dtype, b.torch_dtype);
-  EXPECT_EQ(a.attention, b.attention);
-  EXPECT_EQ(a.diff_layout, b.diff_layout);
-  EXPECT_EQ(a.diff_subln, b.diff_subln);
-  EXPECT_EQ(a.diff_out_scale, b.diff_out_scale);
-  EXPECT_EQ(a.diff_lambda_init_zero, b.diff_lambda_init_zero);
-  EXPECT_EQ(a.ctx_mode, b.ctx_mode);
-  EXPECT_EQ(a.ada_rank, b.ada_rank);
-  EXPECT_EQ(a.tm_kernel, b.tm_kernel);
-  EXPECT_EQ(a.se_reduction, b.se_reduction);
+  EXPECT_TRUE(a.layers == b.layers) << describe_layer(a.layers.layer(0)) << " vs " << describe_layer(b.layers.layer(0));
 }
 
 using test::error_of;
@@ -106,29 +100,29 @@ TEST(Config, ModifiedPresets) {
   EXPECT_EQ(t.model_type, "strata_modified_llama");
   EXPECT_EQ(t.architecture, "StrataModifiedLlamaForCausalLM");
   EXPECT_EQ(t.recipe, "modified");
-  EXPECT_EQ(t.attention, "differential");
-  EXPECT_EQ(t.diff_layout, "paper");
-  EXPECT_TRUE(t.diff_subln);
-  EXPECT_TRUE(t.diff_out_scale);
-  EXPECT_FALSE(t.diff_lambda_init_zero);
-  EXPECT_EQ(t.ctx_mode, "causal");
-  EXPECT_EQ(t.ada_rank, 64);
-  EXPECT_EQ(t.tm_kernel, 4);
-  EXPECT_EQ(t.se_reduction, 16);
+  EXPECT_EQ(modified_recipe_of(t).attention, "differential");
+  EXPECT_EQ(modified_recipe_of(t).diff_layout, "paper");
+  EXPECT_TRUE(modified_recipe_of(t).diff_subln);
+  EXPECT_TRUE(modified_recipe_of(t).diff_out_scale);
+  EXPECT_FALSE(modified_recipe_of(t).diff_lambda_init_zero);
+  EXPECT_EQ(modified_recipe_of(t).ctx_mode, "causal");
+  EXPECT_EQ(modified_recipe_of(t).ada_rank, 64);
+  EXPECT_EQ(modified_recipe_of(t).tm_kernel, 4);
+  EXPECT_EQ(modified_recipe_of(t).se_reduction, 16);
   EXPECT_EQ(t.hidden_size, base.hidden_size);
   EXPECT_EQ(t.num_key_value_heads, base.num_key_value_heads);
   EXPECT_EQ(t.torch_dtype, "bfloat16");
-  EXPECT_EQ(preset_config("tinyllama-1.1b-modified-nodiff").attention, "standard");
+  EXPECT_EQ(modified_recipe_of(preset_config("tinyllama-1.1b-modified-nodiff")).attention, "standard");
   const Config tiny = preset_config("tiny-modified");
   EXPECT_EQ(tiny.hidden_size, 64);
-  EXPECT_EQ(tiny.diff_layout, "paper");
-  EXPECT_EQ(tiny.ada_rank, 8);
-  EXPECT_EQ(tiny.se_reduction, 4);
+  EXPECT_EQ(modified_recipe_of(tiny).diff_layout, "paper");
+  EXPECT_EQ(modified_recipe_of(tiny).ada_rank, 8);
+  EXPECT_EQ(modified_recipe_of(tiny).se_reduction, 4);
   const Config s = preset_config("stories260k-modified");
-  EXPECT_EQ(s.attention, "differential");
-  EXPECT_EQ(s.diff_layout, "paper");
-  EXPECT_EQ(s.ada_rank, 16);
-  EXPECT_EQ(s.se_reduction, 4);
+  EXPECT_EQ(modified_recipe_of(s).attention, "differential");
+  EXPECT_EQ(modified_recipe_of(s).diff_layout, "paper");
+  EXPECT_EQ(modified_recipe_of(s).ada_rank, 16);
+  EXPECT_EQ(modified_recipe_of(s).se_reduction, 4);
   EXPECT_TRUE(s.tie_word_embeddings);
   EXPECT_TRUE(s.stop_at_bos);
   // config.json names the modified architecture, so Llama-only tools refuse it.
@@ -138,9 +132,8 @@ TEST(Config, ModifiedPresets) {
 }
 
 TEST(Config, ModifiedConfigsNeverClaimTheLlamaArchitecture) {
-  Config c = preset_config("tiny");
-  c.model_type = "strata_modified_llama";
-  c.recipe = "modified";  // architecture left at LlamaForCausalLM
+  Config c = preset_config("tiny-modified");
+  c.architecture = "LlamaForCausalLM";
   json j = json::parse(c.to_json_text());
   EXPECT_EQ(j["architectures"], json::array({"StrataModifiedLlamaForCausalLM"}));
   EXPECT_EQ(Config::from_json_text(c.to_json_text(), "c").architecture, "StrataModifiedLlamaForCausalLM");
@@ -188,11 +181,11 @@ TEST(Config, ExplicitHeadDimAndEosListAndStrataFields) {
   EXPECT_EQ(c.q_dim(), 4096);
   EXPECT_EQ(c.eos_token_ids, (std::vector<int32_t>{2, 32, 7}));
   EXPECT_EQ(c.recipe, "modified");
-  EXPECT_EQ(c.ctx_mode, "global");
-  EXPECT_EQ(c.diff_layout, "expanded");
-  EXPECT_FALSE(c.diff_subln);
-  EXPECT_FALSE(c.diff_out_scale);
-  EXPECT_TRUE(c.diff_lambda_init_zero);
+  EXPECT_EQ(modified_recipe_of(c).ctx_mode, "global");
+  EXPECT_EQ(modified_recipe_of(c).diff_layout, "expanded");
+  EXPECT_FALSE(modified_recipe_of(c).diff_subln);
+  EXPECT_FALSE(modified_recipe_of(c).diff_out_scale);
+  EXPECT_TRUE(modified_recipe_of(c).diff_lambda_init_zero);
   EXPECT_TRUE(c.stop_at_bos);
   EXPECT_DOUBLE_EQ(c.rope_scaling_factor, 4.0);
   expect_same(Config::from_json_text(c.to_json_text(), "rt"), c);

@@ -17,6 +17,8 @@
 namespace strata {
 namespace {
 
+using test::DiffConfig;
+
 using test::diff_config;
 using test::random_weights;
 using test::randn;
@@ -24,6 +26,7 @@ using test::TestModule;
 using test::Weights;
 
 const std::string kPrefix = "model.layers.2.self_attn";
+constexpr int64_t kLayer = 2;  // the layer of kPrefix (lambda_init follows it)
 
 float lambda_of(const Weights& w) {
   auto dot = [&](const char* a, const char* b) {
@@ -60,11 +63,11 @@ void set_identity(std::vector<float>& w, int64_t n) {
 }
 
 TEST(DiffAttention, LambdaInitFollowsTheZeroBasedLayerIndex) {
-  Config c = diff_config("paper", 4, 2, 4, 16, true, true);
+  DiffConfig c = diff_config("paper", 4, 2, 4, 16, true, true);
   const std::map<int, double> expected = {{0, 0.2},           {1, 0.3555090676},  {2, 0.4707130183},
                                           {5, 0.6661219039},  {10, 0.7701277590}, {21, 0.7988982171}};
   for (auto [layer, value] : expected) {
-    auto m = make_module("diff-attn", c, "model.layers." + std::to_string(layer) + ".self_attn");
+    auto m = test::make_diff(c, "model.layers." + std::to_string(layer) + ".self_attn", layer);
     bool found = false;
     for (const ParamDecl& d : m->params())
       if (d.name.ends_with(".lambda_init")) {
@@ -77,20 +80,21 @@ TEST(DiffAttention, LambdaInitFollowsTheZeroBasedLayerIndex) {
     EXPECT_TRUE(found);
   }
   c.diff_lambda_init_zero = true;
-  for (const ParamDecl& d : make_module("diff-attn", c, kPrefix)->params())
+  for (const ParamDecl& d : test::make_diff(c, kPrefix, kLayer)->params())
     if (d.name.ends_with(".lambda_init")) {
       EXPECT_EQ(d.init_value, 0.0f);
     }
   c.diff_lambda_init_zero = false;
-  EXPECT_NE(test::error_of([&] { make_module("diff-attn", c, "encoder.self_attn"); }).find("layer index"),
-            std::string::npos);
+  // The layer index comes from the module's place in the model, whatever its name.
+  for (const ParamDecl& d : test::make_diff(c, "encoder.self_attn", 2)->params())
+    if (d.name.ends_with(".lambda_init")) EXPECT_NEAR(d.init_value, 0.4707130183, 1e-7);
 }
 
 TEST(DiffAttention, DeclaresTheSpecShapesInBothLayouts) {
   // TinyLlama's table in the spec (§2.3), counted without building the tensors.
-  Config c = diff_config("paper", 32, 4, 64, 2048, true, true);
+  DiffConfig c = diff_config("paper", 32, 4, 64, 2048, true, true);
   std::map<std::string, Shape> got;
-  for (const ParamDecl& d : make_module("diff-attn", c, kPrefix)->params()) got[d.name.substr(kPrefix.size() + 1)] = d.shape;
+  for (const ParamDecl& d : test::make_diff(c, kPrefix, kLayer)->params()) got[d.name.substr(kPrefix.size() + 1)] = d.shape;
   EXPECT_EQ(got["q_proj.weight"], (Shape{2048, 2048}));
   EXPECT_EQ(got["k_proj.weight"], (Shape{256, 2048}));
   EXPECT_EQ(got["v_proj.weight"], (Shape{256, 2048}));
@@ -101,7 +105,7 @@ TEST(DiffAttention, DeclaresTheSpecShapesInBothLayouts) {
   c.diff_layout = "expanded";
   c.diff_subln = false;
   got.clear();
-  for (const ParamDecl& d : make_module("diff-attn", c, kPrefix)->params()) got[d.name.substr(kPrefix.size() + 1)] = d.shape;
+  for (const ParamDecl& d : test::make_diff(c, kPrefix, kLayer)->params()) got[d.name.substr(kPrefix.size() + 1)] = d.shape;
   EXPECT_EQ(got["q_proj.weight"], (Shape{4096, 2048}));
   EXPECT_EQ(got["k_proj.weight"], (Shape{512, 2048}));
   EXPECT_EQ(got["v_proj.weight"], (Shape{256, 2048}));
@@ -110,15 +114,15 @@ TEST(DiffAttention, DeclaresTheSpecShapesInBothLayouts) {
   c.num_attention_heads = 3;
   c.num_key_value_heads = 1;
   c.diff_layout = "paper";
-  EXPECT_NE(test::error_of([&] { make_module("diff-attn", c, kPrefix); }).find("must be even"), std::string::npos);
+  EXPECT_NE(test::error_of([&] { test::make_diff(c, kPrefix, kLayer); }).find("must be even"), std::string::npos);
 }
 
 // Invariant 8: mirrored q/k, λ = 0, no subln, scale 1 ⇒ standard attention
 // with W_q1, W_k1, W_v, W_o, bit for bit (the same core and kernels).
 TEST(DiffAttention, ZeroLambdaWithMirroredWeightsIsStandardAttentionBitwise) {
   const int64_t H = 4, KV = 2, hd = 8, D = 32;
-  Config c = diff_config("expanded", H, KV, hd, D, false, false);
-  Weights w = random_weights(*make_module("diff-attn", c, kPrefix), 1);
+  DiffConfig c = diff_config("expanded", H, KV, hd, D, false, false);
+  Weights w = random_weights(*test::make_diff(c, kPrefix, kLayer), 1);
   zero_lambda(w);
   mirror_components(w, hd, D);
   Weights ws;  // the standard module's weights: component 0 of every sub-head pair
@@ -166,8 +170,8 @@ TEST(DiffAttention, OneSharedMapGivesOneMinusLambdaTimesTheMap) {
   for (const char* layout : {"paper", "expanded"}) {
     for (bool subln : {false, true}) {
       const int64_t D = 32, hd = 8;
-      Config c = diff_config(layout, 4, 2, hd, D, subln, true);
-      Weights w = random_weights(*make_module("diff-attn", c, kPrefix), 5);
+      DiffConfig c = diff_config(layout, 4, 2, hd, D, subln, true);
+      Weights w = random_weights(*test::make_diff(c, kPrefix, kLayer), 5);
       mirror_components(w, hd, D);
       const float lambda = lambda_of(w);
       ASSERT_GT(1.0f - lambda, 0.1f);
@@ -175,7 +179,7 @@ TEST(DiffAttention, OneSharedMapGivesOneMinusLambdaTimesTheMap) {
       // The same weights with λ = 0 and scale 1: y0 = (SubLN)(A1V)·W_o.
       Weights wz = w;
       zero_lambda(wz);
-      Config cz = c;
+      DiffConfig cz = c;
       cz.diff_out_scale = false;
       TestModule m0("diff-attn", cz, kPrefix, wz);
       const std::vector<int64_t> lens = {9, 14};
@@ -197,8 +201,8 @@ TEST(DiffAttention, OneSharedMapGivesOneMinusLambdaTimesTheMap) {
 TEST(DiffAttention, RowsOfTheDifferentialMapSumToOneMinusLambda) {
   for (const char* layout : {"paper", "expanded"}) {
     const int64_t D = 16, hd = 4;  // paper: 2 heads × 8; expanded: 4 heads × 4 = D
-    Config c = diff_config(layout, 4, 2, hd, D, false, false);
-    Weights w = random_weights(*make_module("diff-attn", c, kPrefix), 7, 0.5f);
+    DiffConfig c = diff_config(layout, 4, 2, hd, D, false, false);
+    Weights w = random_weights(*test::make_diff(c, kPrefix, kLayer), 7, 0.5f);
     w[kPrefix + ".lambda_q1"] = randn(hd, 8, 0.5f);  // λ well away from 0
     std::vector<float>& wv = w[kPrefix + ".v_proj.weight"];
     const int64_t v_rows = static_cast<int64_t>(wv.size()) / D;
@@ -230,8 +234,8 @@ TEST(DiffAttention, PermutingGroupsWithTheirHeadsPermutesTheOutputs) {
     const bool paper = std::string(layout) == "paper";
     const int64_t hd = 4, H = paper ? 8 : 4, KV = paper ? 4 : 2;  // 4 diff heads, 2 groups either way
     const int64_t heads = 4, groups = 2, rep = 2, dv = paper ? 2 * hd : hd, D = heads * dv;
-    Config c = diff_config(layout, H, KV, hd, D, true, true);
-    Weights w = random_weights(*make_module("diff-attn", c, kPrefix), 11);
+    DiffConfig c = diff_config(layout, H, KV, hd, D, true, true);
+    Weights w = random_weights(*test::make_diff(c, kPrefix, kLayer), 11);
     set_identity(w[kPrefix + ".o_proj.weight"], D);
     const int64_t group_of[groups] = {1, 0};            // π
     const int64_t within[rep] = {1, 0};                 // σ inside each group
@@ -269,8 +273,8 @@ TEST_P(DiffAttentionDecode, CachedDecodingAndSplitPrefillsEqualTheFullForward) {
   const Isa saved = active_isa();
   set_active_isa(isa);
   const int64_t D = 32;
-  Config c = diff_config(layout, 4, 2, 8, D, true, true);
-  TestModule m("diff-attn", c, kPrefix, random_weights(*make_module("diff-attn", c, kPrefix), 13));
+  DiffConfig c = diff_config(layout, 4, 2, 8, D, true, true);
+  TestModule m("diff-attn", c, kPrefix, random_weights(*test::make_diff(c, kPrefix, kLayer), 13));
   const std::vector<int64_t> lens = {23, 5, 40};
   std::vector<int64_t> start = {0, 23, 28};
   const auto x = randn(68 * D, 14);
@@ -304,8 +308,9 @@ TEST_P(DiffAttentionDecode, CachedDecodingAndSplitPrefillsEqualTheFullForward) {
         states.push_back(st[s].get());
       }
       std::vector<float> y(static_cast<size_t>(b.rows * D));
-      if (p == 1) m.m->step(xin.data(), y.data(), b, states.data(), m.scratch);
-      else m.m->forward(xin.data(), y.data(), b, states.data(), m.scratch);
+      Context ctx = m.context();
+      if (p == 1) m.m->step(xin.data(), y.data(), b, states.data(), ctx);
+      else m.m->forward(xin.data(), y.data(), b, states.data(), ctx);
       for (size_t i = 0; i < call.size(); ++i) {
         const auto [s, n] = call[i];
         for (int64_t r = 0; r < n * D; ++r)
@@ -321,7 +326,8 @@ TEST_P(DiffAttentionDecode, CachedDecodingAndSplitPrefillsEqualTheFullForward) {
   LayerState* sp = st.get();
   Batch b{{{0, 1, 3}}, 1};
   std::vector<float> y(D);
-  EXPECT_NE(test::error_of([&] { m.m->forward(x.data(), y.data(), b, &sp, m.scratch); }).find("positions"),
+  Context ctx = m.context();
+  EXPECT_NE(test::error_of([&] { m.m->forward(x.data(), y.data(), b, &sp, ctx); }).find("positions"),
             std::string::npos);
   set_active_isa(saved);
 }
@@ -335,8 +341,8 @@ INSTANTIATE_TEST_SUITE_P(All, DiffAttentionDecode,
                          });
 
 TEST(DiffAttention, ZeroDimBufferSurvivesSafetensorsAndBinds) {
-  Config c = diff_config("paper", 4, 2, 4, 16, true, true);
-  auto proto = make_module("diff-attn", c, kPrefix);
+  DiffConfig c = diff_config("paper", 4, 2, 4, 16, true, true);
+  auto proto = test::make_diff(c, kPrefix, kLayer);
   Weights w = random_weights(*proto, 15);
   NamedTensors tensors;
   for (const ParamDecl& d : proto->params()) {
@@ -354,21 +360,23 @@ TEST(DiffAttention, ZeroDimBufferSurvivesSafetensorsAndBinds) {
   EXPECT_TRUE(li->shape.empty());
   EXPECT_EQ(li->numel(), 1);
   EXPECT_FLOAT_EQ(li->f32()[0], 0.4707130183f);
-  auto m = make_module("diff-attn", c, kPrefix);
+  auto m = test::make_diff(c, kPrefix, kLayer);
   ParamBinder b(ws);
   m->bind(b);  // shapes match, including []
   TestModule direct("diff-attn", c, kPrefix, w);
   const auto x = randn(6 * 16, 16);
   Scratch sc;
+  const Exec ex = Exec::defaults();
+  Context ctx{ex, sc, false};
   std::vector<float> y(x.size());
   Batch batch = TestModule::packed({6});
-  m->forward(x.data(), y.data(), batch, nullptr, sc);
+  m->forward(x.data(), y.data(), batch, nullptr, ctx);
   EXPECT_EQ(y, direct.forward(x, {6}));
 }
 
 TEST(DiffAttention, WrongShapesNameTheTensor) {
-  Config c = diff_config("expanded", 4, 2, 4, 16, true, true);
-  auto m = make_module("diff-attn", c, kPrefix);
+  DiffConfig c = diff_config("expanded", 4, 2, 4, 16, true, true);
+  auto m = test::make_diff(c, kPrefix, kLayer);
   for (const auto& [name, bad] : std::vector<std::pair<std::string, Shape>>{
            {kPrefix + ".lambda_init", {1}}, {kPrefix + ".lambda_k2", {8}}, {kPrefix + ".k_proj.weight", {8, 16}}}) {
     WeightSet ws;

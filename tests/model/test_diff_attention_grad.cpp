@@ -14,6 +14,8 @@
 namespace strata {
 namespace {
 
+using test::DiffConfig;
+
 using test::diff_config;
 using test::diff_attention_reference;
 using test::random_weights;
@@ -22,6 +24,7 @@ using test::TestModule;
 using test::Weights;
 
 const std::string kPrefix = "model.layers.1.self_attn";
+constexpr int64_t kLayer = 1;  // the layer of kPrefix (lambda_init follows it)
 using DParams = std::map<std::string, std::vector<double>>;
 
 DParams to_double(const Weights& w) {
@@ -41,8 +44,8 @@ class DiffAttentionGrad : public ::testing::TestWithParam<Case> {};
 TEST_P(DiffAttentionGrad, ForwardAndGradientsMatchTheDoubleReference) {
   const Case k = GetParam();
   const int64_t D = 16, hd = 4;
-  Config c = diff_config(k.layout, k.heads, k.kv_heads, hd, D, k.subln, k.out_scale);
-  Weights w = random_weights(*make_module("diff-attn", c, kPrefix), 21, 0.4f);
+  DiffConfig c = diff_config(k.layout, k.heads, k.kv_heads, hd, D, k.subln, k.out_scale);
+  Weights w = random_weights(*test::make_diff(c, kPrefix, kLayer), 21, 0.4f);
   if (k.subln) w[kPrefix + ".subln.weight"] = randn(w[kPrefix + ".subln.weight"].size(), 22, 0.3f);
   if (k.subln)
     for (float& v : w[kPrefix + ".subln.weight"]) v += 1.0f;
@@ -111,8 +114,8 @@ INSTANTIATE_TEST_SUITE_P(
 TEST(DiffAttentionPairing, FlashEqualsNaiveWithoutSharedGroups) {
   const int64_t D = 16, hd = 4;
   for (int64_t kv : {4, 2}) {
-    Config c = diff_config("expanded", 4, kv, hd, D, true, true);
-    Weights w = random_weights(*make_module("diff-attn", c, kPrefix), 31, 0.5f);
+    DiffConfig c = diff_config("expanded", 4, kv, hd, D, true, true);
+    Weights w = random_weights(*test::make_diff(c, kPrefix, kLayer), 31, 0.5f);
     TestModule m("diff-attn", c, kPrefix, w);
     const std::vector<int64_t> lens = {7};
     const auto x = randn(7 * D, 32);
@@ -133,8 +136,8 @@ TEST(DiffAttentionPairing, FlashEqualsNaiveWithoutSharedGroups) {
 
 TEST(DiffAttentionThreads, BackwardGivesTheSameBitsForAnyThreadCount) {
   const int64_t D = 32;
-  Config c = diff_config("paper", 8, 4, 8, D, true, true);
-  const Weights w = random_weights(*make_module("diff-attn", c, kPrefix), 41);
+  DiffConfig c = diff_config("paper", 8, 4, 8, D, true, true);
+  const Weights w = random_weights(*test::make_diff(c, kPrefix, kLayer), 41);
   const std::vector<int64_t> lens = {40, 17, 3, 64};
   const auto x = randn(124 * D, 42), dy = randn(124 * D, 43);
   std::map<std::string, std::vector<float>> grads[2];

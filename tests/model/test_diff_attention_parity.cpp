@@ -11,10 +11,12 @@
 #include <nlohmann/json.hpp>
 
 #include "io/safetensors.h"
+#include "kernels/exec.h"
 #include "model/registry.h"
 
 namespace strata {
 namespace {
+
 
 TEST(DiffAttentionParity, RunsTheFixtureOfThePythonTest) {
   const char* dir = std::getenv("STRATA_DIFF_ATTN_FIXTURE");
@@ -27,7 +29,10 @@ TEST(DiffAttentionParity, RunsTheFixtureOfThePythonTest) {
   WeightSet ws;
   read_safetensors(d + "/fixture.safetensors", ws);
 
-  auto m = make_module("diff-attn", cfg, prefix);
+  // The differential attention of the config's first layer, under the fixture's prefix.
+  const ModuleConf& attn = cfg.layers.layer(spec.value("layer", 0)).front().mixer;
+  ASSERT_EQ(attn.kind, "diff-attn");
+  auto m = make_module(ModuleSpec{attn.kind, prefix, spec.value("layer", 0), attn.options}, cfg);
   ParamBinder binder(ws);
   m->bind(binder);
   std::map<std::string, Tensor> grads;
@@ -35,7 +40,6 @@ TEST(DiffAttentionParity, RunsTheFixtureOfThePythonTest) {
     if (p.trainable) grads[p.name] = Tensor::alloc(DType::F32, p.shape);
   GradBinder gb(grads);
   m->bind_grads(gb);
-  m->set_training(true);
 
   Batch batch;
   for (int64_t n : spec.at("lens").get<std::vector<int64_t>>()) {
@@ -50,8 +54,10 @@ TEST(DiffAttentionParity, RunsTheFixtureOfThePythonTest) {
   ASSERT_EQ(dy->shape, (Shape{batch.rows, D}));
   Tensor y = Tensor::alloc(DType::F32, {batch.rows, D}), dx = Tensor::alloc(DType::F32, {batch.rows, D});
   Scratch scratch;
-  m->forward(x->f32(), y.f32(), batch, nullptr, scratch);
-  m->backward(dy->f32(), dx.f32(), batch, scratch);
+  const Exec ex = Exec::defaults();
+  Context ctx{ex, scratch, true};
+  m->forward(x->f32(), y.f32(), batch, nullptr, ctx);
+  m->backward(dy->f32(), dx.f32(), batch, ctx);
 
   NamedTensors result = {{"output", y}, {"grad_input", dx}};
   for (const auto& [name, g] : grads) result.emplace_back("grad." + name, g);

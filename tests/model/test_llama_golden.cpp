@@ -9,7 +9,7 @@
 #include <sstream>
 
 #include "core/cpu.h"
-#include "io/checkpoint.h"
+#include "model/checkpoint.h"
 #include "strata/generate.h"
 #include "strata/model.h"
 #include "strata/tokenizer.h"
@@ -50,7 +50,7 @@ std::string hf_dir(const std::string& data, int64_t shard_bytes) {
   static std::map<int64_t, std::string> made;
   auto it = made.find(shard_bytes);
   if (it != made.end()) return it->second;
-  Checkpoint ck = read_llama2c(data + "/stories260K.bin");
+  Checkpoint ck = load_checkpoint(data + "/stories260K.bin");
   auto m = Model::from_weights(ck.config, ck.weights);
   std::string dir = test::make_temp_dir(shard_bytes ? "hf-sharded" : "hf-single");
   save_hf_checkpoint(dir, ck.config, m->named_tensors(), shard_bytes);
@@ -158,7 +158,7 @@ namespace {
 // BF16 used in place) and give logits close to the F32 ones.
 TEST(Stories260KDtypes, HalfPrecisionDirectoriesAgreeWithF32) {
   STRATA_REQUIRE_SHARED_DATA(data);
-  Checkpoint ck = read_llama2c(data + "/stories260K.bin");
+  Checkpoint ck = load_checkpoint(data + "/stories260K.bin");
   auto ref_model = Model::from_weights(ck.config, ck.weights);
   auto tok = Tokenizer::load(data + "/tok512.model");
   std::vector<int32_t> ids = tok->encode("Once upon a time, there was a little girl", true);

@@ -59,7 +59,7 @@ TEST_P(Consistency, BatchOfThreeEqualsEachAlone) {
   std::vector<SeqInput> in;
   for (auto& s : seqs) {
     st.push_back(model_->new_state());
-    in.push_back({s, nullptr, 0, st.back().get()});
+    in.emplace_back(s, st.back().get());
   }
   std::vector<float> batched;
   model_->forward(in, Logits::Last, batched);
@@ -86,7 +86,7 @@ TEST_P(Consistency, SeveralPrefillsEqualOne) {
   auto st = model_->new_state();
   std::vector<float> l;
   for (auto [b, e] : {std::pair{0, 3}, std::pair{3, 4}, std::pair{4, 13}, std::pair{13, 20}}) {
-    SeqInput in{std::span<const int32_t>(ids.data() + b, e - b), nullptr, 0, st.get()};
+    SeqInput in{std::span<const int32_t>(ids.data() + b, e - b), st.get()};
     model_->forward({&in, 1}, Logits::Last, l);
   }
   EXPECT_EQ(st->n_past(), 20);
@@ -111,7 +111,7 @@ TEST_P(Consistency, ClonedStateContinuesIdentically) {
   auto ids = random_ids(9, 6, V_);
   auto st = model_->new_state();
   std::vector<float> a, b;
-  SeqInput in{ids, nullptr, 0, st.get()};
+  SeqInput in{ids, st.get()};
   model_->forward({&in, 1}, Logits::Last, a);
   auto copy = st->clone();
   State* s1 = st.get();
@@ -140,7 +140,7 @@ TEST_P(Consistency, InputEmbeddingsEqualTokenIds) {
   std::vector<float> emb(ids.size() * D);
   for (size_t i = 0; i < ids.size(); ++i) to_f32(table.dtype, static_cast<const char*>(table.data) + ids[i] * D * dtype_size(table.dtype), &emb[i * D], D);
   std::vector<float> l;
-  SeqInput in{{}, emb.data(), static_cast<int64_t>(ids.size())};
+  SeqInput in{{Segment::of_embeds(emb.data(), static_cast<int64_t>(ids.size()))}};
   model_->forward({&in, 1}, Logits::Last, l);
   EXPECT_EQ(l, last_logits(ids));
 }
@@ -177,7 +177,7 @@ TEST(ModelInfo, RandomModelCountsMatchDeclarations) {
   Config c = preset_config("tiny");
   auto m = Model::random(c, 1, DType::F32);
   int64_t total = 0;
-  for (const auto& [g, n] : m->param_counts()) total += n;
+  for (const auto& [g, n] : m->param_counts().by_group) total += n;
   EXPECT_EQ(total, m->num_params());
   auto a = Model::random(c, 1, DType::F32), b = Model::random(c, 2, DType::F32);
   EXPECT_NE(0, std::memcmp(a->named_tensors()[0].second.data, b->named_tensors()[0].second.data, 16));

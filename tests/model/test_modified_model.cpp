@@ -7,7 +7,8 @@
 
 #include "core/rng.h"
 #include "core/weights.h"
-#include "model/recipe.h"
+#include "model/layers.h"
+#include "model/recipes.h"
 #include "model/reference_model.h"
 #include "model/registry.h"
 #include "strata/model.h"
@@ -16,14 +17,13 @@ namespace strata {
 namespace {
 
 Config modified_config(const std::string& ctx_mode) {
-  Config c = preset_config("tiny");
-  c.model_type = "strata_modified_llama";
-  c.recipe = "modified";
-  c.attention = "standard";
-  c.ctx_mode = ctx_mode;
-  c.ada_rank = 8;
-  c.tm_kernel = 3;
-  c.se_reduction = 4;
+  ModifiedRecipe r;
+  r.attention = "standard";
+  r.ctx_mode = ctx_mode;
+  r.ada_rank = 8;
+  r.tm_kernel = 3;
+  r.se_reduction = 4;
+  Config c = with_modified_layers(preset_config("tiny"), r);
   c.initializer_range = 0.2;  // larger weights: differences would show
   c.validate("test config");
   return c;
@@ -70,9 +70,7 @@ TEST_P(ModifiedModel, IdentityInitGivesTheBaseLlamaLogitsBitwise) {
   for (DType dt : {DType::F32, DType::BF16}) {
     const Config c = modified_config(GetParam());
     auto modified = Model::random(c, 3, dt);
-    Config base_cfg = c;
-    base_cfg.model_type = "llama";
-    base_cfg.recipe = "llama";
+    Config base_cfg = with_llama_layers(c);
     WeightSet w;
     for (const auto& [name, t] : modified->named_tensors())
       if (!is_context_param(name)) w.add(name, t, "<test>");
@@ -90,7 +88,7 @@ TEST_P(ModifiedModel, GradientsMatchFiniteDifferencesOfDoubleReference) {
   c.num_attention_heads = 4;
   c.num_key_value_heads = 2;
   c.head_dim = 4;
-  c.ada_rank = 4;
+  set_module_option(c.layers, "ada-rmsnorm", "rank", int64_t{4});
   c.initializer_range = 0.3;
   auto m = random_modified(c, 11, 0.3);
   test::expect_train_gradients_match_reference(c, *m, 2, 5, 3);
@@ -111,7 +109,7 @@ TEST(ModifiedModelCausal, DecodeWithAllStatesEqualsFullForwardAtEveryPosition) {
   std::vector<SeqInput> in;
   for (auto& s : seqs) {
     st.push_back(m->new_state());
-    in.push_back({{s.data(), 1}, nullptr, 0, st.back().get()});
+    in.emplace_back(std::span<const int32_t>(s.data(), 1), st.back().get());
   }
   std::vector<float> l;
   m->forward(in, Logits::Last, l);
@@ -146,7 +144,7 @@ TEST(ModifiedModelCausal, PrefillSplitAnywhereEqualsOnePrefill) {
     auto st = m->new_state();
     std::vector<float> l;
     for (size_t i = 0; i + 1 < cuts.size(); ++i) {
-      SeqInput in{std::span<const int32_t>(ids.data() + cuts[i], cuts[i + 1] - cuts[i]), nullptr, 0, st.get()};
+      SeqInput in{std::span<const int32_t>(ids.data() + cuts[i], cuts[i + 1] - cuts[i]), st.get()};
       m->forward({&in, 1}, Logits::Last, l);
     }
     EXPECT_EQ(l, whole);
@@ -158,7 +156,7 @@ TEST(ModifiedModelCausal, ClonedStateContinuesIdentically) {
   const auto ids = random_ids(9, 13, m->config().vocab_size);
   auto st = m->new_state();
   std::vector<float> a, b;
-  SeqInput in{ids, nullptr, 0, st.get()};
+  SeqInput in{ids, st.get()};
   m->forward({&in, 1}, Logits::Last, a);
   auto copy = st->clone();
   State* s1 = st.get();
@@ -179,7 +177,7 @@ TEST(ModifiedModelGlobal, DecodeRecomputesAndEqualsFullForwardAtTheLastPosition)
   const auto ids = random_ids(12, 15, m->config().vocab_size);
   auto st = m->new_state();
   std::vector<float> l;
-  SeqInput in{{ids.data(), 4}, nullptr, 0, st.get()};
+  SeqInput in{std::span<const int32_t>(ids.data(), 4), st.get()};
   m->forward({&in, 1}, Logits::Last, l);
   EXPECT_EQ(l, logits_of(*m, std::vector<int32_t>(ids.begin(), ids.begin() + 4), Logits::Last));
   State* sp = st.get();
@@ -196,15 +194,15 @@ TEST(ModifiedModelGlobal, DecodeRecomputesAndEqualsFullForwardAtTheLastPosition)
 
 TEST(ModifiedModelInfo, TinyLlamaParameterCountWithStandardAttention) {
   // Counted from the declarations: building the model would allocate 4.5 GB.
-  Config c = preset_config("tinyllama-1.1b");
-  c.model_type = "strata_modified_llama";
-  c.recipe = "modified";
+  ModifiedRecipe r;
+  r.attention = "standard";
+  Config c = with_modified_layers(preset_config("tinyllama-1.1b"), r);
   c.validate("test config");
   int64_t per_layer = 0;
   for (const BlockSpec& b : layer_blocks(c, 0))
-    for (const auto& [kind, prefix] : {std::pair{b.norm, b.norm_prefix}, std::pair{b.mixer, b.mixer_prefix},
-                                       std::pair{b.post, b.post_prefix}})
-      for (const ParamDecl& d : make_module(kind, c, prefix)->params()) per_layer += shape_numel(d.shape);
+    for (const ModuleSpec* spec : {&b.norm, &b.mixer, b.post ? &*b.post : nullptr})
+      if (spec)
+        for (const ParamDecl& d : make_module(*spec, c)->params()) per_layer += shape_numel(d.shape);
   EXPECT_EQ(per_layer - 44044288, 1060992);
   EXPECT_EQ(2 * c.vocab_size * c.hidden_size + c.num_hidden_layers * per_layer + c.hidden_size, 1123390208);
 }

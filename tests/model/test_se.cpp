@@ -13,7 +13,7 @@ const std::string kPrefix = "model.layers.0.se";
 
 class Se : public ::testing::TestWithParam<std::string> {
  protected:
-  Config cfg(int64_t D = 16) const { return ctx_test_config(GetParam(), D); }
+  CtxConfig cfg(int64_t D = 16) const { return ctx_test_config(GetParam(), D); }
 };
 
 TEST_P(Se, ZeroFc2IsTheIdentityBitwiseOnEveryPath) {
@@ -61,7 +61,7 @@ TEST_P(Se, PackedBatchEqualsEachSequenceAlone) {
 }
 
 TEST_P(Se, GradientsMatchFiniteDifferences) {
-  const Config c = cfg();
+  const CtxConfig c = cfg();
   ModuleRig rig("se", c, kPrefix, 9, 0.4);
   expect_gradients_match_reference(rig, random_rows(9, 16, 10), {5, 1, 3},
                                    [&](const DoubleParams& p, const Rows& x, const Lens& l) {

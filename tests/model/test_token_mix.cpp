@@ -10,8 +10,8 @@ namespace {
 
 const std::string kPrefix = "model.layers.0.token_mixing";
 
-Config with_taps(int64_t k, int64_t D = 16) {
-  Config c = ctx_test_config("causal", D);
+CtxConfig with_taps(int64_t k, int64_t D = 16) {
+  CtxConfig c = ctx_test_config("causal", D);
   c.tm_kernel = k;
   return c;
 }
@@ -57,7 +57,7 @@ Rows padded_conv(const DoubleParams& p, const Rows& x, int64_t T, int64_t D, int
 
 TEST(TokenMix, MatchesTheExplicitSumAndAPaddedConvolution) {
   for (int64_t k : {1, 2, 3, 5}) {
-    const Config c = with_taps(k);
+    const CtxConfig c = with_taps(k);
     ModuleRig rig("token-mix", c, kPrefix, 5, 0.5);
     const std::vector<float> x = random_rows(7, 16, 6);
     const std::vector<float> y = rig.forward(x, {7});
@@ -102,7 +102,7 @@ TEST(TokenMix, PackedBatchEqualsEachSequenceAlone) {
 
 TEST(TokenMix, GradientsMatchFiniteDifferences) {
   for (int64_t k : {1, 3}) {
-    const Config c = with_taps(k);
+    const CtxConfig c = with_taps(k);
     ModuleRig rig("token-mix", c, kPrefix, 15, 0.5);
     expect_gradients_match_reference(rig, random_rows(9, 16, 16), {5, 1, 3},
                                      [&](const DoubleParams& p, const Rows& x, const Lens& l) {

@@ -126,7 +126,7 @@ def run_case(case, test_binary, tmp, seed):
     with open(os.path.join(fixture, "config.json"), "w") as f:
         json.dump(config, f)
     with open(os.path.join(fixture, "case.json"), "w") as f:
-        json.dump({"prefix": pre[:-1], "lens": LENS}, f)
+        json.dump({"prefix": pre[:-1], "lens": LENS, "layer": layer}, f)
     write_safetensors(os.path.join(fixture, "fixture.safetensors"),
                       {**p, "input": x, "grad_output": dy})
     out = os.path.join(tmp, "strata.safetensors")

@@ -18,6 +18,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "core/weights.h"
 #include "io/safetensors.h"
 #include "model/module.h"
@@ -27,18 +29,20 @@ using namespace strata;
 
 namespace {
 
-Config parse_config(int argc, char** argv) {
+// The shape and the module's options (named as the modified recipe names them).
+Config parse_config(int argc, char** argv, const std::string& kind, nlohmann::json& options) {
   Config c;
+  options = nlohmann::json::object();
   for (int i = 4; i < argc; ++i) {
     const std::string a = argv[i];
     const size_t eq = a.find('=');
     if (eq == std::string::npos) throw std::runtime_error("expected key=value, got " + a);
     const std::string k = a.substr(0, eq), v = a.substr(eq + 1);
     if (k == "hidden_size") c.hidden_size = std::stoll(v);
-    else if (k == "ada_rank") c.ada_rank = std::stoll(v);
-    else if (k == "tm_kernel") c.tm_kernel = std::stoll(v);
-    else if (k == "se_reduction") c.se_reduction = std::stoll(v);
-    else if (k == "ctx_mode") c.ctx_mode = v;
+    else if (k == "ada_rank") { if (kind == "ada-rmsnorm") options["rank"] = std::stoll(v); }
+    else if (k == "tm_kernel") { if (kind == "token-mix") options["kernel"] = std::stoll(v); }
+    else if (k == "se_reduction") { if (kind == "se") options["reduction"] = std::stoll(v); }
+    else if (k == "ctx_mode") { if (kind != "token-mix") options["ctx_mode"] = v; }
     else if (k == "rms_norm_eps") c.rms_norm_eps = std::stod(v);
     else throw std::runtime_error("unknown key " + k);
   }
@@ -59,11 +63,13 @@ int main(int argc, char** argv) {
     return 2;
   }
   try {
-    const Config cfg = parse_config(argc, argv);
+    nlohmann::json options;
+    const Config cfg = parse_config(argc, argv, argv[1], options);
     const int64_t D = cfg.hidden_size;
     WeightSet in;
     read_safetensors(argv[2], in);
-    auto module = make_module(argv[1], cfg, "m");
+    auto module = make_module(argv[1], cfg, "m", options);
+    const Exec exec = Exec::defaults();
     ParamBinder binder(in);
     module->bind(binder);
 
@@ -78,8 +84,9 @@ int main(int argc, char** argv) {
     }
     const int64_t n = batch.rows * D;
     Scratch scratch;
+    Context ctx{exec, scratch, false};
     std::vector<float> y(n), y_decode(n), dx(n);
-    module->forward(x.f32(), y.data(), batch, nullptr, scratch);
+    module->forward(x.f32(), y.data(), batch, nullptr, ctx);
 
     // Decode: half of every sequence as one prefill, then one row at a time.
     std::vector<std::unique_ptr<LayerState>> states;
@@ -90,10 +97,10 @@ int main(int argc, char** argv) {
       const SeqSpan& sp = batch.seqs[s];
       const int64_t half = (sp.len + 1) / 2;
       Batch one{{{0, half, 0}}, half};
-      module->forward(x.f32() + sp.row * D, y_decode.data() + sp.row * D, one, &st[s], scratch);
+      module->forward(x.f32() + sp.row * D, y_decode.data() + sp.row * D, one, &st[s], ctx);
       for (int64_t t = half; t < sp.len; ++t) {
         Batch step{{{0, 1, t}}, 1};
-        module->step(x.f32() + (sp.row + t) * D, y_decode.data() + (sp.row + t) * D, step, &st[s], scratch);
+        module->step(x.f32() + (sp.row + t) * D, y_decode.data() + (sp.row + t) * D, step, &st[s], ctx);
       }
     }
 
@@ -101,10 +108,10 @@ int main(int argc, char** argv) {
     for (const ParamDecl& d : module->params()) grads[d.name] = Tensor::alloc(DType::F32, d.shape);
     GradBinder gb(grads);
     module->bind_grads(gb);
-    module->set_training(true);
+    Context train{exec, scratch, true};
     std::vector<float> y_train(n);
-    module->forward(x.f32(), y_train.data(), batch, nullptr, scratch);
-    module->backward(dy.f32(), dx.data(), batch, scratch);
+    module->forward(x.f32(), y_train.data(), batch, nullptr, train);
+    module->backward(dy.f32(), dx.data(), batch, train);
 
     NamedTensors out = {{"y", f32_tensor(y, {batch.rows, D})}, {"dx", f32_tensor(dx, {batch.rows, D})}};
     if (module->causal()) out.emplace_back("y_decode", f32_tensor(y_decode, {batch.rows, D}));

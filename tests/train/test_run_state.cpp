@@ -9,7 +9,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
-#include "io/checkpoint.h"
+#include "model/checkpoint.h"
 #include "strata/error.h"
 #include "strata/model.h"
 #include "test_util.h"

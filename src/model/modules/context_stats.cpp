@@ -1,4 +1,4 @@
-#include "model/context_stats.h"
+#include "model/modules/context_stats.h"
 
 #include <algorithm>
 
@@ -17,10 +17,16 @@ int64_t items_per_chunk(const Batch& b) {
 
 }  // namespace
 
-CtxMode ctx_mode_of(const Config& cfg) {
-  if (cfg.ctx_mode == "causal") return CtxMode::Causal;
-  if (cfg.ctx_mode == "global") return CtxMode::Global;
-  fail("ctx_mode '", cfg.ctx_mode, "' is not causal or global");
+CtxMode ctx_mode_of(const Options& o) {
+  const std::string& m = opt_string(o, "ctx_mode");
+  if (m == "causal") return CtxMode::Causal;
+  if (m == "global") return CtxMode::Global;
+  fail("ctx_mode '", m, "' is not causal or global");
+}
+
+OptionDecl ctx_mode_option() {
+  return choice_option("ctx_mode", "causal", {"causal", "global"},
+                       "context statistics: causal prefix mean, or global sequence mean (sees later tokens)");
 }
 
 std::unique_ptr<LayerState> ContextMean::make_state() const {
@@ -28,6 +34,10 @@ std::unique_ptr<LayerState> ContextMean::make_state() const {
   auto s = std::make_unique<RunningSum>();
   s->sum.assign(static_cast<size_t>(dim_), 0.0f);
   return s;
+}
+
+StateSize ContextMean::state_size() const {
+  return causal() ? StateSize{static_cast<int64_t>(dim_ * sizeof(float) + sizeof(int64_t)), 0, 0} : StateSize{};
 }
 
 void ContextMean::stat_rows(const Batch& b, std::vector<int64_t>& out) const {
@@ -44,8 +54,8 @@ void ContextMean::forward(const float* z, float* c, const Batch& b, LayerState* 
   if (states) {
     if (!causal()) fail(owner_, ": global context statistics cannot continue from a decode state");
     for (size_t s = 0; s < b.seqs.size(); ++s) {
-      run[s] = static_cast<RunningSum*>(states[s]);
-      if (!run[s] || static_cast<int64_t>(run[s]->sum.size()) != D)
+      run[s] = &state_cast<RunningSum>(states[s], owner_);
+      if (static_cast<int64_t>(run[s]->sum.size()) != D)
         fail(owner_, ": sequence ", s, " has no context-sum state of width ", D);
       if (run[s]->count != b.seqs[s].pos)
         fail(owner_, ": state holds ", run[s]->count, " positions but the batch starts at ", b.seqs[s].pos);

@@ -16,18 +16,23 @@
 #include <vector>
 
 #include "model/module.h"
+#include "model/options.h"
 
 namespace strata {
 
 enum class CtxMode { Causal, Global };
-CtxMode ctx_mode_of(const Config& cfg);  // cfg.ctx_mode: "causal" | "global"
+CtxMode ctx_mode_of(const Options& o);  // option ctx_mode: "causal" | "global"
+// The ctx_mode option both context modules declare.
+OptionDecl ctx_mode_option();
 
 // Causal decode state of one module for one sequence: the running F32 sum of
 // z over every row seen so far and how many rows that is.
-struct RunningSum final : LayerState {
+struct RunningSum final : StateOf<RunningSum> {
+  static constexpr const char* kKind = "running-sum";
   std::vector<float> sum;
   int64_t count = 0;
-  std::unique_ptr<LayerState> clone() const override { return std::make_unique<RunningSum>(*this); }
+  std::string shape() const { return cat("width ", sum.size()); }
+  int64_t bytes() const { return static_cast<int64_t>(sum.size() * sizeof(float) + sizeof(count)); }
 };
 
 class ContextMean {
@@ -37,6 +42,7 @@ class ContextMean {
 
   bool causal() const { return mode_ == CtxMode::Causal; }
   std::unique_ptr<LayerState> make_state() const;  // null in global mode
+  StateSize state_size() const;
 
   // Statistic rows of a batch: one per row (causal) or one per sequence (global).
   int64_t rows(const Batch& b) const { return causal() ? b.rows : static_cast<int64_t>(b.seqs.size()); }

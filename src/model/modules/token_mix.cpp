@@ -8,28 +8,28 @@
 #include <algorithm>
 
 #include "core/parallel.h"
-#include "model/context_stats.h"
+#include "model/modules/context_stats.h"
 #include "model/registry.h"
 #include "strata/error.h"
 
 namespace strata {
 namespace {
 
-struct ConvWindow final : LayerState {
+struct ConvWindow final : StateOf<ConvWindow> {
+  static constexpr const char* kKind = "conv-window";
   std::vector<float> rows;  // [k-1, D], oldest first
   int64_t count = 0;        // rows seen so far
-  std::unique_ptr<LayerState> clone() const override { return std::make_unique<ConvWindow>(*this); }
+  std::string shape() const { return cat(rows.size(), " values"); }
+  int64_t bytes() const { return static_cast<int64_t>(rows.size() * sizeof(float) + sizeof(count)); }
 };
 
 class TokenMix final : public Module {
  public:
-  TokenMix(const Config& cfg, const std::string& prefix)
-      : prefix_(prefix), dim_(cfg.hidden_size), taps_(cfg.tm_kernel) {
-    if (taps_ < 1) fail(prefix_, ": tm_kernel must be at least 1 (got ", taps_, ")");
+  TokenMix(const ModuleSpec& spec, const Config& cfg)
+      : Module(spec), prefix_(spec.prefix), dim_(cfg.hidden_size), taps_(opt_int(spec.options, "kernel")) {
     zeros_.assign(static_cast<size_t>((taps_ - 1) * dim_), 0.0f);
   }
 
-  const char* kind() const override { return "token-mix"; }
   std::vector<ParamDecl> params() const override {
     return {{prefix_ + ".weight", {dim_, 1, taps_}, Init::DiracLast, false},
             {prefix_ + ".bias", {dim_}, Init::Zeros, false}};
@@ -46,16 +46,19 @@ class TokenMix final : public Module {
     s->rows = zeros_;
     return s;
   }
+  StateSize state_size() const override {
+    return {static_cast<int64_t>(zeros_.size() * sizeof(float) + sizeof(int64_t)), 0, 0};
+  }
 
-  void forward(const float* x, float* y, const Batch& batch, LayerState* const* states, Scratch&) override {
+  void forward(const float* x, float* y, const Batch& batch, LayerState* const* states, Context& ctx) override {
     const int64_t D = dim_, k = taps_, rows = batch.rows;
-    if (training_ && states) fail(prefix_, ": training forward runs without decode states");
+    if (ctx.training && states) fail(prefix_, ": training forward runs without decode states");
     // The window before each sequence's first row: its state, or zeros.
     windows_.assign(batch.seqs.size(), zeros_.data());
     std::vector<ConvWindow*> st(batch.seqs.size(), nullptr);
     for (size_t s = 0; s < batch.seqs.size() && states; ++s) {
-      st[s] = static_cast<ConvWindow*>(states[s]);
-      if (!st[s] || static_cast<int64_t>(st[s]->rows.size()) != (k - 1) * D)
+      st[s] = &state_of<ConvWindow>(states[s]);
+      if (static_cast<int64_t>(st[s]->rows.size()) != (k - 1) * D)
         fail(prefix_, ": sequence ", s, " has no token-mixing state of width ", D);
       if (st[s]->count != batch.seqs[s].pos)
         fail(prefix_, ": state holds ", st[s]->count, " positions but the batch starts at ", batch.seqs[s].pos);
@@ -89,7 +92,7 @@ class TokenMix final : public Module {
       }
       st[s]->count += batch.seqs[s].len;
     }
-    if (training_) saved_u_.assign(x, x + rows * D);
+    if (ctx.training) saved_u_.assign(x, x + rows * D);
   }
 
   void free_saved() override { release(saved_u_); }
@@ -100,7 +103,7 @@ class TokenMix final : public Module {
 
   // du[t, c] = sum_j dy[t + (k-1) - j, c] · w[c, j] over rows of the same
   // sequence; dw[c, j] += sum_t dy[t, c] · u[t - (k-1) + j, c]; dbias += sum_t dy.
-  void backward(const float* dy, float* dx, const Batch& batch, Scratch&) override {
+  void backward(const float* dy, float* dx, const Batch& batch, Context&) override {
     const int64_t D = dim_, k = taps_, rows = batch.rows;
     const float* u = saved_u_.data();
     const float* w = w_.f32();
@@ -162,8 +165,14 @@ class TokenMix final : public Module {
 
 }  // namespace
 
-std::unique_ptr<Module> make_token_mix(const Config& cfg, const std::string& prefix) {
-  return std::make_unique<TokenMix>(cfg, prefix);
+ModuleType token_mix_module() {
+  ModuleType t;
+  t.kind = "token-mix";
+  t.name = "token_mixing";
+  t.summary = "token mixing: causal depthwise convolution over the last `kernel` rows";
+  t.options = {int_option("kernel", 4, 1, 8, "taps of the convolution (the current row and kernel-1 before it)")};
+  t.make = make_as<TokenMix>;
+  return t;
 }
 
 }  // namespace strata

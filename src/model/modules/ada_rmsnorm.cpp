@@ -10,7 +10,7 @@
 #include "core/parallel.h"
 #include "kernels/kernels.h"
 #include "kernels/ops.h"
-#include "model/context_stats.h"
+#include "model/modules/context_stats.h"
 #include "model/registry.h"
 #include "strata/error.h"
 
@@ -19,15 +19,15 @@ namespace {
 
 class AdaRmsNorm final : public Module {
  public:
-  AdaRmsNorm(const Config& cfg, const std::string& prefix)
-      : prefix_(prefix),
+  AdaRmsNorm(const ModuleSpec& spec, const Config& cfg)
+      : Module(spec),
+        prefix_(spec.prefix),
         dim_(cfg.hidden_size),
-        rank_(cfg.ada_rank),
+        rank_(opt_int(spec.options, "rank")),
         eps_(static_cast<float>(cfg.rms_norm_eps)),
-        ctx_(ctx_mode_of(cfg), cfg.hidden_size, prefix),
+        ctx_(ctx_mode_of(spec.options), cfg.hidden_size, spec.prefix),
         ones_(static_cast<size_t>(cfg.hidden_size), 1.0f) {}
 
-  const char* kind() const override { return "ada-rmsnorm"; }
   std::vector<ParamDecl> params() const override {
     std::vector<ParamDecl> p = {{prefix_ + ".weight", {dim_}, Init::Ones, false}};
     if (rank_ > 0) {
@@ -48,12 +48,14 @@ class AdaRmsNorm final : public Module {
   int64_t out_width() const override { return dim_; }
   bool causal() const override { return rank_ == 0 || ctx_.causal(); }
   std::unique_ptr<LayerState> make_state() const override { return rank_ > 0 ? ctx_.make_state() : nullptr; }
+  StateSize state_size() const override { return rank_ > 0 ? ctx_.state_size() : StateSize{}; }
 
-  void forward(const float* x, float* y, const Batch& batch, LayerState* const* states, Scratch& scratch) override {
+  void forward(const float* x, float* y, const Batch& batch, LayerState* const* states, Context& ctx) override {
     const int64_t rows = batch.rows, D = dim_, r = rank_;
-    if (training_ && states) fail(prefix_, ": training forward runs without decode states");
+    if (ctx.training && states) fail(prefix_, ": training forward runs without decode states");
+    Scratch& scratch = ctx.scratch;
     float* xhat = scratch.floats(0, static_cast<size_t>(rows * D));
-    normalize(x, rows, xhat);
+    normalize(ctx.kt(), x, rows, xhat);
     // Context -> tanh(g), one row per statistic row (per row, or per sequence).
     const int64_t S = r > 0 ? ctx_.rows(batch) : 0;
     float* tanh_g = nullptr;
@@ -63,20 +65,20 @@ class AdaRmsNorm final : public Module {
       float* h = scratch.floats(3, static_cast<size_t>(S * r));
       tanh_g = scratch.floats(4, static_cast<size_t>(S * D));
       ctx_.forward(xhat, c, batch, states);
-      ops::matmul(c, S, down_, a);
+      ops::matmul(ctx.exec, c, S, down_, a);
       for (int64_t i = 0; i < S * r; ++i) h[i] = a[i] / (1.0f + std::exp(-a[i]));
-      ops::matmul(h, S, up_, tanh_g);
+      ops::matmul(ctx.exec, h, S, up_, tanh_g);
       parallel_for(S * D, 1 << 14, [&](int64_t lo, int64_t hi) {
         for (int64_t i = lo; i < hi; ++i) tanh_g[i] = std::tanh(tanh_g[i]);
       });
       ctx_.stat_rows(batch, stat_);
-      if (training_) {
+      if (ctx.training) {
         saved_c_.assign(c, c + S * D);
         saved_a_.assign(a, a + S * r);
         saved_tanh_.assign(tanh_g, tanh_g + S * D);
       }
     }
-    if (training_) saved_x_.assign(x, x + rows * D);
+    if (ctx.training) saved_x_.assign(x, x + rows * D);
     const float* w = w_.f32();
     parallel_for(rows, 16, [&](int64_t lo, int64_t hi) {
       for (int64_t row = lo; row < hi; ++row) {
@@ -105,15 +107,17 @@ class AdaRmsNorm final : public Module {
   // context path), dg = dy weight x̂ (1 - tanh²g) summed per statistic row;
   // then through ctx_up, silu, ctx_down and the context mean, and finally the
   // RMS normalisation: dx = r dx̂ - x r³ (dx̂ · x) / D with r = 1/RMS(x).
-  void backward(const float* dy, float* dx, const Batch& batch, Scratch& scratch) override {
+  void backward(const float* dy, float* dx, const Batch& batch, Context& ctx) override {
     const int64_t rows = batch.rows, D = dim_, r = rank_;
+    const Exec& ex = ctx.exec;
+    Scratch& scratch = ctx.scratch;
     const int64_t S = r > 0 ? ctx_.rows(batch) : 0;
     const float* x = saved_x_.data();
     const float* w = w_.f32();
     float* xhat = scratch.floats(0, static_cast<size_t>(rows * D));
     float* dxhat = scratch.floats(1, static_cast<size_t>(rows * D));
     float* dg = scratch.floats(2, static_cast<size_t>(S * D));
-    normalize(x, rows, xhat);  // cheaper to redo than to keep
+    normalize(ctx.kt(), x, rows, xhat);  // cheaper to redo than to keep
     if (r > 0) ctx_.stat_rows(batch, stat_);
     std::fill(dg, dg + S * D, 0.0f);
     // Channel blocks over the threads: each owns its slice of dweight and dg.
@@ -136,14 +140,14 @@ class AdaRmsNorm final : public Module {
       float* dc = scratch.floats(5, static_cast<size_t>(S * D));
       const float* a = saved_a_.data();
       for (int64_t i = 0; i < S * r; ++i) h[i] = a[i] / (1.0f + std::exp(-a[i]));
-      ops::matmul_tn_acc(dg, S, D, h, r, dup_);
-      ops::matmul_nn(dg, S, D, up_.f32(), r, dh);
+      ops::matmul_tn_acc(ex, dg, S, D, h, r, dup_);
+      ops::matmul_nn(ex, dg, S, D, up_.f32(), r, dh);
       for (int64_t i = 0; i < S * r; ++i) {  // silu'(a) = σ(a) (1 + a (1 - σ(a)))
         const float sg = 1.0f / (1.0f + std::exp(-a[i]));
         dh[i] *= sg * (1.0f + a[i] * (1.0f - sg));
       }
-      ops::matmul_tn_acc(dh, S, r, saved_c_.data(), D, ddown_);
-      ops::matmul_nn(dh, S, r, down_.f32(), D, dc);
+      ops::matmul_tn_acc(ex, dh, S, r, saved_c_.data(), D, ddown_);
+      ops::matmul_nn(ex, dh, S, r, down_.f32(), D, dc);
       ctx_.backward_add(dc, dxhat, batch);
     }
     // x̂ = x / RMS(x) is an RMSNorm with unit weights: its backward from d(x̂).
@@ -153,8 +157,7 @@ class AdaRmsNorm final : public Module {
  private:
   // x̂ rows through the RMSNorm kernel with unit weights: w · (r · x) with
   // w = 1 is r · x exactly, the very value the plain RMSNorm multiplies by w.
-  void normalize(const float* x, int64_t rows, float* xhat) const {
-    const kernels::Table& kt = kernels::active();
+  void normalize(const kernels::Table& kt, const float* x, int64_t rows, float* xhat) const {
     parallel_for(rows, 16, [&](int64_t lo, int64_t hi) {
       for (int64_t i = lo; i < hi; ++i) kt.rmsnorm(x + i * dim_, ones_.data(), xhat + i * dim_, dim_, eps_);
     });
@@ -174,8 +177,14 @@ class AdaRmsNorm final : public Module {
 
 }  // namespace
 
-std::unique_ptr<Module> make_ada_rmsnorm(const Config& cfg, const std::string& prefix) {
-  return std::make_unique<AdaRmsNorm>(cfg, prefix);
+ModuleType ada_rmsnorm_module() {
+  ModuleType t;
+  t.kind = "ada-rmsnorm";
+  t.name = "norm";
+  t.summary = "adaptive RMSNorm: RMSNorm scaled by 1 + tanh(ctx_up(silu(ctx_down(context mean))))";
+  t.options = {int_option("rank", 64, 0, int64_t{1} << 20, "context rank (0: a plain RMSNorm)"), ctx_mode_option()};
+  t.make = make_as<AdaRmsNorm>;
+  return t;
 }
 
 }  // namespace strata

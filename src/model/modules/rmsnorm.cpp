@@ -7,23 +7,22 @@ namespace {
 
 class RmsNorm final : public Module {
  public:
-  RmsNorm(const Config& cfg, std::string prefix)
-      : name_(std::move(prefix) + ".weight"), dim_(cfg.hidden_size), eps_(static_cast<float>(cfg.rms_norm_eps)) {}
+  RmsNorm(const ModuleSpec& spec, const Config& cfg)
+      : Module(spec), name_(spec.prefix + ".weight"), dim_(cfg.hidden_size), eps_(static_cast<float>(cfg.rms_norm_eps)) {}
 
-  const char* kind() const override { return "rmsnorm"; }
   std::vector<ParamDecl> params() const override { return {{name_, {dim_}, Init::Ones, false}}; }
   void bind(ParamBinder& b) override { w_ = b.get(params()[0]); }
   int64_t out_width() const override { return dim_; }
 
-  void forward(const float* x, float* y, const Batch& batch, LayerState* const*, Scratch&) override {
-    ops::rmsnorm(x, w_.f32(), y, batch.rows, dim_, eps_);
-    if (training_) saved_x_.assign(x, x + batch.rows * dim_);
+  void forward(const float* x, float* y, const Batch& batch, LayerState* const*, Context& ctx) override {
+    ops::rmsnorm(ctx.exec, x, w_.f32(), y, batch.rows, dim_, eps_);
+    if (ctx.training) saved_x_.assign(x, x + batch.rows * dim_);
   }
 
   void free_saved() override { release(saved_x_); }
   void bind_grads(GradBinder& g) override { dw_ = g.get(name_); }
 
-  void backward(const float* dy, float* dx, const Batch& batch, Scratch&) override {
+  void backward(const float* dy, float* dx, const Batch& batch, Context&) override {
     ops::rmsnorm_backward(saved_x_.data(), w_.f32(), dy, dx, dw_, batch.rows, dim_, eps_);
   }
 
@@ -38,8 +37,13 @@ class RmsNorm final : public Module {
 
 }  // namespace
 
-std::unique_ptr<Module> make_rmsnorm(const Config& cfg, const std::string& prefix) {
-  return std::make_unique<RmsNorm>(cfg, prefix);
+ModuleType rmsnorm_module() {
+  ModuleType t;
+  t.kind = "rmsnorm";
+  t.name = "norm";
+  t.summary = "RMSNorm: w * x / sqrt(mean(x^2) + rms_norm_eps)";
+  t.make = make_as<RmsNorm>;
+  return t;
 }
 
 }  // namespace strata

@@ -10,11 +10,10 @@
 // bit and the backward is the core's backward twice plus dλ = −Σ dO ⊙ (A2V).
 #include <algorithm>
 #include <cmath>
-#include <cstdlib>
 
 #include "core/parallel.h"
 #include "kernels/ops.h"
-#include "model/attention_core.h"
+#include "model/modules/attention_core.h"
 #include "model/registry.h"
 #include "strata/error.h"
 
@@ -23,49 +22,43 @@ namespace {
 
 constexpr float kSublnEps = 1e-5f;
 
-// N of a prefix "...layers.N...." (the 0-based layer index).
-int64_t layer_index(const std::string& prefix) {
-  const size_t at = prefix.rfind("layers.");
-  if (at != std::string::npos) {
-    const char* s = prefix.c_str() + at + 7;
-    char* end = nullptr;
-    const long v = std::strtol(s, &end, 10);
-    if (end != s && (*end == '.' || *end == '\0') && v >= 0) return v;
-  }
-  fail("diff-attn ", prefix, ": cannot read the layer index from the prefix (expected model.layers.N.self_attn)");
+// The paper layout pairs heads: both head counts must be even.
+void check_heads(const Options& o, const Config& cfg, const FieldName& field) {
+  const int64_t H = cfg.num_attention_heads, KV = cfg.num_key_value_heads;
+  if (opt_string(o, "layout") == "paper" && (H % 2 != 0 || KV % 2 != 0))
+    fail(field("layout"), ": the paper layout pairs heads: num_attention_heads (", H, ") and num_key_value_heads (", KV,
+         ") must be even");
 }
 
 class DiffAttention final : public Module {
  public:
-  DiffAttention(const Config& cfg, const std::string& prefix)
-      : prefix_(prefix),
+  DiffAttention(const ModuleSpec& spec, const Config& cfg)
+      : Module(spec),
         dim_(cfg.hidden_size),
         head_dim_(cfg.head_dim),
-        subln_(cfg.diff_subln),
-        out_scale_(cfg.diff_out_scale),
+        subln_(opt_bool(spec.options, "subln")),
+        out_scale_(opt_string(spec.options, "out_scale") == "one_minus_lambda_init"),
         rope_(RopeTable::get(cfg)) {
+    check_heads(spec.options, cfg, [&](const std::string& o) { return cat(kind(), " ", prefix(), ": option '", o, "'"); });
     const int64_t H = cfg.num_attention_heads, KV = cfg.num_key_value_heads;
-    if (KV <= 0 || H % KV != 0) fail("diff-attn ", prefix, ": ", KV, " KV heads do not divide ", H, " heads");
-    if (cfg.diff_layout == "paper") {  // parameter-neutral: half the heads, values twice as wide
-      if (H % 2 != 0 || KV % 2 != 0)
-        fail("diff-attn ", prefix, ": the paper layout pairs heads: num_attention_heads (", H,
-             ") and num_key_value_heads (", KV, ") must be even");
+    if (KV <= 0 || H % KV != 0) fail(kind(), " ", prefix(), ": ", KV, " KV heads do not divide ", H, " heads");
+    if (opt_string(spec.options, "layout") == "paper") {  // parameter-neutral: half the heads, values twice as wide
       heads_ = H / 2;
       kv_heads_ = KV / 2;
       v_dim_ = 2 * head_dim_;
-    } else if (cfg.diff_layout == "expanded") {  // one diff head per original head, extra q2/k2 rows
+    } else {  // expanded: one diff head per original head, extra q2/k2 rows
       heads_ = H;
       kv_heads_ = KV;
       v_dim_ = head_dim_;
-    } else {
-      fail("diff-attn ", prefix, ": unknown layout '", cfg.diff_layout, "' (paper or expanded)");
     }
-    init_lambda_ = cfg.diff_lambda_init_zero ? 0.0f : static_cast<float>(0.8 - 0.6 * std::exp(-0.3 * layer_index(prefix)));
+    // The paper's depth schedule, from the layer's index in the model.
+    init_lambda_ = opt_string(spec.options, "lambda_init") == "zero"
+                       ? 0.0f
+                       : static_cast<float>(0.8 - 0.6 * std::exp(-0.3 * static_cast<double>(spec.layer)));
   }
 
-  const char* kind() const override { return "diff-attn"; }
   std::vector<ParamDecl> params() const override {
-    const std::string p = prefix_ + ".";
+    const std::string p = prefix() + ".";
     std::vector<ParamDecl> r = {{p + "q_proj.weight", {q_width(), dim_}},
                                 {p + "k_proj.weight", {k_width(), dim_}},
                                 {p + "v_proj.weight", {v_width(), dim_}},
@@ -94,45 +87,48 @@ class DiffAttention final : public Module {
     s->v_width = v_width();
     return s;
   }
+  StateSize state_size() const override { return {0, static_cast<int64_t>((k_width() + v_width()) * sizeof(float)), 0}; }
 
-  void forward(const float* x, float* y, const Batch& batch, LayerState* const* states, Scratch& scratch) override {
+  void forward(const float* x, float* y, const Batch& batch, LayerState* const* states, Context& ctx) override {
     const int64_t rows = batch.rows, qd = q_width(), kd = k_width(), vd = v_width(), od = o_width();
-    if (training_ && states) fail("diff-attn ", prefix_, ": training forward runs without decode states");
+    if (ctx.training && states) fail(kind(), " ", prefix(), ": training forward runs without decode states");
+    Scratch& scratch = ctx.scratch;
     float* q_all = scratch.floats(0, static_cast<size_t>(rows * qd));
     float* k_all = scratch.floats(1, static_cast<size_t>(rows * kd));
     float* v_all = scratch.floats(2, static_cast<size_t>(rows * vd));
     float* o1 = scratch.floats(3, static_cast<size_t>(rows * od));
     float* o2 = scratch.floats(4, static_cast<size_t>(rows * od));
     float* heads = scratch.floats(5, static_cast<size_t>(rows * od));
-    linear(x, rows, wq_, q_all);
-    linear(x, rows, wk_, k_all);
-    linear(x, rows, wv_, v_all);
-    caches_.begin(batch, states, kd, vd, "diff-attn " + prefix_);
-    rope_->rotate(q_all, rows, qd, 2 * heads_, caches_.row_pos());
-    rope_->rotate(k_all, rows, kd, 2 * kv_heads_, caches_.row_pos());
-    caches_.append(batch, k_all, v_all);
-    attention_forward(layout(), sequences(batch, q_all, 0, o1));
-    attention_forward(layout(), sequences(batch, q_all, 1, o2));
+    linear(ctx, x, rows, wq_, q_all);
+    linear(ctx, x, rows, wk_, k_all);
+    linear(ctx, x, rows, wv_, v_all);
+    caches_.begin(batch, states, kd, vd, 0, kind() + " " + prefix());
+    rope_->rotate(ctx.kt(), q_all, rows, qd, 2 * heads_, caches_.row_pos());
+    rope_->rotate(ctx.kt(), k_all, rows, kd, 2 * kv_heads_, caches_.row_pos());
+    caches_.add(batch, k_all, v_all);
+    attention_forward(ctx.exec, layout(), sequences(batch, q_all, 0, o1));
+    attention_forward(ctx.exec, layout(), sequences(batch, q_all, 1, o2));
+    caches_.commit(batch);
 
     // o1 becomes A1V − λ·A2V; then the optional per-head RMSNorm and the scale.
     const float lambda = lambda_value().lambda;
     parallel_for(rows * od, 1 << 14, [&](int64_t lo, int64_t hi) {
       for (int64_t i = lo; i < hi; ++i) o1[i] -= lambda * o2[i];
     });
-    if (subln_) ops::rmsnorm(o1, subln_w_.f32(), heads, rows * heads_, v_dim_, kSublnEps);
+    if (subln_) ops::rmsnorm(ctx.exec, o1, subln_w_.f32(), heads, rows * heads_, v_dim_, kSublnEps);
     else std::copy(o1, o1 + rows * od, heads);
     if (const float s = scale(); s != 1.0f)
       parallel_for(rows * od, 1 << 14, [&](int64_t lo, int64_t hi) {
         for (int64_t i = lo; i < hi; ++i) heads[i] *= s;
       });
-    if (training_) {
+    if (ctx.training) {
       saved_x_.assign(x, x + rows * dim_);
       saved_q_.assign(q_all, q_all + rows * qd);
       saved_o2_.assign(o2, o2 + rows * od);
       if (subln_) saved_diff_.assign(o1, o1 + rows * od);
       saved_heads_.assign(heads, heads + rows * od);
     }
-    linear(heads, rows, wo_, y);
+    linear(ctx, heads, rows, wo_, y);
   }
 
   void free_saved() override {
@@ -149,8 +145,10 @@ class DiffAttention final : public Module {
     if (subln_) dsubln_w_ = gb.get(p[9].name);
   }
 
-  void backward(const float* dy, float* dx, const Batch& batch, Scratch& scratch) override {
+  void backward(const float* dy, float* dx, const Batch& batch, Context& ctx) override {
     const int64_t rows = batch.rows, qd = q_width(), kd = k_width(), vd = v_width(), od = o_width();
+    const Exec& ex = ctx.exec;
+    Scratch& scratch = ctx.scratch;
     float* d_heads = scratch.floats(0, static_cast<size_t>(rows * od));
     float* d_o1 = scratch.floats(1, static_cast<size_t>(rows * od));  // gradient of A1V (= of A1V − λA2V)
     float* d_o2 = scratch.floats(2, static_cast<size_t>(rows * od));  // gradient of A2V
@@ -158,8 +156,8 @@ class DiffAttention final : public Module {
     float* dk = scratch.floats(4, static_cast<size_t>(rows * kd));
     float* dv = scratch.floats(5, static_cast<size_t>(rows * vd));
     float* tmp = scratch.floats(6, static_cast<size_t>(rows * dim_));
-    ops::matmul_nn(dy, rows, dim_, wo_.f32(), od, d_heads);
-    ops::matmul_tn_acc(dy, rows, dim_, saved_heads_.data(), od, dwo_);
+    ops::matmul_nn(ex, dy, rows, dim_, wo_.f32(), od, d_heads);
+    ops::matmul_tn_acc(ex, dy, rows, dim_, saved_heads_.data(), od, dwo_);
     if (const float s = scale(); s != 1.0f)
       for (int64_t i = 0; i < rows * od; ++i) d_heads[i] *= s;
     if (subln_)
@@ -192,11 +190,11 @@ class DiffAttention final : public Module {
       for (const SeqSpan& sp : batch.seqs)
         grads.push_back({(c == 0 ? d_o1 : d_o2) + sp.row * od, dq + sp.row * qd + c * head_dim_,
                          dk + sp.row * kd + c * head_dim_, dv + sp.row * vd});
-      attention_backward(layout(), sequences(batch, saved_q_.data(), c, nullptr), grads);
+      attention_backward(ex, layout(), sequences(batch, saved_q_.data(), c, nullptr), grads);
     }
-    rope_->rotate(dq, rows, qd, 2 * heads_, caches_.row_pos(), /*inverse=*/true);
-    rope_->rotate(dk, rows, kd, 2 * kv_heads_, caches_.row_pos(), /*inverse=*/true);
-    qkv_projection_backward(saved_x_.data(), rows, dim_, dq, wq_, dwq_, dk, wk_, dwk_, dv, wv_, dwv_, dx, tmp);
+    rope_->rotate(ctx.kt(), dq, rows, qd, 2 * heads_, caches_.row_pos(), /*inverse=*/true);
+    rope_->rotate(ctx.kt(), dk, rows, kd, 2 * kv_heads_, caches_.row_pos(), /*inverse=*/true);
+    qkv_projection_backward(ex, saved_x_.data(), rows, dim_, dq, wq_, dwq_, dk, wk_, dwk_, dv, wv_, dwv_, dx, tmp);
 
     // λ = exp(q1·k1) − exp(q2·k2) + λ_init.
     const float g1 = static_cast<float>(d_lambda) * lam.exp1, g2 = -static_cast<float>(d_lambda) * lam.exp2;
@@ -235,20 +233,18 @@ class DiffAttention final : public Module {
   // sub-head 2g + c of its group, values of the group.
   AttnLayout layout() const {
     const int64_t d = head_dim_;
-    return {heads_, kv_heads_, d, v_dim_, q_width(), 2 * d, k_width(), 2 * d, v_width(), v_dim_, o_width(), v_dim_};
+    return {heads_, kv_heads_, d, v_dim_, q_width(), 2 * d, k_width(), 2 * d, v_width(), v_dim_, o_width(), v_dim_, 0};
   }
   std::vector<AttnSeq> sequences(const Batch& batch, const float* q_all, int c, float* out) {
     std::vector<AttnSeq> r;
     for (size_t s = 0; s < batch.seqs.size(); ++s) {
       const SeqSpan& sp = batch.seqs[s];
-      const KvCache& kv = caches_[s];
-      r.push_back({q_all + sp.row * q_width() + c * head_dim_, sp.len, kv.len - sp.len, kv.k.data() + c * head_dim_,
-                   kv.v.data(), out ? out + sp.row * o_width() : nullptr});
+      r.push_back(caches_.seq(s, batch, q_all + sp.row * q_width() + c * head_dim_,
+                              out ? out + sp.row * o_width() : nullptr, c * head_dim_, 0));
     }
     return r;
   }
 
-  std::string prefix_;
   int64_t dim_, head_dim_;
   int64_t heads_ = 0, kv_heads_ = 0, v_dim_ = 0;  // diff heads, KV groups, value width per head
   bool subln_, out_scale_;
@@ -266,8 +262,24 @@ class DiffAttention final : public Module {
 
 }  // namespace
 
-std::unique_ptr<Module> make_diff_attention(const Config& cfg, const std::string& prefix) {
-  return std::make_unique<DiffAttention>(cfg, prefix);
+ModuleType diff_attention_module() {
+  ModuleType t;
+  t.kind = "diff-attn";
+  t.name = "self_attn";
+  t.summary = "differential attention (docs/diff-attention.md)";
+  t.options = {
+      choice_option("layout", "paper", {"paper", "expanded"},
+                    "paper: half the heads with values twice as wide (parameter-neutral); expanded: one diff head per "
+                    "head with extra q2/k2 rows (exact conversion)"),
+      bool_option("subln", true, "per-head RMSNorm of the differential output"),
+      choice_option("out_scale", "one_minus_lambda_init", {"one_minus_lambda_init", "one"},
+                    "scale of the head outputs"),
+      choice_option("lambda_init", "paper", {"paper", "zero"},
+                    "lambda_init buffer: 0.8 - 0.6 exp(-0.3 layer), or 0"),
+  };
+  t.check = check_heads;
+  t.make = make_as<DiffAttention>;
+  return t;
 }
 
 }  // namespace strata

@@ -7,23 +7,27 @@
 
 #include "core/parallel.h"
 #include "kernels/ops.h"
-#include "model/context_stats.h"
+#include "model/modules/context_stats.h"
 #include "model/registry.h"
 #include "strata/error.h"
 
 namespace strata {
 namespace {
 
+// The reduction must divide the width.
+void check_reduction(const Options& o, const Config& cfg, const FieldName& field) {
+  const int64_t r = opt_int(o, "reduction");
+  if (r < 1 || cfg.hidden_size % r != 0) fail(field("reduction"), ": ", r, " does not divide hidden_size ", cfg.hidden_size);
+}
+
 class SqueezeExcite final : public Module {
  public:
-  SqueezeExcite(const Config& cfg, const std::string& prefix)
-      : prefix_(prefix), dim_(cfg.hidden_size), ctx_(ctx_mode_of(cfg), cfg.hidden_size, prefix) {
-    if (cfg.se_reduction < 1 || cfg.hidden_size % cfg.se_reduction != 0)
-      fail(prefix_, ": se_reduction ", cfg.se_reduction, " does not divide hidden_size ", cfg.hidden_size);
-    hidden_ = cfg.hidden_size / cfg.se_reduction;
+  SqueezeExcite(const ModuleSpec& spec, const Config& cfg)
+      : Module(spec), prefix_(spec.prefix), dim_(cfg.hidden_size), ctx_(ctx_mode_of(spec.options), cfg.hidden_size, spec.prefix) {
+    check_reduction(spec.options, cfg, [&](const std::string& o) { return cat(prefix_, ": option '", o, "'"); });
+    hidden_ = cfg.hidden_size / opt_int(spec.options, "reduction");
   }
 
-  const char* kind() const override { return "se"; }
   std::vector<ParamDecl> params() const override {
     const float std_dev = 1.0f / std::sqrt(static_cast<float>(dim_));
     return {{prefix_ + ".fc1.weight", {hidden_, dim_}, Init::Normal, true, std_dev},
@@ -41,21 +45,23 @@ class SqueezeExcite final : public Module {
   int64_t out_width() const override { return dim_; }
   bool causal() const override { return ctx_.causal(); }
   std::unique_ptr<LayerState> make_state() const override { return ctx_.make_state(); }
+  StateSize state_size() const override { return ctx_.state_size(); }
 
-  void forward(const float* x, float* y, const Batch& batch, LayerState* const* states, Scratch& scratch) override {
+  void forward(const float* x, float* y, const Batch& batch, LayerState* const* states, Context& ctx) override {
     const int64_t rows = batch.rows, D = dim_, H = hidden_, S = ctx_.rows(batch);
-    if (training_ && states) fail(prefix_, ": training forward runs without decode states");
+    if (ctx.training && states) fail(prefix_, ": training forward runs without decode states");
+    Scratch& scratch = ctx.scratch;
     float* s = scratch.floats(0, static_cast<size_t>(S * D));
     float* p = scratch.floats(1, static_cast<size_t>(S * H));
     float* h = scratch.floats(2, static_cast<size_t>(S * H));
     float* gate = scratch.floats(3, static_cast<size_t>(S * D));
     ctx_.forward(x, s, batch, states);
-    ops::matmul(s, S, fc1_, p);
+    ops::matmul(ctx.exec, s, S, fc1_, p);
     for (int64_t i = 0; i < S * H; ++i) {
       p[i] += b1_.f32()[i % H];
       h[i] = std::max(p[i], 0.0f);
     }
-    ops::matmul(h, S, fc2_, gate);
+    ops::matmul(ctx.exec, h, S, fc2_, gate);
     const float* b2 = b2_.f32();
     parallel_for(S * D, 1 << 14, [&](int64_t lo, int64_t hi) {
       for (int64_t i = lo; i < hi; ++i) gate[i] = 2.0f * (1.0f / (1.0f + std::exp(-(gate[i] + b2[i % D]))));
@@ -67,7 +73,7 @@ class SqueezeExcite final : public Module {
         for (int64_t i = 0; i < D; ++i) y[row * D + i] = x[row * D + i] * gr[i];
       }
     });
-    if (training_) {
+    if (ctx.training) {
       saved_f_.assign(x, x + rows * D);
       saved_s_.assign(s, s + S * D);
       saved_p_.assign(p, p + S * H);
@@ -86,8 +92,10 @@ class SqueezeExcite final : public Module {
   // df = dy ⊙ gate (+ the squeeze path); dgate = dy ⊙ f summed per statistic
   // row; dz = dgate · gate (1 - gate/2) (the derivative of 2σ); then the two
   // linear layers and the relu back to ds, and the context mean back to df.
-  void backward(const float* dy, float* dx, const Batch& batch, Scratch& scratch) override {
+  void backward(const float* dy, float* dx, const Batch& batch, Context& ctx) override {
     const int64_t rows = batch.rows, D = dim_, H = hidden_, S = ctx_.rows(batch);
+    const Exec& ex = ctx.exec;
+    Scratch& scratch = ctx.scratch;
     const float* f = saved_f_.data();
     const float* gate = saved_gate_.data();
     float* dz = scratch.floats(0, static_cast<size_t>(S * D));
@@ -109,13 +117,13 @@ class SqueezeExcite final : public Module {
     for (int64_t i = 0; i < S * D; ++i) dz[i] *= gate[i] * (1.0f - 0.5f * gate[i]);
     for (int64_t i = 0; i < S * H; ++i) h[i] = std::max(saved_p_[i], 0.0f);
     add_column_sums(dz, S, D, db2_);
-    ops::matmul_tn_acc(dz, S, D, h, H, dfc2_);
-    ops::matmul_nn(dz, S, D, fc2_.f32(), H, dp);
+    ops::matmul_tn_acc(ex, dz, S, D, h, H, dfc2_);
+    ops::matmul_nn(ex, dz, S, D, fc2_.f32(), H, dp);
     for (int64_t i = 0; i < S * H; ++i)
       if (saved_p_[i] <= 0.0f) dp[i] = 0.0f;
     add_column_sums(dp, S, H, db1_);
-    ops::matmul_tn_acc(dp, S, H, saved_s_.data(), D, dfc1_);
-    ops::matmul_nn(dp, S, H, fc1_.f32(), D, ds);
+    ops::matmul_tn_acc(ex, dp, S, H, saved_s_.data(), D, dfc1_);
+    ops::matmul_nn(ex, dp, S, H, fc1_.f32(), D, ds);
     ctx_.backward_add(ds, dx, batch);
   }
 
@@ -132,8 +140,16 @@ class SqueezeExcite final : public Module {
 
 }  // namespace
 
-std::unique_ptr<Module> make_se(const Config& cfg, const std::string& prefix) {
-  return std::make_unique<SqueezeExcite>(cfg, prefix);
+ModuleType se_module() {
+  ModuleType t;
+  t.kind = "se";
+  t.name = "se";
+  t.summary = "squeeze-and-excitation gate: f * 2 sigmoid(fc2(relu(fc1(context mean of f))))";
+  t.options = {int_option("reduction", 16, 1, int64_t{1} << 20, "hidden width = hidden_size / reduction"),
+               ctx_mode_option()};
+  t.check = check_reduction;
+  t.make = make_as<SqueezeExcite>;
+  return t;
 }
 
 }  // namespace strata

@@ -1,0 +1,438 @@
+#include "model/modules/attention_core.h"
+
+#include <algorithm>
+#include <cmath>
+#include <map>
+#include <mutex>
+#include <tuple>
+
+#include "core/parallel.h"
+#include "kernels/kernels.h"
+#include "kernels/ops.h"
+#include "strata/error.h"
+
+namespace strata {
+
+std::shared_ptr<const RopeTable> RopeTable::get(const Config& cfg) {
+  static std::mutex mu;
+  static std::map<std::tuple<int64_t, double, double, int64_t>, std::shared_ptr<const RopeTable>> cache;
+  std::lock_guard<std::mutex> lock(mu);
+  auto key = std::make_tuple(cfg.head_dim, cfg.rope_theta, cfg.rope_scaling_factor, cfg.max_position_embeddings);
+  auto& slot = cache[key];
+  if (!slot) {
+    auto t = std::make_shared<RopeTable>();
+    t->head_dim = cfg.head_dim;
+    t->half = cfg.head_dim / 2;
+    const int64_t n = cfg.max_position_embeddings;
+    t->cos.resize(static_cast<size_t>(n * t->half));
+    t->sin.resize(static_cast<size_t>(n * t->half));
+    const float theta = static_cast<float>(cfg.rope_theta);
+    const float scale = static_cast<float>(cfg.rope_scaling_factor);
+    for (int64_t i = 0; i < t->half; ++i) {
+      const float freq = 1.0f / std::pow(theta, static_cast<float>(2 * i) / static_cast<float>(cfg.head_dim));
+      for (int64_t p = 0; p < n; ++p) {
+        const float angle = (static_cast<float>(p) / scale) * freq;
+        t->cos[p * t->half + i] = std::cos(angle);
+        t->sin[p * t->half + i] = std::sin(angle);
+      }
+    }
+    slot = t;
+  }
+  return slot;
+}
+
+void RopeTable::rotate(const kernels::Table& kt, float* x, int64_t rows, int64_t ld, int64_t heads, const int64_t* pos,
+                       bool inverse) const {
+  parallel_for(rows, 8, [&](int64_t b, int64_t e) {
+    thread_local std::vector<float> neg;
+    neg.resize(static_cast<size_t>(half));
+    for (int64_t r = b; r < e; ++r) {
+      const float* c = &cos[pos[r] * half];
+      const float* s = &sin[pos[r] * half];
+      if (inverse) {  // rotating by -angle is RoPE with sin negated
+        for (int64_t i = 0; i < half; ++i) neg[i] = -s[i];
+        s = neg.data();
+      }
+      kt.rope(x + r * ld, heads, head_dim, c, s);
+    }
+  });
+}
+
+std::string KvCache::shape() const { return cat("k ", k_width, ", v ", v_width, ", window ", window); }
+
+void KvCache::append(const float* k_rows, const float* v_rows, int64_t n) {
+  if (window > 0) {  // only the last `window` rows can ever be seen again
+    if (static_cast<int64_t>(k.size()) < window * k_width) {
+      k.resize(static_cast<size_t>(window * k_width));
+      v.resize(static_cast<size_t>(window * v_width));
+    }
+    for (int64_t i = std::max<int64_t>(0, n - window); i < n; ++i) {
+      const int64_t slot = (len + i) % window;
+      std::copy(k_rows + i * k_width, k_rows + (i + 1) * k_width, k.begin() + slot * k_width);
+      std::copy(v_rows + i * v_width, v_rows + (i + 1) * v_width, v.begin() + slot * v_width);
+    }
+    len += n;
+    return;
+  }
+  const size_t need_k = static_cast<size_t>((len + n) * k_width), need_v = static_cast<size_t>((len + n) * v_width);
+  if (k.size() < need_k || v.size() < need_v) {
+    int64_t cap = std::max<int64_t>(64, len);
+    while (cap < len + n) cap *= 2;
+    k.resize(static_cast<size_t>(cap * k_width));
+    v.resize(static_cast<size_t>(cap * v_width));
+  }
+  std::copy(k_rows, k_rows + n * k_width, k.begin() + len * k_width);
+  std::copy(v_rows, v_rows + n * v_width, v.begin() + len * v_width);
+  len += n;
+}
+
+void CallCaches::begin(const Batch& batch, LayerState* const* states, int64_t k_width, int64_t v_width,
+                       int64_t window, const std::string& who) {
+  row_pos_.resize(static_cast<size_t>(batch.rows));
+  caches_.resize(batch.seqs.size());
+  if (!states) temp_.resize(batch.seqs.size());
+  for (size_t s = 0; s < batch.seqs.size(); ++s) {
+    const SeqSpan& sp = batch.seqs[s];
+    KvCache* c = states ? &state_cast<KvCache>(states[s], who) : &temp_[s];
+    if (!states) {  // a fresh context: every row kept (training needs them all for backward)
+      c->k_width = k_width;
+      c->v_width = v_width;
+      c->window = 0;
+      c->len = 0;
+    } else if (c->k_width != k_width || c->v_width != v_width || c->window != window) {
+      fail(who, ": the decode state (", c->shape(), ") belongs to a module of another shape (k ", k_width, ", v ",
+           v_width, ", window ", window, ")");
+    } else if (c->len != sp.pos) {
+      fail(who, ": state holds ", c->len, " positions but the batch starts at ", sp.pos);
+    }
+    caches_[s] = c;
+    for (int64_t i = 0; i < sp.len; ++i) row_pos_[sp.row + i] = sp.pos + i;
+  }
+}
+
+void CallCaches::add(const Batch& batch, const float* k_rows, const float* v_rows) {
+  k_new_ = k_rows;
+  v_new_ = v_rows;
+  for (size_t s = 0; s < batch.seqs.size(); ++s) {
+    KvCache& c = *caches_[s];
+    if (c.window == 0) c.append(k_rows + batch.seqs[s].row * c.k_width, v_rows + batch.seqs[s].row * c.v_width, batch.seqs[s].len);
+  }
+}
+
+AttnSeq CallCaches::seq(size_t s, const Batch& batch, const float* q, float* out, int64_t k_col, int64_t v_col) const {
+  const SeqSpan& sp = batch.seqs[s];
+  const KvCache& c = *caches_[s];
+  AttnSeq a;
+  a.q = q;
+  a.n_q = sp.len;
+  a.first = sp.pos;
+  a.out = out;
+  auto run = [&](int64_t pos, int64_t n, const float* k, const float* v) {
+    if (n > 0) a.runs[a.n_runs++] = {pos, n, k + k_col, v + v_col};
+  };
+  if (c.window == 0) {  // every position, new rows included, one after another
+    run(0, c.len, c.k.data(), c.v.data());
+    return a;
+  }
+  // The ring's positions the first new row can see (at most window - 1 of
+  // them, oldest first: up to the ring's end, then from its start), then the
+  // call's own rows where the projections left them.
+  const int64_t lo = std::max<int64_t>(0, sp.pos - (c.window - 1));
+  for (int64_t p = lo; p < sp.pos;) {
+    const int64_t slot = p % c.window, n = std::min(sp.pos - p, c.window - slot);
+    run(p, n, c.k.data() + slot * c.k_width, c.v.data() + slot * c.v_width);
+    p += n;
+  }
+  run(sp.pos, sp.len, k_new_ + sp.row * c.k_width, v_new_ + sp.row * c.v_width);
+  return a;
+}
+
+void CallCaches::commit(const Batch& batch) {
+  for (size_t s = 0; s < batch.seqs.size(); ++s) {
+    KvCache& c = *caches_[s];
+    if (c.window > 0)
+      c.append(k_new_ + batch.seqs[s].row * c.k_width, v_new_ + batch.seqs[s].row * c.v_width, batch.seqs[s].len);
+  }
+}
+
+namespace {
+
+constexpr int64_t kQueryBlock = 16;     // forward: query rows per work item
+constexpr int64_t kBackwardBlock = 32;  // backward: query rows per step of an item
+
+// Copies the query rows [i0, i0 + nq) of the `group` heads sharing KV head g
+// into rows (i * group + j) of dst, `width` floats from column h * step.
+void gather_heads(const float* src, int64_t ld, int64_t step, int64_t width, int64_t g, int64_t group, int64_t i0,
+                  int64_t nq, float* dst) {
+  for (int64_t i = 0; i < nq; ++i)
+    for (int64_t j = 0; j < group; ++j) {
+      const float* s = src + (i0 + i) * ld + (g * group + j) * step;
+      std::copy(s, s + width, dst + (i * group + j) * width);
+    }
+}
+
+void scatter_heads(const float* src, int64_t width, int64_t g, int64_t group, int64_t i0, int64_t nq, float* dst,
+                   int64_t ld, int64_t step) {
+  for (int64_t i = 0; i < nq; ++i)
+    for (int64_t j = 0; j < group; ++j) {
+      const float* s = src + (i * group + j) * width;
+      std::copy(s, s + width, dst + (i0 + i) * ld + (g * group + j) * step);
+    }
+}
+
+// The keys a block of query rows sees: positions [lo, hi) as columns of its
+// score rows, and for each row r (query position first + r / group) the
+// columns [begin[r], end[r]) of its own keys.
+struct KeySpan {
+  int64_t lo = 0, hi = 0;
+  std::vector<int64_t> begin, end;
+  void set(const AttnLayout& L, int64_t first, int64_t nq, int64_t group) {
+    lo = L.window > 0 ? std::max<int64_t>(0, first - L.window + 1) : 0;
+    hi = first + nq;
+    begin.resize(static_cast<size_t>(nq * group));
+    end.resize(static_cast<size_t>(nq * group));
+    for (int64_t r = 0; r < nq * group; ++r) {
+      const int64_t p = first + r / group;
+      begin[r] = (L.window > 0 ? std::max<int64_t>(0, p - L.window + 1) : 0) - lo;
+      end[r] = p + 1 - lo;
+    }
+  }
+  int64_t cols() const { return hi - lo; }
+};
+
+// Scores of m query rows -> probabilities: each row's own keys scaled by
+// 1/sqrt(d) and softmaxed; entries outside them are left as they are.
+void softmax_rows(const kernels::Table& kt, float* p, int64_t m, const KeySpan& ks, int64_t hd) {
+  const float scale = std::sqrt(static_cast<float>(hd));
+  const int64_t n = ks.cols();
+  for (int64_t r = 0; r < m; ++r) {
+    float* row = p + r * n + ks.begin[r];
+    const int64_t len = ks.end[r] - ks.begin[r];
+    for (int64_t t = 0; t < len; ++t) row[t] /= scale;
+    kt.softmax(row, len);
+  }
+}
+
+}  // namespace
+
+void attention_forward(const Exec& ex, const AttnLayout& L, std::span<const AttnSeq> seqs) {
+  struct Item {
+    size_t seq;
+    int64_t g, i0;
+  };
+  std::vector<Item> items;
+  for (size_t s = 0; s < seqs.size(); ++s)
+    for (int64_t g = 0; g < L.kv_heads; ++g)
+      for (int64_t i0 = 0; i0 < seqs[s].n_q; i0 += kQueryBlock) items.push_back({s, g, i0});
+  const int64_t group = L.heads / L.kv_heads, hd = L.head_dim, vd = L.v_dim;
+  const kernels::Table& kt = ex.kernels();
+  parallel_for(static_cast<int64_t>(items.size()), 1, [&](int64_t b, int64_t e) {
+    thread_local std::vector<float> qg, p, out;
+    thread_local KeySpan ks;
+    thread_local std::vector<int64_t> rb, re;
+    for (int64_t it = b; it < e; ++it) {
+      const Item& item = items[it];
+      const AttnSeq& sq = seqs[item.seq];
+      const int64_t nq = std::min(kQueryBlock, sq.n_q - item.i0), m = nq * group;
+      ks.set(L, sq.first + item.i0, nq, group);
+      const int64_t n = ks.cols();
+      qg.resize(static_cast<size_t>(m * hd));
+      p.resize(static_cast<size_t>(m * n));
+      out.resize(static_cast<size_t>(m * vd));
+      rb.resize(static_cast<size_t>(m));
+      re.resize(static_cast<size_t>(m));
+      gather_heads(sq.q, L.q_ld, L.q_step, hd, item.g, group, item.i0, nq, qg.data());
+      // Scores run by run with the matmul kernel: each is the same dot
+      // product whatever the block or the run its key sits in.
+      for (int k = 0; k < sq.n_runs; ++k) {
+        const KvRun& run = sq.runs[k];
+        const int64_t c0 = std::max(ks.lo, run.pos), c1 = std::min(ks.hi, run.pos + run.n);
+        if (c0 >= c1) continue;
+        kt.matmul_f32(qg.data(), hd, m, hd, run.k + (c0 - run.pos) * L.k_ld + item.g * L.k_step, L.k_ld, c1 - c0,
+                      p.data() + (c0 - ks.lo), n);
+      }
+      softmax_rows(kt, p.data(), m, ks, hd);
+      // P V run by run, each continuing the sums of the runs before it.
+      bool first_run = true;
+      for (int k = 0; k < sq.n_runs; ++k) {
+        const KvRun& run = sq.runs[k];
+        const int64_t c0 = std::max(ks.lo, run.pos), c1 = std::min(ks.hi, run.pos + run.n);
+        if (c0 >= c1) continue;
+        const int64_t off = c0 - ks.lo, width = c1 - c0;
+        for (int64_t r = 0; r < m; ++r) {
+          rb[r] = std::clamp<int64_t>(ks.begin[r] - off, 0, width);
+          re[r] = std::clamp<int64_t>(ks.end[r] - off, rb[r], width);
+        }
+        kt.attn_pv(p.data() + off, n, m, rb.data(), re.data(), run.v + (c0 - run.pos) * L.v_ld + item.g * L.v_step,
+                   L.v_ld, vd, out.data(), vd, !first_run);
+        first_run = false;
+      }
+      scatter_heads(out.data(), vd, item.g, group, item.i0, nq, sq.out, L.o_ld, L.o_step);
+    }
+  });
+}
+
+void attention_backward(const Exec& ex, const AttnLayout& L, std::span<const AttnSeq> seqs,
+                        std::span<const AttnSeqGrad> grads) {
+  if (grads.size() != seqs.size()) fail("attention backward: ", grads.size(), " gradients for ", seqs.size(), " sequences");
+  for (const AttnSeq& sq : seqs)
+    if (sq.n_runs != 1 || sq.runs[0].pos != 0 || sq.runs[0].n != sq.first + sq.n_q)
+      fail("attention backward: the keys must be one run from position 0 (a training forward's)");
+  const int64_t group = L.heads / L.kv_heads, hd = L.head_dim, vd = L.v_dim;
+  const float scale = std::sqrt(static_cast<float>(hd));
+  const kernels::Table& kt = ex.kernels();
+  const int64_t n_items = static_cast<int64_t>(seqs.size()) * L.kv_heads;
+  // The five products per block are GEMMs run on the item's thread (ops::gemm
+  // nested in this parallel loop runs serially), in the training precision.
+  parallel_for(n_items, 1, [&](int64_t b, int64_t e) {
+    thread_local std::vector<float> qg, dog, dqg, p, ds;
+    thread_local KeySpan ks;
+    for (int64_t it = b; it < e; ++it) {
+      const size_t s = static_cast<size_t>(it / L.kv_heads);
+      const int64_t g = it % L.kv_heads;
+      const AttnSeq& sq = seqs[s];
+      const AttnSeqGrad& gr = grads[s];
+      for (int64_t i0 = 0; i0 < sq.n_q; i0 += kBackwardBlock) {
+        const int64_t nq = std::min(kBackwardBlock, sq.n_q - i0), m = nq * group;
+        ks.set(L, sq.first + i0, nq, group);
+        const int64_t n = ks.cols();
+        const float* k = sq.runs[0].k + ks.lo * L.k_ld + g * L.k_step;
+        const float* v = sq.runs[0].v + ks.lo * L.v_ld + g * L.v_step;
+        float* dk = gr.dk + ks.lo * L.k_ld + g * L.k_step;
+        float* dv = gr.dv + ks.lo * L.v_ld + g * L.v_step;
+        qg.resize(static_cast<size_t>(m * hd));
+        dqg.resize(static_cast<size_t>(m * hd));
+        dog.resize(static_cast<size_t>(m * vd));
+        p.resize(static_cast<size_t>(m * n));
+        ds.resize(static_cast<size_t>(m * n));
+        gather_heads(sq.q, L.q_ld, L.q_step, hd, g, group, i0, nq, qg.data());
+        gather_heads(gr.d_out, L.o_ld, L.o_step, vd, g, group, i0, nq, dog.data());
+        // S = Q Kᵀ and dP = dO Vᵀ (keys and values read transposed in place).
+        ops::gemm(ex, m, n, hd, {qg.data(), hd, 1}, {k, 1, L.k_ld}, p.data(), n, false);
+        ops::gemm(ex, m, n, vd, {dog.data(), vd, 1}, {v, 1, L.v_ld}, ds.data(), n, false);
+        softmax_rows(kt, p.data(), m, ks, hd);
+        for (int64_t r = 0; r < m; ++r) {
+          float* pr = &p[r * n];
+          float* dr = &ds[r * n];
+          const int64_t b0 = ks.begin[r], b1 = ks.end[r];
+          const float sum = kt.dot(pr + b0, dr + b0, b1 - b0);
+          for (int64_t t = b0; t < b1; ++t) dr[t] = pr[t] * (dr[t] - sum) / scale;
+          // Keys outside the row's window take part in the products below with weight 0.
+          std::fill(pr, pr + b0, 0.0f);
+          std::fill(dr, dr + b0, 0.0f);
+          std::fill(pr + b1, pr + n, 0.0f);
+          std::fill(dr + b1, dr + n, 0.0f);
+        }
+        // dq = dS K;  dk += dSᵀ q;  dv += Pᵀ dO.
+        ops::gemm(ex, m, hd, n, {ds.data(), n, 1}, {k, L.k_ld, 1}, dqg.data(), hd, false);
+        ops::gemm(ex, n, hd, m, {ds.data(), 1, n}, {qg.data(), hd, 1}, dk, L.k_ld, true);
+        ops::gemm(ex, n, vd, m, {p.data(), 1, n}, {dog.data(), vd, 1}, dv, L.v_ld, true);
+        scatter_heads(dqg.data(), hd, g, group, i0, nq, gr.dq, L.q_ld, L.q_step);
+      }
+    }
+  });
+}
+
+namespace {
+
+// The key (or value) row of position t of a sequence, from its runs.
+const float* row_at(const AttnSeq& sq, int64_t t, bool value, int64_t ld) {
+  for (int k = 0; k < sq.n_runs; ++k) {
+    const KvRun& r = sq.runs[k];
+    if (t >= r.pos && t < r.pos + r.n) return (value ? r.v : r.k) + (t - r.pos) * ld;
+  }
+  fail("attention: position ", t, " is in none of the sequence's key runs");
+}
+
+// The first key position query position p sees.
+int64_t first_key(const AttnLayout& L, int64_t p) { return L.window > 0 ? std::max<int64_t>(0, p - L.window + 1) : 0; }
+
+// The probabilities of one query row (at position p) over its keys, plainly.
+void reference_probs(const AttnLayout& L, const AttnSeq& sq, const float* q, int64_t g, int64_t p,
+                     std::vector<float>& pr) {
+  const float scale = std::sqrt(static_cast<float>(L.head_dim));
+  const int64_t lo = first_key(L, p), n = p + 1 - lo;
+  pr.resize(static_cast<size_t>(n));
+  float mx = -INFINITY, sum = 0.0f;
+  for (int64_t t = 0; t < n; ++t) {
+    const float* k = row_at(sq, lo + t, false, L.k_ld) + g * L.k_step;
+    float d = 0.0f;
+    for (int64_t i = 0; i < L.head_dim; ++i) d += q[i] * k[i];
+    pr[t] = d / scale;
+    mx = std::max(mx, pr[t]);
+  }
+  for (int64_t t = 0; t < n; ++t) sum += (pr[t] = std::exp(pr[t] - mx));
+  for (int64_t t = 0; t < n; ++t) pr[t] /= sum;
+}
+
+}  // namespace
+
+void attention_forward_reference(const AttnLayout& L, std::span<const AttnSeq> seqs) {
+  const int64_t group = L.heads / L.kv_heads;
+  std::vector<float> pr;
+  for (const AttnSeq& sq : seqs)
+    for (int64_t h = 0; h < L.heads; ++h)
+      for (int64_t i = 0; i < sq.n_q; ++i) {
+        const int64_t g = h / group, pos = sq.first + i, lo = first_key(L, pos);
+        reference_probs(L, sq, sq.q + i * L.q_ld + h * L.q_step, g, pos, pr);
+        float* o = sq.out + i * L.o_ld + h * L.o_step;
+        for (int64_t d = 0; d < L.v_dim; ++d) {
+          float acc = 0.0f;
+          for (size_t t = 0; t < pr.size(); ++t)
+            acc += pr[t] * row_at(sq, lo + static_cast<int64_t>(t), true, L.v_ld)[g * L.v_step + d];
+          o[d] = acc;
+        }
+      }
+}
+
+void attention_backward_reference(const AttnLayout& L, std::span<const AttnSeq> seqs,
+                                  std::span<const AttnSeqGrad> grads) {
+  const int64_t group = L.heads / L.kv_heads, hd = L.head_dim;
+  const float scale = std::sqrt(static_cast<float>(hd));
+  std::vector<float> pr, dp;
+  for (size_t s = 0; s < seqs.size(); ++s) {
+    const AttnSeq& sq = seqs[s];
+    const AttnSeqGrad& gr = grads[s];
+    for (int64_t h = 0; h < L.heads; ++h)
+      for (int64_t i = 0; i < sq.n_q; ++i) {
+        const int64_t g = h / group, pos = sq.first + i, lo = first_key(L, pos);
+        const float* q = sq.q + i * L.q_ld + h * L.q_step;
+        const float* dO = gr.d_out + i * L.o_ld + h * L.o_step;
+        reference_probs(L, sq, q, g, pos, pr);
+        const int64_t n = static_cast<int64_t>(pr.size());
+        dp.assign(static_cast<size_t>(n), 0.0f);
+        float sum = 0.0f;
+        for (int64_t t = 0; t < n; ++t) {
+          const float* v = row_at(sq, lo + t, true, L.v_ld) + g * L.v_step;
+          for (int64_t d = 0; d < L.v_dim; ++d) dp[t] += dO[d] * v[d];
+          sum += pr[t] * dp[t];
+        }
+        float* dq = gr.dq + i * L.q_ld + h * L.q_step;
+        for (int64_t d = 0; d < hd; ++d) dq[d] = 0.0f;
+        for (int64_t t = 0; t < n; ++t) {
+          const float ds = pr[t] * (dp[t] - sum) / scale;
+          const float* k = row_at(sq, lo + t, false, L.k_ld) + g * L.k_step;
+          for (int64_t d = 0; d < hd; ++d) {
+            dq[d] += ds * k[d];
+            gr.dk[(lo + t) * L.k_ld + g * L.k_step + d] += ds * q[d];
+          }
+          for (int64_t d = 0; d < L.v_dim; ++d) gr.dv[(lo + t) * L.v_ld + g * L.v_step + d] += pr[t] * dO[d];
+        }
+      }
+  }
+}
+
+void qkv_projection_backward(const Exec& ex, const float* x, int64_t rows, int64_t dim, const float* dq,
+                             const Tensor& wq, float* dwq, const float* dk, const Tensor& wk, float* dwk,
+                             const float* dv, const Tensor& wv, float* dwv, float* dx, float* tmp) {
+  ops::matmul_tn_acc(ex, dq, rows, wq.dim(0), x, dim, dwq);
+  ops::matmul_tn_acc(ex, dk, rows, wk.dim(0), x, dim, dwk);
+  ops::matmul_tn_acc(ex, dv, rows, wv.dim(0), x, dim, dwv);
+  ops::matmul_nn(ex, dq, rows, wq.dim(0), wq.f32(), dim, dx);
+  ops::matmul_nn(ex, dk, rows, wk.dim(0), wk.f32(), dim, tmp);
+  for (int64_t i = 0; i < rows * dim; ++i) dx[i] += tmp[i];
+  ops::matmul_nn(ex, dv, rows, wv.dim(0), wv.f32(), dim, tmp);
+  for (int64_t i = 0; i < rows * dim; ++i) dx[i] += tmp[i];
+}
+
+}  // namespace strata
