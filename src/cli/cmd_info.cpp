@@ -64,7 +64,8 @@ json describe(const Config& c) {
 }
 
 void print_text(const Config& c, const json& j) {
-  std::printf("recipe      %s (%s, model_type %s)\n", c.recipe.c_str(), c.architecture.c_str(), c.model_type.c_str());
+  const auto [type, arch] = model_type_for(c);
+  std::printf("recipe      %s (%s, model_type %s)\n", c.recipe.c_str(), arch.c_str(), type.c_str());
   std::printf("shape       %lld layers, hidden %lld, heads %lld (kv %lld, head_dim %lld), ffn %lld\n",
               (long long)c.num_hidden_layers, (long long)c.hidden_size, (long long)c.num_attention_heads,
               (long long)c.num_key_value_heads, (long long)c.head_dim, (long long)c.intermediate_size);

@@ -7,10 +7,12 @@
 #include "cli/common.h"
 #include "core/parallel.h"
 #include "io/safetensors.h"
+#include "model/checkpoint.h"
 #include "strata/error.h"
 #include "train/sft_data.h"
 #include "train/token_data.h"
 #include "train/trainer.h"
+#include "train/trainer_state.h"
 
 namespace strata::cli {
 namespace {
@@ -43,17 +45,23 @@ void add_common(CLI::App* cmd, CommonOpts& o) {
   cmd->add_option("--skip-spikes", o.t.skip_spike_z, "skip steps whose loss is Z std devs above the recent mean");
   cmd->add_option("--param-group", o.groups, "PATTERN:lr_scale=X,wd=Y,frozen (repeatable; the last match wins)");
   cmd->add_option("--seed", o.t.seed, "seed (data order, initialisation)");
-  cmd->add_option("--eval-every", o.t.eval_every, "validation every N steps (0: never)");
+  cmd->add_option("--eval-every", o.t.eval_every,
+                  "validation every N steps (0: never; train: the data's val split, sft: --val-data or --val-fraction)")
+      ->check(CLI::NonNegativeNumber);
   cmd->add_option("--eval-batches", o.t.eval_batches, "micro-batches per validation")->check(CLI::PositiveNumber);
   cmd->add_option("--save-every", o.t.save_every, "checkpoint every N steps (and at the end)");
   cmd->add_option("--keep-last", o.t.keep_last, "keep only the newest N checkpoints (0: all)");
   cmd->add_option("--shuffle", o.shuffle, "on|off")->check(CLI::IsMember({"on", "off"}));
-  cmd->add_flag("--resume", o.t.resume, "continue from the newest complete checkpoint in the run directory");
+  cmd->add_flag("--resume", o.t.resume,
+                "continue the run in the run directory from its newest complete checkpoint (the run's settings must "
+                "match; --steps may be raised)");
   cmd->add_option("--precision", o.precision, "f32, or bf16: mixed precision (BF16 products on AMX, F32 master weights)")
       ->check(CLI::IsMember({"f32", "bf16"}));
   cmd->add_flag("--checkpoint-activations", o.t.checkpoint_activations,
                 "keep only block inputs and recompute the rest in backward (less memory, ~1/3 more compute)");
-  cmd->add_option("--tokenizer", o.tokenizer, "tokenizer.model (copied into every checkpoint)");
+  cmd->add_option("--tokenizer", o.tokenizer,
+                  "tokenizer copied into every checkpoint (train default: the data's, else the one beside --init; "
+                  "sft: the one the model loads with)");
   add_threads_option(cmd, &o.threads);
 }
 
@@ -71,14 +79,39 @@ void finish_options(CommonOpts& o) {
   for (const auto& g : o.groups) o.t.adamw.rules.push_back(parse_param_group(g));
 }
 
-// Copies the tokenizer beside every checkpoint so each is a runnable model directory.
-void copy_tokenizer(const std::string& run_dir, const std::string& tokenizer) {
-  if (tokenizer.empty()) return;
-  for (const auto& e : fs::directory_iterator(run_dir)) {
-    const std::string name = e.path().filename().string();
-    if (e.is_directory() && name.rfind("checkpoint-", 0) == 0 && !fs::exists(e.path() / "tokenizer.model"))
-      fs::copy_file(tokenizer, e.path() / "tokenizer.model");
+void check_seq(const Config& cfg, int64_t seq) {
+  if (seq > cfg.max_position_embeddings)
+    fail("--seq ", seq, " exceeds the model's context of max_position_embeddings=", cfg.max_position_embeddings);
+}
+
+// What the run trains on, for the run settings compared on --resume: the data's
+// fingerprint and its order.
+void set_data_identity(CommonOpts& o, nlohmann::ordered_json fingerprint, const std::string& source) {
+  fingerprint["shuffle"] = o.shuffle;
+  o.t.data_fingerprint = std::move(fingerprint);
+  o.t.data_source = source;
+}
+
+// The tokenizer copied into train's checkpoints: --tokenizer, else the data's
+// (meta.json), else the one beside --init; checked against the model's
+// vocabulary so that every checkpoint runs with it.
+std::string train_tokenizer(const std::string& given, const std::string& data_tok, const std::string& init_tok,
+                            int64_t vocab) {
+  std::string path = given;
+  if (path.empty() && !data_tok.empty()) {
+    if (fs::is_regular_file(data_tok)) path = data_tok;
+    else std::fprintf(stderr, "warning: the data's tokenizer %s no longer exists\n", data_tok.c_str());
   }
+  if (path.empty()) path = init_tok;
+  if (path.empty()) {
+    std::fprintf(stderr, "note: no tokenizer (--tokenizer FILE): the checkpoints will have no tokenizer.model\n");
+    return path;
+  }
+  const auto tok = Tokenizer::load(path);
+  if (tok->vocab_size() != vocab)
+    fail(path, ": tokenizer has ", tok->vocab_size(), " pieces but the model's vocab_size is ", vocab,
+         " (pass the model's tokenizer with --tokenizer)");
+  return path;
 }
 
 }  // namespace
@@ -107,8 +140,11 @@ void register_train(CLI::App& app) {
       if (val_data->size() <= o->t.seq) val_data.reset();
     }
     std::unique_ptr<Model> model;
+    std::string init_tokenizer;
     if (!o->init.empty()) {
-      model = Model::load(o->init);
+      Checkpoint ck = load_checkpoint(o->init);
+      init_tokenizer = ck.tokenizer_path;
+      model = Model::from_weights(ck.config, ck.weights);
     } else {
       Config cfg = o->preset.empty() ? Config::from_json_text(read_file_text(o->config), o->config) : preset_config(o->preset);
       if (train_data.meta().vocab_size > 0 && train_data.meta().vocab_size != cfg.vocab_size) {
@@ -120,11 +156,14 @@ void register_train(CLI::App& app) {
       model = Model::random(cfg, o->t.seed, DType::F32);
     }
     const Config& cfg = model->config();
-    if (o->t.seq > cfg.max_position_embeddings)
-      fail("--seq ", o->t.seq, " exceeds the model's context of max_position_embeddings=", cfg.max_position_embeddings);
+    check_seq(cfg, o->t.seq);
     train_data.check_vocab(cfg.vocab_size);
     if (val_data) val_data->check_vocab(cfg.vocab_size);
-    if (o->tokenizer.empty()) o->tokenizer = train_data.meta().tokenizer;
+    o->t.tokenizer = train_tokenizer(o->tokenizer, train_data.meta().tokenizer, init_tokenizer, cfg.vocab_size);
+    set_data_identity(*o, token_data_fingerprint(train_data), o->data);
+    if (o->t.eval_every > 0 && !val_data)
+      std::fprintf(stderr, "warning: --eval-every %lld: %s has no val split of more than --seq tokens, no validation\n",
+                   (long long)o->t.eval_every, o->data.c_str());
     const bool shuffle = o->shuffle == "on";
     BatchLoader train_loader(train_data, o->t.batch, o->t.seq, shuffle, o->t.seed);
     std::unique_ptr<BatchLoader> val_loader;
@@ -136,7 +175,6 @@ void register_train(CLI::App& app) {
     if (val_loader) val_fn = [&](int64_t m, int32_t* in, int32_t* tg) { val_loader->micro_batch(m, in, tg); };
     auto r = train(*model, o->t, [&](int64_t m, int32_t* in, int32_t* tg) { train_loader.micro_batch(m, in, tg); },
                    val_fn);
-    if (!o->tokenizer.empty() && fs::exists(o->tokenizer)) copy_tokenizer(o->out, o->tokenizer);
     std::printf("final step %lld  loss %.4f%s\n", (long long)r.last_step, r.last_loss,
                 r.last_val_loss >= 0 ? ("  val_loss " + std::to_string(r.last_val_loss)).c_str() : "");
   });
@@ -144,7 +182,8 @@ void register_train(CLI::App& app) {
 
 void register_sft(CLI::App& app) {
   struct Opts : CommonOpts {
-    std::vector<std::string> data;
+    std::vector<std::string> data, val_data;
+    double val_fraction = 0;
     std::string format = "zephyr";
   };
   auto o = std::make_shared<Opts>();
@@ -152,24 +191,54 @@ void register_sft(CLI::App& app) {
   cmd->add_option("--init", o->init, "model directory to fine-tune")->required();
   cmd->add_option("--data", o->data, "JSONL files: {\"messages\": [...]} or {\"prompt\", \"completion\"}")->required();
   cmd->add_option("--template", o->format, "chat template: zephyr, chatml, llama-2");
+  auto* vd = cmd->add_option("--val-data", o->val_data, "held-out JSONL files (same format) for --eval-every");
+  auto* vf = cmd->add_option("--val-fraction", o->val_fraction,
+                             "hold out the last fraction of the --data examples for --eval-every (0: none)")
+                 ->check(CLI::Range(0.0, 1.0));
+  vd->excludes(vf);
   add_common(cmd, *o);
   cmd->callback([o] {
     finish_options(*o);
+    const bool has_val = !o->val_data.empty() || o->val_fraction > 0;
+    if (o->t.eval_every > 0 && !has_val)
+      fail("sft: --eval-every ", o->t.eval_every, " needs validation data: give --val-data FILE... or --val-fraction F");
     Loaded l = load(ModelFlags{o->init, o->tokenizer, o->threads}, true);
-    if (o->tokenizer.empty()) {
-      fs::path p = fs::is_directory(o->init) ? fs::path(o->init) : fs::path(o->init).parent_path();
-      o->tokenizer = (p / "tokenizer.model").string();
-    }
-    SftLoadReport rep;
-    auto examples = load_sft_jsonl(o->data, *l.tokenizer, parse_chat_format(o->format), o->t.seq + 1, &rep);
+    check_seq(l.model->config(), o->t.seq);
+    o->t.tokenizer = l.tokenizer->path();  // the one loaded (e.g. tok512.model beside a llama2.c .bin)
+    const ChatFormat format = parse_chat_format(o->format);
+    const std::string limit = cat("--seq ", o->t.seq, " + 1");
+    auto examples = load_sft_jsonl(o->data, *l.tokenizer, format, o->t.seq + 1, nullptr, limit);
     if (examples.empty()) fail("sft: no trainable sample in the data");
-    std::fprintf(stderr, "sft: %lld samples, %lld tokens, %lld with loss\n", (long long)rep.samples,
-                 (long long)rep.tokens, (long long)rep.loss_tokens);
+    std::vector<SftExample> val = o->val_data.empty()
+                                      ? split_off_validation(examples, o->val_fraction)
+                                      : load_sft_jsonl(o->val_data, *l.tokenizer, format, o->t.seq + 1, nullptr, limit);
+    if (has_val && val.empty()) fail("sft: no sample with assistant tokens in --val-data");
+    const auto fp = sft_fingerprint(examples);
+    std::string files;
+    for (const auto& f : o->data) files += (files.empty() ? "" : " ") + f;
+    set_data_identity(*o, fp, files);
+    std::fprintf(stderr, "sft: %lld samples, %lld tokens, %lld with loss; %lld held out for validation\n",
+                 (long long)fp["examples"].get<int64_t>(), (long long)fp["tokens"].get<int64_t>(),
+                 (long long)fp["loss_tokens"].get<int64_t>(), (long long)val.size());
     SftBatcher batcher(std::move(examples), o->t.batch, o->t.seq, o->shuffle == "on", o->t.seed);
+    std::unique_ptr<SftBatcher> val_batcher;
+    BatchFn val_fn;
+    if (!val.empty()) {
+      val_batcher = std::make_unique<SftBatcher>(std::move(val), o->t.batch, o->t.seq, false, 0);
+      if (o->t.eval_every == 0)
+        std::fprintf(stderr, "note: the validation data is evaluated only with --eval-every N\n");
+      // More micro-batches than the set has would count examples twice.
+      if (o->t.eval_batches > val_batcher->micro_batches_per_epoch()) {
+        std::fprintf(stderr, "note: --eval-batches %lld: the validation set has %lld micro-batches, evaluating those\n",
+                     (long long)o->t.eval_batches, (long long)val_batcher->micro_batches_per_epoch());
+        o->t.eval_batches = val_batcher->micro_batches_per_epoch();
+      }
+      val_fn = [&](int64_t m, int32_t* in, int32_t* tg) { val_batcher->micro_batch(m, in, tg); };
+    }
     auto r = train(*l.model, o->t,
-                   [&](int64_t m, int32_t* in, int32_t* tg) { batcher.micro_batch(m, in, tg); }, BatchFn());
-    copy_tokenizer(o->out, o->tokenizer);
-    std::printf("final step %lld  loss %.4f\n", (long long)r.last_step, r.last_loss);
+                   [&](int64_t m, int32_t* in, int32_t* tg) { batcher.micro_batch(m, in, tg); }, val_fn);
+    std::printf("final step %lld  loss %.4f%s\n", (long long)r.last_step, r.last_loss,
+                r.last_val_loss >= 0 ? ("  val_loss " + std::to_string(r.last_val_loss)).c_str() : "");
   });
 }
 

@@ -258,9 +258,9 @@ void Config::validate(const std::string& source) const {
   if (!parse_dtype(torch_dtype, &dt))
     field_error(source, "torch_dtype", cat("dtype '", torch_dtype, "' is not supported (float32, bfloat16, float16)"));
   check_layer_pattern(*this, source);
-  if (model_type == "llama" && !is_llama())
-    field_error(source, "model_type", cat("'llama', but the layers are not a Llama's (",
-                                          describe_layer(layers.layer(0)), ")"));
+  // (model_type is not checked against the layers here: config.json gets the
+  // one the layers imply, see to_json_text; a file that claims otherwise is
+  // refused when read.)
 }
 
 std::string Config::to_json_text() const {

@@ -176,10 +176,10 @@ Batch Model::embed_inputs(std::span<const SeqInput> seqs, bool with_states) {
   const int64_t D = cfg_.hidden_size;
   Batch batch;
   for (size_t s = 0; s < seqs.size(); ++s) {
-    const int64_t len = seqs[s].size();
-    if (len <= 0) fail("sequence ", s, " has no input (no tokens and no embedding rows)");
     for (const Segment& seg : seqs[s].segments)
       if (seg.is_embeds() && seg.n_embeds <= 0) fail("sequence ", s, ": an embedding segment has no rows");
+    const int64_t len = seqs[s].size();
+    if (len <= 0) fail("sequence ", s, " has no input (no tokens and no embedding rows)");
     const int64_t pos = with_states ? seqs[s].state->n_past() : 0;
     batch.seqs.push_back({batch.rows, len, pos});
     batch.rows += len;

@@ -142,7 +142,8 @@ std::string checkpoint_dir(const std::string& run_dir, int64_t step) {
 }
 
 void save_checkpoint(const std::string& run_dir, int64_t step, const Config& config, const NamedTensors& model,
-                     const NamedTensors& optimizer_state, const std::string& trainer_state_json, int keep_last) {
+                     const NamedTensors& optimizer_state, const std::string& trainer_state_json, int keep_last,
+                     const std::string& tokenizer) {
   if (step < 0) fail("save_checkpoint: step must be >= 0, got ", step);
   if (!json::accept(trainer_state_json)) fail("save_checkpoint: trainer state is not valid JSON");
   const fs::path run(run_dir);
@@ -165,6 +166,10 @@ void save_checkpoint(const std::string& run_dir, int64_t step, const Config& con
   save_hf_checkpoint(tmp.string(), config, model);
   write_safetensors((tmp / kOptimizerFile).string(), optimizer_state);
   write_file_atomic((tmp / kTrainerStateFile).string(), trainer_state_json);
+  if (!tokenizer.empty()) {
+    fs::copy_file(tokenizer, tmp / "tokenizer.model", ec);
+    if (ec) fail(tokenizer, ": cannot copy the tokenizer into the checkpoint: ", ec.message());
+  }
   for (const auto& e : fs::directory_iterator(tmp))
     if (e.is_regular_file()) fsync_path(e.path(), false);
   fsync_path(tmp, true);
@@ -260,6 +265,14 @@ MetricsSeries read_metrics(const std::string& path) {
     if (val != l.value.end() && val->is_number()) s.val_loss.emplace_back(l.step, val->get<double>());
   }
   return s;
+}
+
+int64_t last_logged_step(const std::string& path) {
+  std::error_code ec;
+  if (!fs::exists(path, ec)) return -1;
+  int64_t last = -1;
+  for (const MetricsLine& l : parse_metrics(path, read_file_text(path))) last = std::max(last, l.step);
+  return last;
 }
 
 }  // namespace strata

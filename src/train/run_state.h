@@ -4,8 +4,10 @@
 //   RUN_DIR/checkpoint-STEP/       STEP not zero-padded; complete when COMPLETE exists
 //       config.json, model.safetensors (HF layout, loadable by `strata generate`)
 //       optimizer.safetensors      AdamW moments (AdamW::state())
-//       trainer_state.json         the trainer's own JSON (step, RNG, data position, ...)
+//       trainer_state.json         the trainer's own JSON (train/trainer_state.h)
+//       tokenizer.model            when the run has a tokenizer: the checkpoint runs as it is
 //       COMPLETE                   written last, before the directory is renamed into place
+//   RUN_DIR/run.json               the run's settings (train/trainer_state.h), written at its start
 //   RUN_DIR/.tmp-*                 checkpoints being written or pruned; removed when stale
 #pragma once
 #include <cstdint>
@@ -35,8 +37,11 @@ std::string checkpoint_dir(const std::string& run_dir, int64_t step);  // RUN_DI
 // an existing checkpoint-STEP atomically) and RUN_DIR fsynced. Then complete
 // checkpoints beyond the newest `keep_last` (<= 0: keep all) are removed; the
 // one just written is always kept. `trainer_state_json` must be valid JSON.
+// A non-empty `tokenizer` file is copied in as tokenizer.model before COMPLETE
+// is written, so no checkpoint is ever visible without its tokenizer.
 void save_checkpoint(const std::string& run_dir, int64_t step, const Config& config, const NamedTensors& model,
-                     const NamedTensors& optimizer_state, const std::string& trainer_state_json, int keep_last);
+                     const NamedTensors& optimizer_state, const std::string& trainer_state_json, int keep_last,
+                     const std::string& tokenizer = "");
 
 // True when `dir` holds COMPLETE, config.json, the model, the optimizer state and the trainer state.
 bool is_complete_checkpoint(const std::string& dir);
@@ -77,5 +82,9 @@ struct MetricsSeries {
   std::vector<std::pair<int64_t, double>> loss, val_loss;
 };
 MetricsSeries read_metrics(const std::string& path);
+
+// The highest "step" in a metrics.jsonl, or -1 when the file is absent or has
+// no line (a torn last line does not count). Bad lines are errors as above.
+int64_t last_logged_step(const std::string& path);
 
 }  // namespace strata

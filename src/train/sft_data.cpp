@@ -1,7 +1,9 @@
 #include "train/sft_data.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
+#include <iterator>
 #include <fstream>
 
 #include <nlohmann/json.hpp>
@@ -216,7 +218,7 @@ std::vector<ChatMessage> parse_sft_record(const std::string& line) {
 }
 
 std::vector<SftExample> load_sft_jsonl(const std::vector<std::string>& files, const Tokenizer& tok, ChatFormat f,
-                                       int64_t max_len, SftLoadReport* report) {
+                                       int64_t max_len, SftLoadReport* report, const std::string& max_len_why) {
   SftLoadReport rep;
   std::vector<SftExample> out;
   for (const auto& file : files) {
@@ -235,7 +237,8 @@ std::vector<SftExample> load_sft_jsonl(const std::vector<std::string>& files, co
       ex.source = where;
       const int64_t n = static_cast<int64_t>(ex.ids.size());
       if (max_len > 0 && n > max_len)
-        fail(where, ": sample is ", n, " tokens, longer than the maximum of ", max_len, " (the model's context)");
+        fail(where, ": sample is ", n, " tokens, longer than ",
+             max_len_why.empty() ? cat("the maximum of ", max_len, " tokens") : cat(max_len_why, " = ", max_len, " tokens"));
       if (!ex.trainable()) {
         if (rep.skipped_no_loss++ == 0) rep.first_skipped = where;
         continue;
@@ -252,6 +255,17 @@ std::vector<SftExample> load_sft_jsonl(const std::vector<std::string>& files, co
                  (long long)rep.skipped_no_loss, rep.first_skipped.c_str());
   if (report) *report = rep;
   return out;
+}
+
+std::vector<SftExample> split_off_validation(std::vector<SftExample>& examples, double fraction) {
+  if (!(fraction >= 0.0 && fraction < 1.0)) fail("--val-fraction must be in [0, 1), got ", fraction);
+  if (fraction == 0.0) return {};
+  const int64_t n = static_cast<int64_t>(examples.size());
+  const int64_t n_val = std::max<int64_t>(1, std::llround(fraction * static_cast<double>(n)));
+  if (n_val >= n) fail("--val-fraction ", fraction, " of ", n, " examples leaves none for training");
+  std::vector<SftExample> val(std::make_move_iterator(examples.end() - n_val), std::make_move_iterator(examples.end()));
+  examples.resize(static_cast<size_t>(n - n_val));
+  return val;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -67,10 +67,19 @@ struct SftLoadReport {
 
 // Loads JSONL files (blank lines are ignored). Any bad record is an error naming
 // file:line, and so is a sample longer than max_len tokens (max_len <= 0: no
-// limit). Samples with nothing to train on are skipped and reported in one
-// warning on stderr (count and first file:line).
+// limit); `max_len_why` says where the limit comes from in that error (e.g.
+// "--seq 64 + 1" gives "longer than --seq 64 + 1 = 65 tokens"). Samples with
+// nothing to train on are skipped and reported in one warning on stderr (count
+// and first file:line).
 std::vector<SftExample> load_sft_jsonl(const std::vector<std::string>& files, const Tokenizer& tok, ChatFormat f,
-                                       int64_t max_len, SftLoadReport* report = nullptr);
+                                       int64_t max_len, SftLoadReport* report = nullptr,
+                                       const std::string& max_len_why = "");
+
+// Held-out examples: moves the last max(1, round(fraction * n)) examples (in
+// file order, so the split is deterministic) out of `examples` and returns
+// them; fraction 0 returns none. A fraction outside [0, 1), or one that leaves
+// nothing to train on, is an error naming --val-fraction.
+std::vector<SftExample> split_off_validation(std::vector<SftExample>& examples, double fraction);
 
 // [B, T] micro-batches of SFT examples, a pure function of m. Rows: one example
 // each, padded (pack = false), or examples packed greedily while their tokens fit

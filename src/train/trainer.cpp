@@ -7,7 +7,7 @@
 #include <cstdio>
 #include <deque>
 #include <filesystem>
-#include <fstream>
+#include <optional>
 
 #include "model/checkpoint.h"
 #include "io/safetensors.h"
@@ -17,6 +17,7 @@
 #include "kernels/exec.h"
 #include "kernels/ops.h"
 #include "train/run_state.h"
+#include "train/trainer_state.h"
 
 namespace strata {
 namespace {
@@ -51,6 +52,77 @@ std::string fmt_duration(double s) {
   return buf;
 }
 
+RunSettings run_settings(const TrainerOptions& o) {
+  RunSettings r;
+  r.seed = o.seed;
+  r.seq = o.seq;
+  r.micro_batch = o.batch;
+  r.accum = o.accum;
+  r.lr = o.schedule.lr;
+  r.min_lr = o.schedule.min_lr;
+  r.warmup = o.schedule.warmup;
+  r.weight_decay = o.adamw.weight_decay;
+  r.data = o.data_fingerprint;
+  r.data_source = o.data_source;
+  return r;
+}
+
+struct ResumePoint {
+  std::string dir;
+  TrainerState state;
+};
+
+// One run per directory: refuses a fresh run into a used one and a resume
+// with other settings than the saved run's. Returns the checkpoint to resume
+// from, if any.
+std::optional<ResumePoint> open_run_dir(const TrainerOptions& o, const RunSettings& given) {
+  const auto ck = latest_checkpoint(o.run_dir);
+  const int64_t logged = last_logged_step(o.run_dir + "/" + kMetricsFile);
+  const std::string how = "pass --resume to continue it, or give another output directory (-o) for a new run";
+  if (!o.resume) {
+    if (ck) fail(o.run_dir, ": holds another run (", std::filesystem::path(*ck).filename().string(), "): ", how);
+    if (logged >= 0) fail(o.run_dir, ": holds another run (", kMetricsFile, " up to step ", logged, "): ", how);
+    return std::nullopt;
+  }
+  if (!ck) {
+    // Nothing to continue from. A metrics.jsonl of this same run (one that died
+    // before its first checkpoint) is redone from step 1; another run's is not
+    // overwritten.
+    if (logged >= 0) {
+      const auto prev = read_run_file(o.run_dir);
+      const std::string whose = cat(o.run_dir, ": --resume: no complete checkpoint, and ", kMetricsFile,
+                                    " (up to step ", logged, ") is of ");
+      if (!prev) fail(whose, "a run with unknown settings (no ", kRunFile, "): give another output directory (-o)");
+      const std::string diff = describe_mismatch(*prev, given);
+      if (!diff.empty()) fail(whose, "another run: ", diff, "; give another output directory (-o)");
+      std::fprintf(stderr, "--resume: no complete checkpoint in %s: starting fresh (steps 1..%lld were never checkpointed)\n",
+                   o.run_dir.c_str(), (long long)logged);
+    } else {
+      std::fprintf(stderr, "--resume: no complete checkpoint in %s, starting fresh\n", o.run_dir.c_str());
+    }
+    return std::nullopt;
+  }
+  ResumePoint rp{*ck, read_trainer_state(*ck + "/" + kTrainerStateFile)};
+  const TrainerState& st = rp.state;
+  if (st.run) {
+    const std::string diff = describe_mismatch(*st.run, given);
+    if (!diff.empty())
+      fail(*ck, ": --resume with other settings than the saved run's: ", diff,
+           "; give the saved values, or another output directory (-o) for a new run");
+  } else {
+    std::fprintf(stderr, "note: %s records no run settings (saved by an older strata): they are not checked\n",
+                 ck->c_str());
+  }
+  if (o.steps < st.step)
+    fail("--steps ", o.steps, " is below step ", st.step, " of ", *ck, " (on resume --steps may change, but not below the checkpoint's step)");
+  if (st.total_steps > 0 && o.steps != st.total_steps)
+    std::fprintf(stderr,
+                 "note: --steps %lld, the saved run had %lld: the learning-rate schedule now follows %lld steps "
+                 "(this is not the same run as one started with --steps %lld)\n",
+                 (long long)o.steps, (long long)st.total_steps, (long long)o.steps, (long long)o.steps);
+  return rp;
+}
+
 }  // namespace
 
 TrainerResult train(Model& model, const TrainerOptions& o, const BatchFn& train_batches, const BatchFn& val_batches) {
@@ -65,37 +137,51 @@ TrainerResult train(Model& model, const TrainerOptions& o, const BatchFn& train_
   LrSchedule sched = o.schedule;
   sched.total_steps = o.steps;
   validate(sched);
-  std::filesystem::create_directories(o.run_dir);
+  if (!o.tokenizer.empty() && !std::filesystem::is_regular_file(o.tokenizer))
+    fail(o.tokenizer, ": tokenizer not found (it is copied into every checkpoint)");
   AdamW opt(train_params(model), o.adamw);
+  // PyTorch's clip_grad_norm_ and its finiteness check see only the parameters
+  // handed to the optimizer: frozen ones must not count.
+  const std::vector<TrainParam> params = opt.trainable_params();
+  if (opt.num_trainable() == 0)
+    fail("nothing to train: every parameter is frozen (--param-group ...:frozen) or a buffer");
+  std::filesystem::create_directories(o.run_dir);
 
-  TrainerResult res;
-  int64_t updates = 0;  // optimizer steps applied (AdamW's bias-correction t)
-  std::deque<double> recent;
-  if (o.resume) {
-    if (auto ck = latest_checkpoint(o.run_dir)) {
-      load_weights_into(model, *ck);
-      WeightSet os;
-      read_safetensors(*ck + "/" + kOptimizerFile, os);
-      opt.load_state(os);
-      std::ifstream f(*ck + "/" + kTrainerStateFile);
-      const auto st = nlohmann::json::parse(f);
-      res.start_step = st.at("step").get<int64_t>();
-      updates = st.at("updates").get<int64_t>();
-      for (double l : st.at("recent_losses")) recent.push_back(l);
-      std::fprintf(stderr, "resuming from %s (step %lld)\n", ck->c_str(), (long long)res.start_step);
-    } else {
-      std::fprintf(stderr, "--resume: no complete checkpoint in %s, starting fresh\n", o.run_dir.c_str());
-    }
+  // Resume reads the very TrainerState that save() writes.
+  TrainerState state;
+  state.run = run_settings(o);
+  const auto resume_from = open_run_dir(o, *state.run);
+  if (resume_from) {
+    const TrainerState& saved = resume_from->state;
+    load_weights_into(model, resume_from->dir);
+    WeightSet os;
+    read_safetensors(resume_from->dir + "/" + kOptimizerFile, os);
+    opt.load_state(os);
+    state.step = saved.step;
+    state.updates = saved.updates;
+    state.recent_losses = saved.recent_losses;
+    std::fprintf(stderr, "resuming from %s (step %lld)\n", resume_from->dir.c_str(), (long long)state.step);
   }
-  MetricsLog log(o.run_dir + "/" + kMetricsFile, o.resume, res.start_step);
+  state.total_steps = o.steps;
+  write_run_file(o.run_dir, *state.run);
+  TrainerResult res;
+  res.start_step = res.last_step = state.step;
+  if (res.start_step >= o.steps)
+    std::fprintf(stderr, "nothing to do: the run is already at step %lld of --steps %lld\n", (long long)res.start_step,
+                 (long long)o.steps);
+  int64_t updates = state.updates;  // optimizer steps applied (AdamW's bias-correction t)
+  std::deque<double> recent(state.recent_losses.begin(), state.recent_losses.end());
+  MetricsLog log(o.run_dir + "/" + kMetricsFile, resume_from.has_value(), res.start_step);
 
   const int64_t B = o.batch, T = o.seq, rows = B * T;
   std::vector<int32_t> in(static_cast<size_t>(rows)), tg(static_cast<size_t>(rows));
-  auto params = opt.params();
   auto save = [&](int64_t step) {
-    nlohmann::json st{{"step", step}, {"updates", updates}, {"recent_losses", recent}, {"seed", o.seed}};
+    state.step = step;
+    state.updates = updates;
+    state.recent_losses.assign(recent.begin(), recent.end());
     log.sync();
-    save_checkpoint(o.run_dir, step, model.config(), model.named_tensors(), opt.state(), st.dump(2), o.keep_last);
+    save_checkpoint(o.run_dir, step, model.config(), model.named_tensors(), opt.state(), state.to_json(),
+                    o.keep_last, o.tokenizer);
   };
   auto evaluate = [&](int64_t step) {
     double sum = 0;

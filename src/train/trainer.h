@@ -2,10 +2,22 @@
 // with gradient accumulation, non-finite and spike skipping, global-norm
 // clipping, AdamW on a warmup + cosine schedule, logging, evaluation, atomic
 // checkpoints and exact resume.
+//
+// A run directory holds one run. A fresh run (resume = false) into a directory
+// with checkpoints or logged steps is refused; resume = true continues the
+// newest complete checkpoint only when the run settings (RunSettings: seed,
+// sequence length, global batch, schedule, weight decay, data fingerprint)
+// equal the saved ones. `steps` may differ on resume (not below the
+// checkpoint's step): the schedule then decays over the new total from the
+// checkpoint on, so a run extended from 1000 to 2000 steps is not the same run
+// as one started with 2000 steps (its first 1000 steps followed the shorter
+// cosine).
 #pragma once
 #include <cstdint>
 #include <functional>
 #include <string>
+
+#include <nlohmann/json.hpp>
 
 #include "strata/model.h"
 #include "train/optimizer.h"
@@ -29,6 +41,13 @@ struct TrainerOptions {
   uint64_t seed = 0;
   bool bf16 = false;                    // mixed precision: BF16 products (AMX) with F32 master weights
   bool checkpoint_activations = false;  // recompute each block's activations in backward
+  // Copied into every checkpoint as tokenizer.model before it is marked
+  // complete, so each checkpoint is a runnable model directory ("": none).
+  std::string tokenizer;
+  // What the run trains on (token_data_fingerprint / sft_fingerprint), part of
+  // the run settings compared on resume, and the paths, for messages.
+  nlohmann::ordered_json data_fingerprint = nlohmann::ordered_json::object();
+  std::string data_source;
 };
 
 // Fills inputs/targets [B, T] for global micro-batch m (0-based); stateless in m.
@@ -42,7 +61,9 @@ struct TrainerResult {
 
 // Trains `model` (training enabled here). `val` may be empty (no evaluation).
 // With opts.resume and a complete checkpoint in run_dir, the model weights,
-// optimizer state and step are restored from it first.
+// optimizer state and step are restored from it first. Errors (one line each):
+// nothing trainable, a used run directory without resume, settings that differ
+// from the saved run's, steps below the checkpoint's step, a missing tokenizer.
 TrainerResult train(Model& model, const TrainerOptions& opts, const BatchFn& train_batches,
                     const BatchFn& val_batches);
 

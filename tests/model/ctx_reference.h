@@ -20,11 +20,13 @@ namespace strata::test {
 struct CtxConfig : Config {
   int64_t ada_rank = 4, tm_kernel = 3, se_reduction = 4;
   std::string ctx_mode = "causal";
+  int64_t window = 0;  // attention's
   // The options of module `kind` (empty for kinds without context options).
   nlohmann::json options(const std::string& kind) const {
     if (kind == "ada-rmsnorm") return {{"rank", ada_rank}, {"ctx_mode", ctx_mode}};
     if (kind == "token-mix") return {{"kernel", tm_kernel}};
     if (kind == "se") return {{"reduction", se_reduction}, {"ctx_mode", ctx_mode}};
+    if (kind == "attention") return {{"window", window}};
     return nlohmann::json::object();
   }
   // The context options of a model built from the modified recipe.

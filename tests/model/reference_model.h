@@ -18,8 +18,23 @@
 
 namespace strata::test {
 
+inline double reference_loss_rows(const Config& c, const DoubleParams& p, Rows x, const std::vector<int32_t>& tg,
+                                  int64_t B, int64_t T);
+
+// The mean loss of B sequences of T token ids.
 inline double reference_loss(const Config& c, const DoubleParams& p, const std::vector<int32_t>& in,
                              const std::vector<int32_t>& tg, int64_t B, int64_t T) {
+  const int64_t D = c.hidden_size;
+  Rows x(static_cast<size_t>(B * T * D));
+  const std::vector<double>& e = p.at("model.embed_tokens.weight");
+  for (int64_t i = 0; i < B * T; ++i)
+    for (int64_t j = 0; j < D; ++j) x[i * D + j] = e[in[i] * D + j];
+  return reference_loss_rows(c, p, std::move(x), tg, B, T);
+}
+
+// The same from the input rows (token embeddings or any rows given), [B*T, hidden].
+inline double reference_loss_rows(const Config& c, const DoubleParams& p, Rows x, const std::vector<int32_t>& tg,
+                                  int64_t B, int64_t T) {
   const int64_t D = c.hidden_size, H = c.num_attention_heads, KV = c.num_key_value_heads, hd = c.head_dim,
                 F = c.intermediate_size, V = c.vocab_size, rep = H / KV;
   const bool modified = c.recipe == "modified";
@@ -53,9 +68,6 @@ inline double reference_loss(const Config& c, const DoubleParams& p, const std::
         }
   };
   const int64_t rows = B * T;
-  Rows x(rows * D);
-  for (int64_t i = 0; i < rows; ++i)
-    for (int64_t j = 0; j < D; ++j) x[i * D + j] = W("model.embed_tokens.weight")[in[i] * D + j];
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
     const std::string pre = "model.layers." + std::to_string(l) + ".";
     auto h = norm(x, pre + "input_layernorm");
