@@ -72,10 +72,12 @@ void write_file(const std::string& path, const std::string& content) {
   f << content;
 }
 
-CliResult run_cli(const std::string& args, const std::string& env) {
+CliResult run_cli(const std::string& args, const std::string& env) { return run_binary(STRATA_CLI_PATH, args, env); }
+
+CliResult run_binary(const std::string& binary, const std::string& args, const std::string& env) {
   std::string dir = make_temp_dir("cli");
   std::string out = dir + "/out", err = dir + "/err";
-  std::string cmd = env + (env.empty() ? "" : " ") + std::string("'") + STRATA_CLI_PATH + "' " + args + " >'" + out +
+  std::string cmd = env + (env.empty() ? "" : " ") + std::string("'") + binary + "' " + args + " >'" + out +
                     "' 2>'" + err + "' </dev/null";
   int status = std::system(cmd.c_str());
   CliResult r;

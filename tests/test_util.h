@@ -25,6 +25,8 @@ struct CliResult {
 };
 // Runs the strata binary with `args` (already shell-quoted as needed).
 CliResult run_cli(const std::string& args, const std::string& env = "");
+// The same with another binary (e.g. the command line with extra module types).
+CliResult run_binary(const std::string& binary, const std::string& args, const std::string& env = "");
 
 std::string read_file(const std::string& path);
 // The message of the strata::Error that f throws, or "<no error>".

@@ -87,9 +87,9 @@ void register_bench(CLI::App& app) {
   cmd->add_option("--dtype", o->dtype,
                   "dtype of the matrices: bf16 or f32 (default: bf16 for --preset, the stored dtype for -m)")
       ->check(CLI::IsMember({"bf16", "f32"}));
-  cmd->add_option("--prompt-len", o->prompt_len, "prompt tokens")->check(CLI::PositiveNumber);
-  cmd->add_option("--gen", o->gen, "decoded tokens")->check(CLI::NonNegativeNumber);
-  cmd->add_option("--repeat", o->repeat, "runs; medians are reported")->check(CLI::PositiveNumber);
+  cmd->add_option("--prompt-len", o->prompt_len, "prompt tokens")->check(above(0));
+  cmd->add_option("--gen", o->gen, "decoded tokens")->check(at_least(0));
+  cmd->add_option("--repeat", o->repeat, "runs; medians are reported")->check(above(0));
   cmd->add_option("--seed", o->seed, "seed of the random prompt and weights");
   cmd->add_flag("--json", o->json, "print one JSON object");
   cmd->add_flag("--no-probe", o->no_probe, "skip the DRAM bandwidth probe (and the roofline line)");

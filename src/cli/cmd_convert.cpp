@@ -104,7 +104,7 @@ void register_convert(CLI::App& app) {
   cmd->add_option("--dtype", o->dtype,
                   "f32 or bf16 for the matrices (default: the source's dtype; the modified decoder: f32)")
       ->check(CLI::IsMember({"f32", "bf16"}));
-  cmd->add_option("--max-shard-size", o->max_shard, "bytes per shard (0: one file)")->check(CLI::NonNegativeNumber);
+  cmd->add_option("--max-shard-size", o->max_shard, "bytes per shard (0: one file)")->check(at_least(0));
   ModifiedOptions& m = o->modified;
   cmd->add_option("--attention", m.attention, "--to modified: differential or standard")
       ->check(CLI::IsMember({"differential", "standard"}));
@@ -113,9 +113,9 @@ void register_convert(CLI::App& app) {
   cmd->add_option("--ctx-mode", m.ctx_mode, "--to modified: causal or global context statistics")
       ->check(CLI::IsMember({"causal", "global"}));
   cmd->add_option("--seed", m.seed, "--to modified: seed of ctx_down, SE fc1 and the lambda vectors");
-  cmd->add_option("--ada-rank", m.ada_rank, "--to modified: AdaRMSNorm context rank")->check(CLI::NonNegativeNumber);
-  cmd->add_option("--tm-kernel", m.tm_kernel, "--to modified: token-mixing taps")->check(CLI::Range(1, 8));
-  cmd->add_option("--se-reduction", m.se_reduction, "--to modified: SE reduction")->check(CLI::PositiveNumber);
+  cmd->add_option("--ada-rank", m.ada_rank, "--to modified: AdaRMSNorm context rank")->check(at_least(0));
+  cmd->add_option("--tm-kernel", m.tm_kernel, "--to modified: token-mixing taps")->check(between(1, 8));
+  cmd->add_option("--se-reduction", m.se_reduction, "--to modified: SE reduction")->check(above(0));
   cmd->callback([o, cmd] {
     const bool to_modified = o->to == "modified";
     for (const char* opt : {"--attention", "--diff-layout", "--ctx-mode", "--seed", "--ada-rank", "--tm-kernel",

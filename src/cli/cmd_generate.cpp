@@ -65,16 +65,16 @@ void register_generate(CLI::App& app) {
   CLI::App* cmd = app.add_subcommand("generate", "generate text from a prompt");
   add_model_flags(cmd, o->model);
   cmd->add_option("-p,--prompt", o->prompt, "prompt text (default: empty, start from BOS)");
-  cmd->add_option("-n,--n-tokens", o->n, "new tokens to generate")->check(CLI::NonNegativeNumber);
-  cmd->add_option("--temp", o->gen.sampler.temperature, "temperature (0: greedy)")->check(CLI::NonNegativeNumber);
-  cmd->add_option("--top-k", o->gen.sampler.top_k, "keep the K most likely tokens (0: off)")->check(CLI::NonNegativeNumber);
-  cmd->add_option("--top-p", o->gen.sampler.top_p, "nucleus: smallest set reaching probability P")->check(CLI::Range(0.0, 1.0));
-  cmd->add_option("--min-p", o->gen.sampler.min_p, "drop tokens below P times the top probability")->check(CLI::Range(0.0, 1.0));
-  cmd->add_option("--repeat-penalty", o->gen.sampler.repeat_penalty, "penalty for recent tokens (1: off)")->check(CLI::PositiveNumber);
+  cmd->add_option("-n,--n-tokens", o->n, "new tokens to generate")->check(at_least(0));
+  cmd->add_option("--temp", o->gen.sampler.temperature, "temperature (0: greedy)")->check(at_least(0));
+  cmd->add_option("--top-k", o->gen.sampler.top_k, "keep the K most likely tokens (0: off)")->check(at_least(0));
+  cmd->add_option("--top-p", o->gen.sampler.top_p, "nucleus: smallest set reaching probability P")->check(between(0.0, 1.0, true));
+  cmd->add_option("--min-p", o->gen.sampler.min_p, "drop tokens below P times the top probability")->check(between(0.0, 1.0));
+  cmd->add_option("--repeat-penalty", o->gen.sampler.repeat_penalty, "penalty for recent tokens (1: off)")->check(above(0));
   cmd->add_option("--repeat-last-n", o->gen.sampler.repeat_last_n, "window of the repeat penalty (-1: all)");
   cmd->add_option("--seed", o->gen.sampler.seed, "random seed");
   cmd->add_flag("--no-cache", o->no_cache, "recompute the whole sequence every step (reference mode)");
-  cmd->add_option("--samples", o->samples, "independent samples (sample i uses seed + i)")->check(CLI::PositiveNumber);
+  cmd->add_option("--samples", o->samples, "independent samples (sample i uses seed + i)")->check(above(0));
   cmd->add_option("-o,--out", o->out,
                   "write the samples to this file (written atomically), each one document followed by a blank "
                   "line, ready for `strata tokenize`")

@@ -21,7 +21,7 @@ void register_logits(CLI::App& app) {
   CLI::App* cmd = app.add_subcommand("logits", "print the top logits at every position of a prompt");
   add_model_flags(cmd, o->model);
   cmd->add_option("-p,--prompt", o->prompt, "prompt text")->required();
-  cmd->add_option("--top", o->top, "logits to show per position")->check(CLI::PositiveNumber);
+  cmd->add_option("--top", o->top, "logits to show per position")->check(above(0));
   cmd->add_flag("--json", o->json, "print one JSON object");
   cmd->callback([o] {
     Loaded l = load(o->model, true);

@@ -22,7 +22,7 @@ void register_ppl(CLI::App& app) {
   CLI::App* cmd = app.add_subcommand("ppl", "perplexity of a text file");
   add_model_flags(cmd, o->model);
   cmd->add_option("--text", o->text, "text file")->required();
-  cmd->add_option("--ctx", o->ctx, "window length in tokens (0: the model's context)")->check(CLI::NonNegativeNumber);
+  cmd->add_option("--ctx", o->ctx, "window length in tokens (0: the model's context)")->check(at_least(0));
   cmd->add_flag("--json", o->json, "print one JSON object");
   cmd->callback([o] {
     const std::string text = read_file_text(o->text);

@@ -1,6 +1,9 @@
 #include "cli/common.h"
 
+#include <cmath>
 #include <cstdio>
+#include <cstdlib>
+#include <sstream>
 
 #include "core/cpu.h"
 #include "core/parallel.h"
@@ -49,8 +52,40 @@ Loaded load(const ModelFlags& flags, bool need_tokenizer, std::optional<DType> m
   return r;
 }
 
+namespace {
+
+CLI::Validator number_check(double lo, double hi, bool open_lo, std::string what, std::string name) {
+  return CLI::Validator(
+      [=](std::string& text) -> std::string {
+        double v = 0;
+        char* end = nullptr;
+        v = std::strtod(text.c_str(), &end);
+        if (text.empty() || end != text.c_str() + text.size()) return "'" + text + "' is not a number";
+        const bool ok = (open_lo ? v > lo : v >= lo) && v <= hi;  // false for NaN
+        return ok ? std::string() : "must be " + what + " (got " + text + ")";
+      },
+      what, name);
+}
+
+std::string num(double v) {
+  std::ostringstream os;
+  os << v;
+  return os.str();
+}
+
+}  // namespace
+
+CLI::Validator at_least(double lo) {
+  return number_check(lo, HUGE_VAL, false, ">= " + num(lo), "AT_LEAST");
+}
+CLI::Validator above(double lo) { return number_check(lo, HUGE_VAL, true, "> " + num(lo), "ABOVE"); }
+CLI::Validator between(double lo, double hi, bool open_lo) {
+  return number_check(lo, hi, open_lo, std::string("in ") + (open_lo ? "(" : "[") + num(lo) + ", " + num(hi) + "]",
+                      "BETWEEN");
+}
+
 void add_threads_option(CLI::App* cmd, int* threads) {
-  cmd->add_option("--threads,-t", *threads, "worker threads (0: all cores)")->check(CLI::NonNegativeNumber);
+  cmd->add_option("--threads,-t", *threads, "worker threads (0: all cores)")->check(at_least(0));
 }
 
 void apply_threads(int threads) {

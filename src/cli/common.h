@@ -33,6 +33,12 @@ struct Loaded {
 // vocabularies agree. `matrices`: the matrices converted to this dtype.
 Loaded load(const ModelFlags& flags, bool need_tokenizer, std::optional<DType> matrices = std::nullopt);
 
+// Number checks for options: NaN is refused, and the message says what is
+// allowed in plain numbers ("must be >= 0", "must be in [0, 1]").
+CLI::Validator at_least(double lo);
+CLI::Validator above(double lo);
+CLI::Validator between(double lo, double hi, bool open_lo = false);  // [lo, hi] or (lo, hi]
+
 // Adds --threads and applies it (and STRATA_ISA) before the command runs.
 void add_threads_option(CLI::App* cmd, int* threads);
 void apply_threads(int threads);

@@ -13,7 +13,7 @@ namespace strata {
 
 Sampler::Sampler(const SamplerOptions& opts) : opts_(opts), rng_(opts.seed) {
   // Written as !(ok) so that NaN is rejected too.
-  if (!(opts.temperature >= 0.0f) || std::isinf(opts.temperature)) fail("--temperature must be >= 0 and finite");
+  if (!(opts.temperature >= 0.0f) || std::isinf(opts.temperature)) fail("temperature (--temp) must be >= 0 and finite");
   if (opts.top_k < 0) fail("--top-k must be >= 0");
   if (!(opts.top_p > 0.0f && opts.top_p <= 1.0f)) fail("--top-p must be in (0, 1]");
   if (!(opts.min_p >= 0.0f && opts.min_p <= 1.0f)) fail("--min-p must be in [0, 1]");

@@ -200,7 +200,7 @@ Config Config::from_json_text(const std::string& text, const std::string& source
     c.layers.unit = recipe_unit(c.recipe, j, source, c);
   }
   const auto [type, arch] = model_type_for(c);
-  if (c.model_type == "llama" && type != "llama")
+  if (get(j, "model_type") && c.model_type == "llama" && type != "llama")
     field_error(source, "model_type",
                 cat("'llama', but the layers are not a Llama's (", describe_layer(c.layers.layer(0)),
                     "): a Llama loader would misread this model; use '", type, "'"));

@@ -214,6 +214,82 @@ TEST(CliErrors, BadFlags) {
   expect_one_line_error(run_cli("bench --preset nope"), {"nope"});
   auto r = run_cli("generate -m '" + tiny_dir() + "' -n 2", "STRATA_ISA=sse9");
   expect_one_line_error(r, {"STRATA_ISA"});
+  // NaN is no number, and the message names the flag as typed.
+  expect_one_line_error(run_cli("generate -m x --temp nan"), {"--temp", "must be >= 0"});
+  expect_one_line_error(run_cli("generate -m x --top-p 0"), {"--top-p", "(0, 1]"});
+  // A negative window is an error, not "the whole context".
+  expect_one_line_error(run_cli("ppl -m x --text y --ctx -5"), {"--ctx", "must be >= 0"});
+}
+
+TEST(Cli, NoArgumentsListsTheCommandsAndHelpShowsDefaults) {
+  auto r = run_cli("");
+  EXPECT_EQ(r.exit_code, 1);
+  for (const char* c : {"generate", "logits", "init", "info", "ppl", "bench", "convert", "train-tokenizer", "tokenize",
+                        "plot", "train", "sft"})
+    EXPECT_NE(r.out.find("\n  " + std::string(c) + " "), std::string::npos) << c << " missing in:\n" << r.out;
+  EXPECT_EQ(std::count(r.out.begin(), r.out.end(), '\n'), 5 + 12) << r.out;  // a header, then one line per command
+  r = run_cli("generate --help");
+  EXPECT_EQ(r.exit_code, 0);
+  EXPECT_NE(r.out.find("-n,--n-tokens INT:>= 0=256"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("--temp FLOAT:>= 0=1"), std::string::npos) << r.out;
+  EXPECT_NE(run_cli("bench --help").out.find("--prompt-len INT:> 0=512"), std::string::npos);
+}
+
+// Every command that loads a model takes the same loading flags.
+TEST(Cli, ModelCommandsShareTheLoadingFlags) {
+  for (const char* c : {"generate", "logits", "ppl", "bench", "info", "convert"}) {
+    const std::string help = run_cli(std::string(c) + " --help").out;
+    for (const char* flag : {"-m,--model", "--tokenizer", "--threads"})
+      EXPECT_NE(help.find(flag), std::string::npos) << c << " has no " << flag;
+  }
+}
+
+// bench -m honours --dtype (the matrices are converted), else keeps the stored one.
+TEST(Cli, BenchDtypeAppliesToModels) {
+  auto r = run_cli("bench -m '" + tiny_dir() + "' --prompt-len 8 --gen 2 --no-probe --json");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(nlohmann::json::parse(r.out)["dtype"], "F32");
+  r = run_cli("bench -m '" + tiny_dir() + "' --dtype bf16 --prompt-len 8 --gen 2 --no-probe --json");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(nlohmann::json::parse(r.out)["dtype"], "BF16");
+}
+
+// convert --to hf keeps a BF16 model BF16 unless asked otherwise.
+TEST(Cli, ConvertKeepsTheSourceDtype) {
+  const std::string dir = test::make_temp_dir("bf16-src");
+  ASSERT_EQ(run_cli("init --preset tiny --dtype bf16 -o '" + dir + "/m'").exit_code, 0);
+  auto dtypes = [&](const std::string& d) {
+    auto r = run_cli("info -m '" + d + "' --json");
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    return nlohmann::json::parse(r.out)["bytes_by_dtype"];
+  };
+  ASSERT_EQ(run_cli("convert -m '" + dir + "/m' -o '" + dir + "/same' --to hf").exit_code, 0);
+  EXPECT_TRUE(dtypes(dir + "/same").contains("BF16"));
+  EXPECT_EQ(nlohmann::json::parse(test::read_file(dir + "/same/config.json"))["torch_dtype"], "bfloat16");
+  ASSERT_EQ(run_cli("convert -m '" + dir + "/m' -o '" + dir + "/f32' --to hf --dtype f32").exit_code, 0);
+  EXPECT_FALSE(dtypes(dir + "/f32").contains("BF16"));
+}
+
+// init and info take any config.json with a layer pattern.
+TEST(Cli, InitAndInfoFromAConfigJson) {
+  const std::string dir = test::make_temp_dir("cfg-init");
+  test::write_file(dir + "/config.json", R"({"vocab_size": 64, "hidden_size": 32, "intermediate_size": 48,
+      "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 64,
+      "strata_layers": {"unit": [[{"kind": "swa", "window": 8}, "mlp"], ["attention", "mlp"]], "repeat": 2}})");
+  auto r = run_cli("info --config '" + dir + "/config.json' --json");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["config"]["num_hidden_layers"], 4);
+  EXPECT_EQ(j["state"]["attention"]["modules"], 4);
+  // Two windowed layers hold 8 positions, two full ones grow: at the full context (64) that is
+  // (2 x 8 + 2 x 64) positions x (keys + values) x 2 KV heads x 8 x 4 bytes.
+  EXPECT_EQ(j["state_bytes_at_context"], (2 * 8 + 2 * 64) * 2 * 16 * 4);
+  r = run_cli("init --config '" + dir + "/config.json' -o '" + dir + "/m'");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  r = run_cli("info -m '" + dir + "/m'");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("attention(window=8)"), std::string::npos) << r.out;
+  expect_one_line_error(run_cli("init --config '" + dir + "/nope.json' -o '" + dir + "/x'"), {"nope.json"});
 }
 
 }  // namespace
