@@ -13,6 +13,8 @@
 #include "core/cpu.h"
 #include "core/parallel.h"
 #include "core/rng.h"
+#include "eval/bandwidth.h"
+#include "kernels/exec.h"
 #include "kernels/kernels.h"
 #include "strata/error.h"
 
@@ -23,30 +25,6 @@ double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   const size_t n = v.size();
   return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
-// DRAM read bandwidth with all threads: the best of three passes over a 1 GiB
-// buffer (far larger than any cache), summed with the active kernels.
-double probe_read_gb_s() {
-  const int64_t n = int64_t{1} << 28;  // floats
-  std::vector<float> buf(static_cast<size_t>(n), 1.0f);
-  const kernels::Table& kt = kernels::active();
-  const int64_t threads = num_threads();
-  double best = 0;
-  for (int pass = 0; pass < 3; ++pass) {
-    std::vector<float> partial(static_cast<size_t>(threads));
-    auto t0 = std::chrono::steady_clock::now();
-    parallel_for(threads, 1, [&](int64_t b, int64_t e) {
-      for (int64_t t = b; t < e; ++t) {
-        const int64_t lo = n / threads * t, hi = t + 1 == threads ? n : n / threads * (t + 1);
-        partial[t] = kt.dot(buf.data() + lo, buf.data() + lo, hi - lo);
-      }
-    });
-    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    if (partial[0] < 0) return 0;  // keeps the reads alive
-    best = std::max(best, n * 4.0 / s / 1e9);
-  }
-  return best;
 }
 
 // Bytes of weights one decoded token reads: every matrix once, except that
@@ -137,13 +115,14 @@ void register_bench(CLI::App& app) {
       if (o->gen > 0) decode.push_back(o->gen / std::chrono::duration<double>(t2 - t1).count());
     }
     const double rss = peak_rss_mib();  // before the probe's own buffer
-    const double probe = o->no_probe ? 0.0 : probe_read_gb_s();
+    const BandwidthResult bw = o->no_probe ? BandwidthResult() : read_bandwidth(model->exec());
+    const double probe = bw.gb_s;
     const double decode_tok_s = decode.empty() ? 0.0 : median(decode);
     const double decode_gb_s = decode_tok_s * decode_bytes_per_token(*model) / 1e9;
     nlohmann::json j{{"model", name},
                      {"dtype", dtype},
                      {"params", model->num_params()},
-                     {"isa", std::string(isa_name(active_isa()))},
+                     {"isa", std::string(isa_name(model->exec().isa()))},
                      {"threads", num_threads()},
                      {"prompt_len", o->prompt_len},
                      {"gen", o->gen},
@@ -152,6 +131,7 @@ void register_bench(CLI::App& app) {
                      {"decode_tok_s", decode_tok_s},
                      {"decode_gb_s", decode_gb_s},
                      {"probe_gb_s", probe},
+                     {"probe_streams_per_thread", bw.streams},
                      {"roofline_fraction", probe > 0 ? decode_gb_s / probe : 0.0},
                      {"peak_rss_mib", rss}};
     if (o->json) {
@@ -159,12 +139,13 @@ void register_bench(CLI::App& app) {
       return;
     }
     std::printf("model %s (%s, %lld params), isa %s, %d threads\n", name.c_str(), dtype.c_str(),
-                (long long)model->num_params(), std::string(isa_name(active_isa())).c_str(), num_threads());
+                (long long)model->num_params(), std::string(isa_name(model->exec().isa())).c_str(), num_threads());
     std::printf("prefill  %6lld tokens  %9.2f tok/s\n", (long long)o->prompt_len, j["prefill_tok_s"].get<double>());
     std::printf("decode   %6lld tokens  %9.2f tok/s\n", (long long)o->gen, j["decode_tok_s"].get<double>());
     if (probe > 0)
-      std::printf("roofline decode reads %.2f GB/token: %.1f GB/s = %.0f%% of the %.1f GB/s read probe\n",
-                  decode_bytes_per_token(*model) / 1e9, decode_gb_s, 100 * decode_gb_s / probe, probe);
+      std::printf("roofline decode reads %.2f GB/token: %.1f GB/s = %.0f%% of the %.1f GB/s read probe (%d streams "
+                  "per thread)\n",
+                  decode_bytes_per_token(*model) / 1e9, decode_gb_s, 100 * decode_gb_s / probe, probe, bw.streams);
     std::printf("peak RSS %.1f MiB\n", j["peak_rss_mib"].get<double>());
   });
 }

@@ -55,6 +55,12 @@ struct Table {
                       float* ap);
   void (*gemm_pack_b)(const float* b, int64_t b_rs, int64_t b_cs, int64_t p0, int64_t kc, int64_t j0, int64_t nc,
                       float* bp);
+  // The sum of n floats read as `streams` (1, 2, 4 or 8) independent streams:
+  // the values cut into equal parts walked side by side, each with
+  // accumulators of its own, two vectors a step. The roofline probe of
+  // `strata bench` (src/eval/bandwidth.h) tries several counts: which one
+  // pulls the most from memory depends on the machine's prefetchers.
+  float (*read_streams)(const float* p, int64_t n, int streams);
 
   // AMX only (null elsewhere): BF16-weight matmul on tiles for M >= 16 rows and
   // K a multiple of 32. The activations are first packed to BF16 (VNNI order,

@@ -92,6 +92,17 @@ void attn_pv(const float* p, int64_t ldp, int64_t rows, const int64_t* begin, co
   }
 }
 
+float read_streams(const float* p, int64_t n, int streams) {
+  const int64_t part = n / streams;
+  float acc[8] = {};
+  for (int64_t i = 0; i < part; ++i)
+    for (int s = 0; s < streams; ++s) acc[s] += p[s * part + i];
+  float sum = 0.0f;
+  for (int s = 0; s < streams; ++s) sum += acc[s];
+  for (int64_t i = streams * part; i < n; ++i) sum += p[i];
+  return sum;
+}
+
 constexpr int kGemmMR = 4, kGemmNR = 4;
 
 void gemm_micro(int64_t kc, const float* ap, const float* bp, float* c, int64_t ldc, bool accumulate) {
@@ -112,7 +123,7 @@ void bf16_to_f32_row(const uint16_t* src, float* dst, int64_t n) {
 const Table& scalar_table() {
   static const Table t{matmul_f32, matmul_bf16, rmsnorm,  softmax, silu_mul, silu_mul_backward, rope,    dot,     axpy,
                        attn_pv,    bf16_to_f32_row, gemm_micro, kGemmMR, kGemmNR, pack_a_panels<kGemmMR>,
-                       pack_b_panels<kGemmNR>, nullptr, nullptr,
+                       pack_b_panels<kGemmNR>, read_streams, nullptr, nullptr,
                        nullptr,    nullptr,         nullptr};
   return t;
 }

@@ -359,12 +359,42 @@ void gemm_micro(int64_t kc, const float* ap, const float* bp, float* c, int64_t 
     }
 }
 
+template <class V, int S>
+float read_streams_n(const float* p, int64_t n) {
+  using R = typename V::R;
+  constexpr int W = V::kWidth;
+  const int64_t part = n / S / (2 * W) * (2 * W);
+  R acc[S][2];
+  for (int s = 0; s < S; ++s) acc[s][0] = acc[s][1] = V::zero();
+  for (int64_t i = 0; i < part; i += 2 * W)
+    for (int s = 0; s < S; ++s) {
+      acc[s][0] = V::add(acc[s][0], V::load(p + s * part + i));
+      acc[s][1] = V::add(acc[s][1], V::load(p + s * part + i + W));
+    }
+  R t = V::zero();
+  for (int s = 0; s < S; ++s) t = V::add(t, V::add(acc[s][0], acc[s][1]));
+  float sum = V::reduce_add(t);
+  for (int64_t i = S * part; i < n; ++i) sum += p[i];
+  return sum;
+}
+
+template <class V>
+float read_streams(const float* p, int64_t n, int streams) {
+  switch (streams) {
+    case 1: return read_streams_n<V, 1>(p, n);
+    case 2: return read_streams_n<V, 2>(p, n);
+    case 4: return read_streams_n<V, 4>(p, n);
+    default: return read_streams_n<V, 8>(p, n);
+  }
+}
+
 template <class V>
 Table make_table() {
   return Table{matmul_f32<V>, matmul_bf16<V>, rmsnorm<V>,     softmax<V>,   silu_mul<V>, silu_mul_backward<V>,
                rope<V>,       dot<V>,         axpy<V>,        attn_pv<V>,   bf16_to_f32<V>,
                gemm_micro<V, V::kGemmMR, V::kGemmNV>,        V::kGemmMR,
-               V::kGemmNV * V::kWidth,        pack_a_panels<V::kGemmMR>,    pack_b_panels<V::kGemmNV * V::kWidth>,        nullptr,        nullptr,      nullptr,
+               V::kGemmNV * V::kWidth,        pack_a_panels<V::kGemmMR>,    pack_b_panels<V::kGemmNV * V::kWidth>,
+               read_streams<V>,               nullptr,        nullptr,      nullptr,
                nullptr,       nullptr};
 }
 

@@ -118,6 +118,16 @@ TEST_P(KernelTest, ElementwiseKernelsMatchScalar) {
   }
 }
 
+TEST_P(KernelTest, ReadStreamsSumsEveryValue) {
+  const auto& k = kernels::table(GetParam());
+  for (int64_t n : {0, 1, 7, 255, 256, 1000, 4099}) {
+    std::vector<float> v(static_cast<size_t>(n));
+    double exact = 0;
+    for (int64_t i = 0; i < n; ++i) exact += (v[i] = static_cast<float>(i % 13) - 6.0f);
+    for (int streams : {1, 2, 4, 8}) EXPECT_NEAR(k.read_streams(v.data(), n, streams), exact, 1e-3) << "n " << n;
+  }
+}
+
 TEST_P(KernelTest, AttentionWeightedSumEqualsRepeatedAxpyBitwise) {
   const auto& k = kernels::table(GetParam());
   for (int64_t dim : {8, 20, 64, 100}) {
