@@ -143,8 +143,8 @@ void register_bench(CLI::App& app) {
     std::printf("prefill  %6lld tokens  %9.2f tok/s\n", (long long)o->prompt_len, j["prefill_tok_s"].get<double>());
     std::printf("decode   %6lld tokens  %9.2f tok/s\n", (long long)o->gen, j["decode_tok_s"].get<double>());
     if (probe > 0)
-      std::printf("roofline decode reads %.2f GB/token: %.1f GB/s = %.0f%% of the %.1f GB/s read probe (%d streams "
-                  "per thread)\n",
+      std::printf("roofline decode reads %.2f GB/token: %.1f GB/s = %.0f%% of the %.1f GB/s read probe (best with %d "
+                  "stream(s) per thread)\n",
                   decode_bytes_per_token(*model) / 1e9, decode_gb_s, 100 * decode_gb_s / probe, probe, bw.streams);
     std::printf("peak RSS %.1f MiB\n", j["peak_rss_mib"].get<double>());
   });

@@ -217,9 +217,9 @@ void register_sft(CLI::App& app) {
     std::string files;
     for (const auto& f : o->data) files += (files.empty() ? "" : " ") + f;
     set_data_identity(*o, fp, files);
-    std::fprintf(stderr, "sft: %lld samples, %lld tokens, %lld with loss; %lld held out for validation\n",
-                 (long long)fp["examples"].get<int64_t>(), (long long)fp["tokens"].get<int64_t>(),
-                 (long long)fp["loss_tokens"].get<int64_t>(), (long long)val.size());
+    std::fprintf(stderr, "sft: %lld samples, %lld tokens, %lld with loss%s\n", (long long)fp["examples"].get<int64_t>(),
+                 (long long)fp["tokens"].get<int64_t>(), (long long)fp["loss_tokens"].get<int64_t>(),
+                 val.empty() ? "" : cat("; ", val.size(), " held out for validation").c_str());
     SftBatcher batcher(std::move(examples), o->t.batch, o->t.seq, o->shuffle == "on", o->t.seed);
     std::unique_ptr<SftBatcher> val_batcher;
     BatchFn val_fn;

@@ -4,6 +4,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -132,6 +133,211 @@ TEST(CliSft, FineTunesOnChatJsonlAndGenerates) {
                     dir + "/bad.jsonl' --steps 1 -o '" + dir + "/run2'");
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.err.find("bad.jsonl:1"), std::string::npos) << r.err;
+}
+
+// ---- run directories, resume, tokenizers, SFT validation ------------------------------------
+
+// The stderr line of the error ("strata: error: ..."), "" when there is none.
+std::string error_line(const std::string& err) {
+  std::istringstream in(err);
+  for (std::string line; std::getline(in, line);)
+    if (line.find("error:") != std::string::npos) return line;
+  return "";
+}
+
+std::string chat_jsonl(const std::string& path, int n) {
+  std::ofstream f(path);
+  for (int i = 0; i < n; ++i)
+    f << R"({"messages":[{"role":"user","content":"Tell me a story )" << i
+      << R"(."},{"role":"assistant","content":"Once upon a time, there was a cat."}]})" << "\n";
+  return path;
+}
+
+TEST(CliTrain, UsedRunDirectoryIsRefusedAndResumeChecksTheRun) {
+  const std::string dir = test::make_temp_dir("used");
+  const std::string data = random_tokens_bin(dir, 5000, 512);
+  const std::string run = dir + "/run";
+  const std::string base = "train --preset tiny --data '" + data + "' --batch 2 --save-every 2 -o '" + run + "'";
+  const std::string args = base + " --seq 16 --seed 3 --steps ";
+  ASSERT_EQ(test::run_cli(args + "4").exit_code, 0);
+  // A fresh run into it would truncate its metrics and mix checkpoints: refused.
+  auto r = test::run_cli(args + "4");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(error_line(r.err).find("holds another run (checkpoint-4)"), std::string::npos) << r.err;
+  EXPECT_NE(error_line(r.err).find("--resume"), std::string::npos) << r.err;
+  EXPECT_EQ(metrics(run).size(), 4u);
+  EXPECT_TRUE(fs::exists(run + "/checkpoint-2/COMPLETE"));
+  // Resuming with other settings: every difference in one line.
+  r = test::run_cli(base + " --steps 6 --resume --seed 9 --seq 32 --accum 2 --lr 1e-3 --warmup 1");
+  EXPECT_EQ(r.exit_code, 1);
+  const std::string e = error_line(r.err);
+  for (const char* want : {"checkpoint-4: --resume with other settings", "seed (--seed): saved 3, given 9",
+                           "seq (--seq): saved 16, given 32", "global_batch (--batch x --accum): saved 2, given 4",
+                           "lr (--lr): saved 0.0003, given 0.001", "min_lr (--min-lr)", "warmup (--warmup): saved 0, given 1"})
+    EXPECT_NE(e.find(want), std::string::npos) << want << " in: " << r.err;
+  // Other data.
+  const std::string other = dir + "/other";
+  fs::create_directories(other);
+  r = test::run_cli("train --preset tiny --data '" + random_tokens_bin(other, 6000, 512) +
+                    "' --batch 2 --seq 16 --seed 3 --save-every 2 -o '" + run + "' --steps 6 --resume");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(error_line(r.err).find("data.tokens: saved 5000, given 6000"), std::string::npos) << r.err;
+  // --steps may be raised (the schedule follows the new total), not lowered below the checkpoint.
+  r = test::run_cli(args + "6 --resume");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("not the same run as one started with --steps 6"), std::string::npos) << r.err;
+  EXPECT_EQ(metrics(run).size(), 6u);
+  r = test::run_cli(args + "5 --resume");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(error_line(r.err).find("--steps 5 is below step 6"), std::string::npos) << r.err;
+}
+
+TEST(CliTrain, CorruptTrainerStateIsOneLineNamingTheFile) {
+  const std::string dir = test::make_temp_dir("corrupt");
+  const std::string data = random_tokens_bin(dir, 5000, 512);
+  const std::string args =
+      "train --preset tiny --data '" + data + "' --batch 2 --seq 16 --save-every 2 -o '" + dir + "/run' --steps ";
+  ASSERT_EQ(test::run_cli(args + "2").exit_code, 0);
+  const std::string state = dir + "/run/checkpoint-2/trainer_state.json";
+  const std::string text = test::read_file(state);
+  test::write_file(state, text.substr(0, text.size() - 5));
+  auto r = test::run_cli(args + "4 --resume");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(error_line(r.err).find(state + ": not valid JSON"), std::string::npos) << r.err;
+}
+
+TEST(CliTrain, NothingTrainableIsAnError) {
+  const std::string dir = test::make_temp_dir("frozen");
+  const std::string data = random_tokens_bin(dir, 5000, 512);
+  auto r = test::run_cli("train --preset tiny --data '" + data + "' --batch 2 --seq 16 --steps 2 --param-group '*:frozen' -o '" +
+                         dir + "/run'");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(error_line(r.err).find("nothing to train: every parameter is frozen"), std::string::npos) << r.err;
+  EXPECT_FALSE(fs::exists(dir + "/run/checkpoint-2"));
+}
+
+// `init --dtype bf16` then `train --init`: the checkpoints hold the F32 master weights and say so.
+TEST(CliTrain, Bf16InitTrainsIntoF32Checkpoints) {
+  const std::string dir = test::make_temp_dir("bf16");
+  ASSERT_EQ(test::run_cli("init --preset tiny --dtype bf16 -o '" + dir + "/init'").exit_code, 0);
+  ASSERT_EQ(nlohmann::json::parse(test::read_file(dir + "/init/config.json"))["torch_dtype"], "bfloat16");
+  const std::string data = random_tokens_bin(dir, 5000, 512);
+  auto r = test::run_cli("train --init '" + dir + "/init' --data '" + data + "' --batch 2 --seq 16 --steps 2 -o '" + dir +
+                         "/run'");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const std::string ck = dir + "/run/checkpoint-2";
+  EXPECT_EQ(nlohmann::json::parse(test::read_file(ck + "/config.json"))["torch_dtype"], "float32");
+  const std::string st = test::read_file(ck + "/model.safetensors");
+  ASSERT_GT(st.size(), 8u);
+  uint64_t n = 0;
+  std::memcpy(&n, st.data(), 8);
+  const auto header = nlohmann::json::parse(st.substr(8, n));
+  int tensors = 0;
+  for (const auto& [name, t] : header.items()) {
+    if (name == "__metadata__") continue;
+    EXPECT_EQ(t["dtype"], "F32") << name;
+    ++tensors;
+  }
+  EXPECT_GT(tensors, 0);
+  EXPECT_EQ(test::run_cli("info -m '" + ck + "' --json").exit_code, 0);
+}
+
+// The tokenizer of a tokenized data directory goes into every checkpoint; one
+// that does not fit the model is refused before training.
+TEST(CliTrain, CheckpointsCarryTheDataTokenizer) {
+  STRATA_REQUIRE_SHARED_DATA(shared);
+  const std::string dir = test::make_temp_dir("traintok");
+  std::string text;
+  for (int i = 0; i < 40; ++i) text += "Once upon a time, there was a little girl named Lily. She liked to play.\n\n";
+  test::write_file(dir + "/text.txt", text);
+  auto r = test::run_cli("tokenize --tokenizer '" + shared + "/tok512.model' --input '" + dir + "/text.txt' -o '" + dir +
+                         "/data'");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const std::string args = "train --preset tiny --data '" + dir + "/data' --batch 2 --seq 16 --steps 2 -o '" + dir;
+  r = test::run_cli(args + "/run'");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(test::read_file(dir + "/run/checkpoint-2/tokenizer.model"), test::read_file(shared + "/tok512.model"));
+  auto g = test::run_cli("generate -m '" + dir + "/run/checkpoint-2' -p 'Once' -n 3 --temp 0");
+  EXPECT_EQ(g.exit_code, 0) << g.err;
+  r = test::run_cli(args + "/run2' --tokenizer '" + shared + "/tokenizer.model'");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(error_line(r.err).find("tokenizer.model: tokenizer has 32000 pieces but the model's vocab_size is 512"),
+            std::string::npos)
+      << r.err;
+  EXPECT_FALSE(fs::exists(dir + "/run2"));
+}
+
+// Without --tokenizer, stories260K.bin loads tok512.model from beside it (the
+// tokenizer.model there has 32000 pieces): that one must be in each checkpoint
+// as soon as the checkpoint is complete, not copied after the run.
+TEST(CliSft, EveryCheckpointHasTheLoadedTokenizerWhenComplete) {
+  STRATA_REQUIRE_SHARED_DATA(data);
+  const std::string dir = test::make_temp_dir("sfttok");
+  chat_jsonl(dir + "/chat.jsonl", 6);
+  const std::string run = dir + "/run";
+  const std::string script = "('" + std::string(STRATA_CLI_PATH) + "' sft --init '" + data + "/stories260K.bin' --data '" +
+                             dir + "/chat.jsonl' --steps 100000 --batch 2 --seq 64 --save-every 1 -o '" + run +
+                             "' >/dev/null 2>&1 & pid=$!; for i in $(seq 1 2000); do "
+                             "[ -f '" + run + "/checkpoint-1/COMPLETE' ] && break; sleep 0.01; done; "
+                             "[ -f '" + run + "/checkpoint-1/tokenizer.model' ] && touch '" + dir + "/had-tokenizer'; "
+                             "kill -9 $pid; wait $pid) 2>/dev/null";
+  ASSERT_NE(std::system(script.c_str()), -1);
+  ASSERT_TRUE(fs::exists(run + "/checkpoint-1/COMPLETE"));
+  EXPECT_TRUE(fs::exists(dir + "/had-tokenizer"));
+  EXPECT_EQ(test::read_file(run + "/checkpoint-1/tokenizer.model"), test::read_file(data + "/tok512.model"));
+  auto g = test::run_cli("generate -m '" + run + "/checkpoint-1' -p 'Once' -n 3 --temp 0");
+  EXPECT_EQ(g.exit_code, 0) << g.err;
+  // The directory now holds a run: a fresh sft into it is refused.
+  auto r = test::run_cli("sft --init '" + data + "/stories260K.bin' --data '" + dir +
+                         "/chat.jsonl' --steps 2 --batch 2 --seq 64 -o '" + run + "'");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(error_line(r.err).find("holds another run"), std::string::npos) << r.err;
+}
+
+TEST(CliSft, HeldOutValidationIsLogged) {
+  STRATA_REQUIRE_SHARED_DATA(data);
+  const std::string dir = test::make_temp_dir("sftval");
+  const std::string chat = chat_jsonl(dir + "/chat.jsonl", 8);
+  const std::string val = chat_jsonl(dir + "/val.jsonl", 3);
+  const std::string args = "sft --init '" + data + "/stories260K.bin' --data '" + chat +
+                           "' --steps 4 --batch 2 --seq 64 --eval-every 2 --eval-batches 1 -o '" + dir;
+  auto val_steps = [&](const std::string& run) {
+    std::vector<int64_t> steps;
+    for (const auto& m : metrics(run))
+      if (m.contains("val_loss")) {
+        EXPECT_GT(m["val_loss"].get<double>(), 0);
+        steps.push_back(m["step"]);
+      }
+    return steps;
+  };
+  auto r = test::run_cli(args + "/frac' --val-fraction 0.25");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("2 held out"), std::string::npos) << r.err;
+  EXPECT_EQ(val_steps(dir + "/frac"), (std::vector<int64_t>{2, 4}));
+  r = test::run_cli(args + "/files' --val-data '" + val + "'");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(val_steps(dir + "/files"), (std::vector<int64_t>{2, 4}));
+  // --eval-every with nothing to evaluate on is an error, not silently ignored.
+  r = test::run_cli(args + "/none'");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(error_line(r.err).find("--eval-every 2 needs validation data: give --val-data FILE... or --val-fraction F"),
+            std::string::npos)
+      << r.err;
+  EXPECT_FALSE(fs::exists(dir + "/none"));
+  r = test::run_cli(args + "/both' --val-fraction 0.25 --val-data '" + val + "'");
+  EXPECT_NE(r.exit_code, 0);
+}
+
+TEST(CliSft, OverlongSampleNamesTheSeqLimit) {
+  STRATA_REQUIRE_SHARED_DATA(data);
+  const std::string dir = test::make_temp_dir("sftlong");
+  const std::string chat = chat_jsonl(dir + "/chat.jsonl", 2);
+  auto r = test::run_cli("sft --init '" + data + "/stories260K.bin' --data '" + chat + "' --steps 1 --seq 8 -o '" + dir +
+                         "/run'");
+  EXPECT_EQ(r.exit_code, 1);
+  const std::string e = error_line(r.err);
+  EXPECT_NE(e.find("chat.jsonl:1: sample is"), std::string::npos) << r.err;
+  EXPECT_NE(e.find("longer than --seq 8 + 1 = 9 tokens"), std::string::npos) << r.err;
 }
 
 }  // namespace

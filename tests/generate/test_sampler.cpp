@@ -213,10 +213,10 @@ TEST(Sampler, InvalidOptionsThrow) {
   };
   SamplerOptions o;
   o.temperature = -0.1f;
-  expect_bad(o, "--temperature");
+  expect_bad(o, "(--temp)");  // the flag as the command line spells it
   o = {};
   o.temperature = NAN;
-  expect_bad(o, "--temperature");
+  expect_bad(o, "(--temp)");  // the flag as the command line spells it
   o = {};
   o.top_p = 0.0f;
   expect_bad(o, "--top-p");

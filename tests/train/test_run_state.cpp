@@ -137,6 +137,32 @@ TEST(RunState, ResaveReplacesAndBadStateLeavesNothing) {
   EXPECT_EQ(entries(run), std::vector<std::string>{"checkpoint-3"});  // no temp dir, no partial checkpoint
 }
 
+// The tokenizer is part of the checkpoint when COMPLETE appears, never added later.
+TEST(RunState, SaveCopiesTheTokenizerBeforeComplete) {
+  const std::string run = test::make_temp_dir("run");
+  const std::string tok = run + "/../my-tok.model";
+  test::write_file(tok, "not really a sentencepiece model");
+  save_checkpoint(run, 7, tiny_config(), tiny_model(7), tiny_optim(), "{}", 0, tok);
+  EXPECT_EQ(entries(run + "/checkpoint-7"), (std::vector<std::string>{"COMPLETE", "config.json", "model.safetensors",
+                                                                     "optimizer.safetensors", "tokenizer.model",
+                                                                     "trainer_state.json"}));
+  EXPECT_EQ(test::read_file(run + "/checkpoint-7/tokenizer.model"), "not really a sentencepiece model");
+  // A tokenizer that cannot be copied fails the save and leaves no checkpoint.
+  const std::string e = error_of(
+      [&] { save_checkpoint(run, 8, tiny_config(), tiny_model(8), tiny_optim(), "{}", 0, run + "/missing.model"); });
+  EXPECT_NE(e.find("missing.model: cannot copy the tokenizer"), std::string::npos) << e;
+  EXPECT_EQ(entries(run), std::vector<std::string>{"checkpoint-7"});
+}
+
+TEST(Metrics, LastLoggedStep) {
+  const std::string dir = test::make_temp_dir("run");
+  EXPECT_EQ(last_logged_step(dir + "/metrics.jsonl"), -1);
+  test::write_file(dir + "/metrics.jsonl", "");
+  EXPECT_EQ(last_logged_step(dir + "/metrics.jsonl"), -1);
+  test::write_file(dir + "/metrics.jsonl", "{\"step\":1,\"loss\":2}\n{\"step\":3,\"val_loss\":2}\n{\"step\":4,");
+  EXPECT_EQ(last_logged_step(dir + "/metrics.jsonl"), 3);  // the torn line does not count
+}
+
 void write_steps(MetricsLog& log, int64_t from, int64_t to) {
   for (int64_t s = from; s <= to; ++s) {
     log.write(nlohmann::ordered_json{{"step", s}, {"loss", 10.0 - s}, {"lr", 1e-3}});
