@@ -51,7 +51,7 @@ struct Config {
   std::string model_type = "llama";
   std::string architecture = "LlamaForCausalLM";
   std::string recipe = "llama";  // the pattern's name ("custom" for a pattern no recipe yields)
-  LayerPattern layers;           // see make_recipe_layers (src/model/recipes.h)
+  LayerPattern layers;           // what every layer is made of (src/model/layers.h, docs/formats.md)
 
   int64_t vocab_size = 0;
   int64_t hidden_size = 0;

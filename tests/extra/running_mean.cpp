@@ -117,13 +117,14 @@ class RunningMean final : public Module {
 
 void register_running_mean() {
   static const bool done = [] {
-    ModuleType t;
-    t.kind = "running-mean";
-    t.name = "running_mean";
-    t.summary = "causal running mean of the inputs, projected and gated";
-    t.options = {float_option("gate_init", 0.0, -20.0, 20.0, "initial gate logit (sigmoid(gate_init) at the start)")};
-    t.make = make_as<RunningMean>;
-    register_module_type(std::move(t));
+    register_module_type(ModuleType{
+        .kind = "running-mean",
+        .name = "running_mean",
+        .summary = "causal running mean of the inputs, projected and gated",
+        .options = {float_option("gate_init", 0.0, -20.0, 20.0,
+                                 "initial gate logit (sigmoid(gate_init) at the start)")},
+        .make = make_as<RunningMean>,
+    });
     return true;
   }();
   (void)done;

@@ -75,7 +75,9 @@ TEST(ExtraModule, IsRegisteredWithItsOptionAndChecksIt) {
   EXPECT_EQ(g["running-mean"], 32 * 32 + 32);
   auto m = Model::random(c, 1, DType::F32);
   for (const auto& [name, t] : m->named_tensors())
-    if (name == "model.layers.1.running_mean.gate") EXPECT_EQ(t.f32()[5], 1.5f);
+    if (name == "model.layers.1.running_mean.gate") {
+      EXPECT_EQ(t.f32()[5], 1.5f);
+    }
 }
 
 TEST(ExtraModule, DecodeEqualsForwardAndGradientsMatchFiniteDifferences) {

@@ -56,6 +56,20 @@ inline Rows ref_linear(const Rows& x, int64_t K, const std::vector<double>& w, i
   return y;
 }
 
+// rotate_half RoPE in place on `heads` heads of head_dim per row, row r at position pos[r].
+inline void ref_rope(Rows& x, int64_t heads, int64_t head_dim, const std::vector<int64_t>& pos, double theta) {
+  for (size_t r = 0; r < pos.size(); ++r)
+    for (int64_t h = 0; h < heads; ++h) {
+      double* s = &x[(r * heads + h) * head_dim];
+      for (int64_t i = 0; i < head_dim / 2; ++i) {
+        const double ang = pos[r] * std::pow(theta, -2.0 * i / head_dim);
+        const double x0 = s[i], x1 = s[i + head_dim / 2];
+        s[i] = x0 * std::cos(ang) - x1 * std::sin(ang);
+        s[i + head_dim / 2] = x1 * std::cos(ang) + x0 * std::sin(ang);
+      }
+    }
+}
+
 // Per row: the causal prefix mean or the whole-sequence mean of z.
 inline Rows ref_context_mean(const Rows& z, const Lens& lens, int64_t D, bool causal) {
   Rows c(z.size(), 0.0);

@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/rng.h"
+#include "model/ctx_reference.h"
 #include "model/registry.h"
 
 namespace strata::test {
@@ -167,18 +168,7 @@ inline std::vector<double> diff_attention_reference(const DiffConfig& c, const s
   std::vector<int64_t> pos;
   for (int64_t n : lens)
     for (int64_t t = 0; t < n; ++t) pos.push_back(t);
-  auto rope = [&](std::vector<double>& a, int64_t subheads) {
-    for (int64_t r = 0; r < rows; ++r)
-      for (int64_t h = 0; h < subheads; ++h) {
-        double* s = &a[(r * subheads + h) * d];
-        for (int64_t i = 0; i < d / 2; ++i) {
-          const double ang = pos[r] * std::pow(c.rope_theta, -2.0 * i / d);
-          const double x0 = s[i], x1 = s[i + d / 2];
-          s[i] = x0 * std::cos(ang) - x1 * std::sin(ang);
-          s[i + d / 2] = x1 * std::cos(ang) + x0 * std::sin(ang);
-        }
-      }
-  };
+  auto rope = [&](std::vector<double>& a, int64_t subheads) { ref_rope(a, subheads, d, pos, c.rope_theta); };
   rope(q, 2 * H);
   rope(k, 2 * KV);
   auto dotv = [&](const std::string& a, const std::string& b) {

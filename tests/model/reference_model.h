@@ -21,6 +21,19 @@ namespace strata::test {
 inline double reference_loss_rows(const Config& c, const DoubleParams& p, Rows x, const std::vector<int32_t>& tg,
                                   int64_t B, int64_t T);
 
+// `c` shrunk to the sizes the finite-difference checks run at (vocab 40,
+// width 16, 4 heads over 2 KV heads of 4), with larger initial weights.
+inline Config reference_shape(Config c) {
+  c.vocab_size = 40;
+  c.hidden_size = 16;
+  c.intermediate_size = 24;
+  c.num_attention_heads = 4;
+  c.num_key_value_heads = 2;
+  c.head_dim = 4;
+  c.initializer_range = 0.3;
+  return c;
+}
+
 // The mean loss of B sequences of T token ids.
 inline double reference_loss(const Config& c, const DoubleParams& p, const std::vector<int32_t>& in,
                              const std::vector<int32_t>& tg, int64_t B, int64_t T) {

@@ -263,7 +263,7 @@ TEST(AttentionCoreCache, AppendGrowsAndClonesKeepTheRows) {
     c.append(k.data(), v.data(), 1);
   }
   auto copy = c.clone();
-  const auto& d = static_cast<const KvCache&>(*copy);
+  const auto& d = state_cast<KvCache>(copy.get(), "test");
   ASSERT_EQ(d.len, 200);
   for (int i = 0; i < 200; ++i) {
     EXPECT_EQ(d.k[i * 3 + 2], static_cast<float>(i));

@@ -87,7 +87,9 @@ TEST(DiffAttention, LambdaInitFollowsTheZeroBasedLayerIndex) {
   c.diff_lambda_init_zero = false;
   // The layer index comes from the module's place in the model, whatever its name.
   for (const ParamDecl& d : test::make_diff(c, "encoder.self_attn", 2)->params())
-    if (d.name.ends_with(".lambda_init")) EXPECT_NEAR(d.init_value, 0.4707130183, 1e-7);
+    if (d.name.ends_with(".lambda_init")) {
+      EXPECT_NEAR(d.init_value, 0.4707130183, 1e-7);
+    }
 }
 
 TEST(DiffAttention, DeclaresTheSpecShapesInBothLayouts) {

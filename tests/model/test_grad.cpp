@@ -21,14 +21,7 @@ namespace {
 class Gradients : public ::testing::TestWithParam<bool> {};
 
 TEST_P(Gradients, MatchFiniteDifferencesOfDoubleReference) {
-  Config c = preset_config(GetParam() ? "tiny-tied" : "tiny");
-  c.vocab_size = 40;
-  c.hidden_size = 16;
-  c.intermediate_size = 24;
-  c.num_attention_heads = 4;
-  c.num_key_value_heads = 2;
-  c.head_dim = 4;
-  c.initializer_range = 0.3;
+  const Config c = test::reference_shape(preset_config(GetParam() ? "tiny-tied" : "tiny"));
   auto m = Model::random(c, 11, DType::F32);
   m->enable_training();
   test::expect_train_gradients_match_reference(c, *m, 2, 5, 3);

@@ -81,15 +81,8 @@ TEST_P(ModifiedModel, IdentityInitGivesTheBaseLlamaLogitsBitwise) {
 }
 
 TEST_P(ModifiedModel, GradientsMatchFiniteDifferencesOfDoubleReference) {
-  Config c = modified_config(GetParam());
-  c.vocab_size = 40;
-  c.hidden_size = 16;
-  c.intermediate_size = 24;
-  c.num_attention_heads = 4;
-  c.num_key_value_heads = 2;
-  c.head_dim = 4;
+  Config c = test::reference_shape(modified_config(GetParam()));
   set_module_option(c.layers, "ada-rmsnorm", "rank", int64_t{4});
-  c.initializer_range = 0.3;
   auto m = random_modified(c, 11, 0.3);
   test::expect_train_gradients_match_reference(c, *m, 2, 5, 3);
 }

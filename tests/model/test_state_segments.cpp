@@ -211,15 +211,8 @@ TEST(Segments, EmbeddingSegmentGradientMatchesFiniteDifferences) {
   standard.ada_rank = 4;
   standard.se_reduction = 4;
   for (const char* preset : {"tiny", "modified"}) {
-    Config c = std::string(preset) == "tiny" ? preset_config("tiny") : with_modified_layers(preset_config("tiny"), standard);
-    c.vocab_size = 40;
-    c.hidden_size = 16;
-    c.intermediate_size = 24;
-    c.num_attention_heads = 4;
-    c.num_key_value_heads = 2;
-    c.head_dim = 4;
-    if (c.recipe == "modified") set_module_option(c.layers, "ada-rmsnorm", "rank", int64_t{4});
-    c.initializer_range = 0.3;
+    const Config c = test::reference_shape(std::string(preset) == "tiny" ? preset_config("tiny")
+                                                                         : with_modified_layers(preset_config("tiny"), standard));
     auto m = Model::random(c, 13, DType::F32);
     m->enable_training();
     const int64_t B = 2, T = 7, D = c.hidden_size;

@@ -37,20 +37,8 @@ Rows ref_window_attention(const CtxConfig& c, const DoubleParams& p, const Rows&
   std::vector<int64_t> pos;
   for (int64_t n : lens)
     for (int64_t t = 0; t < n; ++t) pos.push_back(t);
-  auto rope = [&](Rows& a, int64_t heads) {
-    for (size_t r = 0; r < pos.size(); ++r)
-      for (int64_t h = 0; h < heads; ++h) {
-        double* s = &a[(r * heads + h) * hd];
-        for (int64_t i = 0; i < hd / 2; ++i) {
-          const double ang = pos[r] * std::pow(c.rope_theta, -2.0 * i / hd);
-          const double x0 = s[i], x1 = s[i + hd / 2];
-          s[i] = x0 * std::cos(ang) - x1 * std::sin(ang);
-          s[i + hd / 2] = x1 * std::cos(ang) + x0 * std::sin(ang);
-        }
-      }
-  };
-  rope(q, H);
-  rope(k, KV);
+  ref_rope(q, H, hd, pos, c.rope_theta);
+  ref_rope(k, KV, hd, pos, c.rope_theta);
   Rows att(pos.size() * H * hd, 0.0);
   int64_t row0 = 0;
   for (int64_t n : lens) {
@@ -160,6 +148,13 @@ TEST(WindowAttentionState, TheRingHoldsWPositionsWhateverTheLength) {
   LayerState* op = other.get();
   Batch b{{{0, 1, 0}}, 1};
   EXPECT_NE(test::error_of([&] { rig.module().forward(x.data(), y.data(), b, &op, ctx); }).find("window 7"), std::string::npos);
+  // A state of another kind is refused by the one checked accessor, naming both kinds and the module.
+  CtxConfig tc = window_config(w);
+  auto conv = ModuleRig("token-mix", tc, "model.layers.0.token_mixing", 9).module().make_state();
+  LayerState* cp = conv.get();
+  const std::string msg = test::error_of([&] { rig.module().forward(x.data(), y.data(), b, &cp, ctx); });
+  EXPECT_NE(msg.find("'conv-window', not the 'kv-cache'"), std::string::npos) << msg;
+  EXPECT_NE(msg.find(kPrefix), std::string::npos) << msg;
 }
 
 // A model of windowed layers (a Mistral-like pattern): cached decode equals

@@ -178,13 +178,13 @@ class AdaRmsNorm final : public Module {
 }  // namespace
 
 ModuleType ada_rmsnorm_module() {
-  ModuleType t;
-  t.kind = "ada-rmsnorm";
-  t.name = "norm";
-  t.summary = "adaptive RMSNorm: RMSNorm scaled by 1 + tanh(ctx_up(silu(ctx_down(context mean))))";
-  t.options = {int_option("rank", 64, 0, int64_t{1} << 20, "context rank (0: a plain RMSNorm)"), ctx_mode_option()};
-  t.make = make_as<AdaRmsNorm>;
-  return t;
+  return ModuleType{
+      .kind = "ada-rmsnorm",
+      .name = "norm",
+      .summary = "adaptive RMSNorm: RMSNorm scaled by 1 + tanh(ctx_up(silu(ctx_down(context mean))))",
+      .options = {int_option("rank", 64, 0, int64_t{1} << 20, "context rank (0: a plain RMSNorm)"), ctx_mode_option()},
+      .make = make_as<AdaRmsNorm>,
+  };
 }
 
 }  // namespace strata

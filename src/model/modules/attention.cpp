@@ -138,16 +138,16 @@ class Attention final : public Module {
 }  // namespace
 
 ModuleType attention_module() {
-  ModuleType t;
-  t.kind = "attention";
-  t.name = "self_attn";
-  t.summary = "causal GQA attention with RoPE, optionally over a sliding window";
-  t.options = {int_option("window", 0, 0, int64_t{1} << 30,
-                          "keys each query sees, itself included (0: every earlier position); the decode state is "
-                          "then a ring of this many positions")};
-  t.aliases = {{"attn", {}}, {"swa", {{"window", int64_t{2048}}}}};
-  t.make = make_as<Attention>;
-  return t;
+  return ModuleType{
+      .kind = "attention",
+      .name = "self_attn",
+      .summary = "causal GQA attention with RoPE, optionally over a sliding window",
+      .options = {int_option("window", 0, 0, int64_t{1} << 30,
+                             "keys each query sees, itself included (0: every earlier position); the decode state is "
+                             "then a ring of this many positions")},
+      .make = make_as<Attention>,
+      .aliases = {{"attn", {}}, {"swa", {{"window", int64_t{2048}}}}},
+  };
 }
 
 }  // namespace strata

@@ -263,23 +263,25 @@ class DiffAttention final : public Module {
 }  // namespace
 
 ModuleType diff_attention_module() {
-  ModuleType t;
-  t.kind = "diff-attn";
-  t.name = "self_attn";
-  t.summary = "differential attention (docs/diff-attention.md)";
-  t.options = {
-      choice_option("layout", "paper", {"paper", "expanded"},
-                    "paper: half the heads with values twice as wide (parameter-neutral); expanded: one diff head per "
-                    "head with extra q2/k2 rows (exact conversion)"),
-      bool_option("subln", true, "per-head RMSNorm of the differential output"),
-      choice_option("out_scale", "one_minus_lambda_init", {"one_minus_lambda_init", "one"},
-                    "scale of the head outputs"),
-      choice_option("lambda_init", "paper", {"paper", "zero"},
-                    "lambda_init buffer: 0.8 - 0.6 exp(-0.3 layer), or 0"),
+  return ModuleType{
+      .kind = "diff-attn",
+      .name = "self_attn",
+      .summary = "differential attention (docs/diff-attention.md)",
+      .options =
+          {
+              choice_option(
+                  "layout", "paper", {"paper", "expanded"},
+                  "paper: half the heads with values twice as wide (parameter-neutral); expanded: one diff head per "
+                  "head with extra q2/k2 rows (exact conversion)"),
+              bool_option("subln", true, "per-head RMSNorm of the differential output"),
+              choice_option("out_scale", "one_minus_lambda_init", {"one_minus_lambda_init", "one"},
+                            "scale of the head outputs"),
+              choice_option("lambda_init", "paper", {"paper", "zero"},
+                            "lambda_init buffer: 0.8 - 0.6 exp(-0.3 layer), or 0"),
+          },
+      .make = make_as<DiffAttention>,
+      .check = check_heads,
   };
-  t.check = check_heads;
-  t.make = make_as<DiffAttention>;
-  return t;
 }
 
 }  // namespace strata

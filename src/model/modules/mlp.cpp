@@ -95,13 +95,14 @@ class Mlp final : public Module {
 }  // namespace
 
 ModuleType mlp_module() {
-  ModuleType t;
-  t.kind = "mlp";
-  t.name = "mlp";
-  t.summary = "SwiGLU MLP: down(silu(gate(x)) * up(x))";
-  t.options = {int_option("intermediate_size", 0, 0, int64_t{1} << 20, "hidden width (0: the config's intermediate_size)")};
-  t.make = make_as<Mlp>;
-  return t;
+  return ModuleType{
+      .kind = "mlp",
+      .name = "mlp",
+      .summary = "SwiGLU MLP: down(silu(gate(x)) * up(x))",
+      .options = {int_option("intermediate_size", 0, 0, int64_t{1} << 20,
+                             "hidden width (0: the config's intermediate_size)")},
+      .make = make_as<Mlp>,
+  };
 }
 
 }  // namespace strata

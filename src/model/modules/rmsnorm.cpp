@@ -38,12 +38,12 @@ class RmsNorm final : public Module {
 }  // namespace
 
 ModuleType rmsnorm_module() {
-  ModuleType t;
-  t.kind = "rmsnorm";
-  t.name = "norm";
-  t.summary = "RMSNorm: w * x / sqrt(mean(x^2) + rms_norm_eps)";
-  t.make = make_as<RmsNorm>;
-  return t;
+  return ModuleType{
+      .kind = "rmsnorm",
+      .name = "norm",
+      .summary = "RMSNorm: w * x / sqrt(mean(x^2) + rms_norm_eps)",
+      .make = make_as<RmsNorm>,
+  };
 }
 
 }  // namespace strata

@@ -141,15 +141,15 @@ class SqueezeExcite final : public Module {
 }  // namespace
 
 ModuleType se_module() {
-  ModuleType t;
-  t.kind = "se";
-  t.name = "se";
-  t.summary = "squeeze-and-excitation gate: f * 2 sigmoid(fc2(relu(fc1(context mean of f))))";
-  t.options = {int_option("reduction", 16, 1, int64_t{1} << 20, "hidden width = hidden_size / reduction"),
-               ctx_mode_option()};
-  t.check = check_reduction;
-  t.make = make_as<SqueezeExcite>;
-  return t;
+  return ModuleType{
+      .kind = "se",
+      .name = "se",
+      .summary = "squeeze-and-excitation gate: f * 2 sigmoid(fc2(relu(fc1(context mean of f))))",
+      .options = {int_option("reduction", 16, 1, int64_t{1} << 20, "hidden width = hidden_size / reduction"),
+                  ctx_mode_option()},
+      .make = make_as<SqueezeExcite>,
+      .check = check_reduction,
+  };
 }
 
 }  // namespace strata

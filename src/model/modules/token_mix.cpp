@@ -166,13 +166,13 @@ class TokenMix final : public Module {
 }  // namespace
 
 ModuleType token_mix_module() {
-  ModuleType t;
-  t.kind = "token-mix";
-  t.name = "token_mixing";
-  t.summary = "token mixing: causal depthwise convolution over the last `kernel` rows";
-  t.options = {int_option("kernel", 4, 1, 8, "taps of the convolution (the current row and kernel-1 before it)")};
-  t.make = make_as<TokenMix>;
-  return t;
+  return ModuleType{
+      .kind = "token-mix",
+      .name = "token_mixing",
+      .summary = "token mixing: causal depthwise convolution over the last `kernel` rows",
+      .options = {int_option("kernel", 4, 1, 8, "taps of the convolution (the current row and kernel-1 before it)")},
+      .make = make_as<TokenMix>,
+  };
 }
 
 }  // namespace strata
