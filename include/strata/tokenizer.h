@@ -1,5 +1,6 @@
-// SentencePiece tokenizer (libsentencepiece) and a streaming decoder that never
-// emits half a UTF-8 character.
+// The tokenizer: SentencePiece (libsentencepiece, a .model) or Hugging Face
+// byte-level BPE (a tokenizer.json, GPT-2 / GPT-NeoX style; docs/formats.md),
+// and a streaming decoder that never emits half a UTF-8 character.
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -8,21 +9,29 @@
 
 namespace strata {
 
+enum class TokenizerKind { kSentencePiece, kByteLevelBpe };
+
 class Tokenizer {
  public:
-  // Throws strata::Error naming the file when it is missing or not a model.
+  // `path`: a tokenizer.json (or any file that is a JSON object) loads as byte-level BPE, anything else
+  // as a SentencePiece model; a directory loads find_in_dir's file. Throws strata::Error naming the
+  // file (and, for tokenizer.json, the field) when it is missing, malformed or asks for something unsupported.
   static std::unique_ptr<Tokenizer> load(const std::string& path);
+  // The tokenizer file in `dir`: tokenizer.model, else tokenizer.json, else "".
+  static std::string find_in_dir(const std::string& dir);
   ~Tokenizer();
 
+  TokenizerKind kind() const;
   int32_t vocab_size() const;
   int32_t bos_id() const;  // -1 if none
   int32_t eos_id() const;  // -1 if none
+  // add_bos: prepend BOS (SentencePiece) or the post-processor's leading tokens (tokenizer.json).
   std::vector<int32_t> encode(const std::string& text, bool add_bos) const;
-  // Decodes ids (BOS/EOS/control tokens produce no text; byte pieces are joined
-  // into UTF-8). An id outside the vocabulary is an error.
+  // Decodes ids (BOS/EOS/control and special added tokens produce no text; byte pieces are joined
+  // into UTF-8; byte-level BPE gives back the exact bytes). An id outside the vocabulary is an error.
   std::string decode(const std::vector<int32_t>& ids) const;
   std::string piece(int32_t id) const;
-  const std::string& path() const { return path_; }
+  const std::string& path() const { return path_; }  // the file loaded (inside a directory given to load)
 
  private:
   Tokenizer() = default;

@@ -39,7 +39,7 @@ std::unique_ptr<Tokenizer> find_tokenizer(const std::string& model_path, const s
   }
   const fs::path p(model_path);
   const fs::path dir = fs::is_directory(p) ? p : p.parent_path();
-  for (const fs::path& cand : {dir / ("tok" + std::to_string(vocab) + ".model"), dir / "tokenizer.model"}) {
+  for (const fs::path& cand : {dir / ("tok" + std::to_string(vocab) + ".model"), dir / "tokenizer.model", dir / "tokenizer.json"}) {
     std::error_code ec;
     if (!fs::is_regular_file(cand, ec)) continue;
     auto tok = Tokenizer::load(cand.string());

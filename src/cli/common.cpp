@@ -17,7 +17,8 @@ namespace strata::cli {
 CLI::Option* add_model_flags(CLI::App* cmd, ModelFlags& f, bool required) {
   CLI::Option* m = cmd->add_option("-m,--model", f.path, "model: HF directory, .safetensors or llama2.c .bin");
   if (required) m->required();
-  cmd->add_option("--tokenizer", f.tokenizer, "SentencePiece model (default: tokenizer.model beside the model)");
+  cmd->add_option("--tokenizer", f.tokenizer,
+                  "SentencePiece .model or tokenizer.json (default: the one beside the model)");
   add_threads_option(cmd, &f.threads);
   return m;
 }
@@ -42,7 +43,8 @@ Loaded load(const ModelFlags& flags, bool need_tokenizer, std::optional<DType> m
     if (!r.model->causal()) std::fprintf(stderr, "warning: %s\n", kGlobalContextWarning);
   }  // the checkpoint's own references to the mapping are released here
   if (need_tokenizer || !flags.tokenizer.empty()) {
-    if (tok_path.empty()) fail(flags.path, ": no tokenizer.model beside the model; pass --tokenizer FILE");
+    if (tok_path.empty())
+      fail(flags.path, ": no tokenizer.model or tokenizer.json beside the model; pass --tokenizer FILE");
     r.tokenizer = Tokenizer::load(tok_path);
     const int64_t v = r.model->config().vocab_size;
     if (r.tokenizer->vocab_size() != v)

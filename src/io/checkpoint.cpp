@@ -112,7 +112,12 @@ CheckpointFiles load_hf(const fs::path& dir, const fs::path* single_file, const 
       ++it;
     }
   }
-  if (is_file(dir / "tokenizer.model")) ck.tokenizer_path = (dir / "tokenizer.model").string();
+  // SentencePiece first, as before; a Hugging Face byte-level BPE tokenizer.json otherwise.
+  for (const char* name : {"tokenizer.model", "tokenizer.json"}) {
+    if (!is_file(dir / name)) continue;
+    ck.tokenizer_path = (dir / name).string();
+    break;
+  }
   ck.add_bos = read_add_bos(dir);
   return ck;
 }

@@ -25,7 +25,7 @@ struct CheckpointFiles {
   std::string config_source;   // the path to name in errors about it
   WeightSet weights;
   std::string format;          // "hf" or "llama2c"
-  std::string tokenizer_path;  // tokenizer.model found beside the model, or ""
+  std::string tokenizer_path;  // tokenizer.model (else tokenizer.json) found beside the model, or ""
   bool add_bos = true;         // tokenizer_config.json add_bos_token
 };
 

@@ -1,4 +1,5 @@
-// SentencePiece-backed tokenizer, streaming decoder and tokenizer training.
+// The tokenizer (SentencePiece, or byte-level BPE from a tokenizer.json), streaming decoder and
+// tokenizer training.
 #include "strata/tokenizer.h"
 
 #include <sentencepiece_processor.h>
@@ -8,10 +9,12 @@
 #include <algorithm>
 #include <cctype>
 #include <filesystem>
+#include <fstream>
 #include <thread>
 #include <unordered_map>
 
 #include "strata/error.h"
+#include "text/bpe_tokenizer.h"
 
 namespace fs = std::filesystem;
 
@@ -19,6 +22,7 @@ namespace strata {
 
 struct Tokenizer::Impl {
   sentencepiece::SentencePieceProcessor sp;
+  std::unique_ptr<text::BpeTokenizer> bpe;  // set for a tokenizer.json; then `sp` is unused
   int32_t vocab = 0;
 };
 
@@ -37,12 +41,45 @@ void check_id_in(const std::string& path, int32_t id, int32_t vocab) {
 }
 }  // namespace
 
-std::unique_ptr<Tokenizer> Tokenizer::load(const std::string& path) {
+namespace {
+// A tokenizer.json is a JSON object; a SentencePiece model is a protobuf, which never starts with '{'.
+// Looking at the content keeps a tokenizer.json working under another name (e.g. copied into a
+// checkpoint as tokenizer.model).
+bool looks_like_json(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  char c = 0;
+  while (in.get(c))
+    if (!std::isspace(static_cast<unsigned char>(c))) return c == '{';
+  return false;
+}
+}  // namespace
+
+std::string Tokenizer::find_in_dir(const std::string& dir) {
+  std::error_code ec;
+  for (const char* name : {"tokenizer.model", "tokenizer.json"}) {
+    const fs::path p = fs::path(dir) / name;
+    if (fs::is_regular_file(p, ec)) return p.string();
+  }
+  return {};
+}
+
+std::unique_ptr<Tokenizer> Tokenizer::load(const std::string& given) {
+  std::error_code ec;
+  std::string path = given;
+  if (fs::is_directory(given, ec)) {
+    path = find_in_dir(given);
+    if (path.empty()) fail(given, ": no tokenizer.model or tokenizer.json in this directory");
+  }
   std::unique_ptr<Tokenizer> tok(new Tokenizer());
   tok->impl_ = std::make_unique<Impl>();
   tok->path_ = path;
+  const bool json = path.ends_with(".json") || (fs::is_regular_file(path, ec) && looks_like_json(path));
+  if (json) {
+    tok->impl_->bpe = text::BpeTokenizer::load(path);
+    tok->impl_->vocab = tok->impl_->bpe->vocab_size();
+    return tok;
+  }
   // Check existence ourselves: a directory or special file would otherwise give a confusing status.
-  std::error_code ec;
   if (!fs::exists(path, ec)) fail(path, ": cannot load SentencePiece model: file not found");
   if (!fs::is_regular_file(path, ec)) fail(path, ": cannot load SentencePiece model: not a regular file");
   const auto status = tok->impl_->sp.Load(path);
@@ -55,11 +92,15 @@ std::unique_ptr<Tokenizer> Tokenizer::load(const std::string& path) {
 
 Tokenizer::~Tokenizer() = default;
 
+TokenizerKind Tokenizer::kind() const {
+  return impl_->bpe ? TokenizerKind::kByteLevelBpe : TokenizerKind::kSentencePiece;
+}
 int32_t Tokenizer::vocab_size() const { return impl_->vocab; }
-int32_t Tokenizer::bos_id() const { return impl_->sp.bos_id(); }
-int32_t Tokenizer::eos_id() const { return impl_->sp.eos_id(); }
+int32_t Tokenizer::bos_id() const { return impl_->bpe ? impl_->bpe->bos_id() : impl_->sp.bos_id(); }
+int32_t Tokenizer::eos_id() const { return impl_->bpe ? impl_->bpe->eos_id() : impl_->sp.eos_id(); }
 
 std::vector<int32_t> Tokenizer::encode(const std::string& text, bool add_bos) const {
+  if (impl_->bpe) return impl_->bpe->encode(text, add_bos);
   std::vector<int> ids;
   const auto status = impl_->sp.Encode(text, &ids);
   if (!status.ok()) fail(path_, ": cannot encode text: ", status_text(status));
@@ -71,6 +112,7 @@ std::vector<int32_t> Tokenizer::encode(const std::string& text, bool add_bos) co
 }
 
 std::string Tokenizer::decode(const std::vector<int32_t>& ids) const {
+  if (impl_->bpe) return impl_->bpe->decode(ids);
   for (int32_t id : ids) check_id_in(path_, id, impl_->vocab);
   std::string text;
   const auto status = impl_->sp.Decode(std::vector<int>(ids.begin(), ids.end()), &text);
@@ -79,6 +121,7 @@ std::string Tokenizer::decode(const std::vector<int32_t>& ids) const {
 }
 
 std::string Tokenizer::piece(int32_t id) const {
+  if (impl_->bpe) return impl_->bpe->piece(id);
   check_id_in(path_, id, impl_->vocab);
   return impl_->sp.IdToPiece(id);
 }
@@ -125,7 +168,9 @@ namespace {
 // byte-fallback run that may still complete into a real character.
 size_t stable_prefix(const Tokenizer& tok, const std::vector<int32_t>& ids, const std::string& text) {
   size_t stable = text.size() - incomplete_utf8_tail(text);
-  if (!ids.empty() && is_byte_piece(tok.piece(ids.back()))) stable -= replacement_tail(text, stable);
+  // Byte-level BPE decodes to the exact bytes, never U+FFFD, so only SentencePiece needs the second rule.
+  if (!ids.empty() && tok.kind() == TokenizerKind::kSentencePiece && is_byte_piece(tok.piece(ids.back())))
+    stable -= replacement_tail(text, stable);
   return stable;
 }
 }  // namespace
