@@ -69,6 +69,12 @@ struct Config {
   std::vector<int32_t> eos_token_ids{2};
   bool stop_at_bos = false;  // llama2.c models end a sample when they produce BOS
   double initializer_range = 0.02;
+  // How Model::random draws the weights modules leave to the model
+  // (strata_init): "normal" N(0, initializer_range) (HF); "mamba" (Samba's
+  // mamba_init: uniform linears, residual outputs / sqrt(sub-layers x layers));
+  // "neox" (TinyLlama / GPT-NeoX: N(0, 2/(5d)), residual outputs
+  // N(0, 1/(sqrt(d) x layers))). docs/samba.md has the details.
+  std::string init_scheme = "normal";
   std::string torch_dtype = "float32";
 
   // Throws strata::Error naming `source` and the field when a value is

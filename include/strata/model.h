@@ -119,6 +119,16 @@ class Model {
   // False when some module looks at later positions (`global` context mode):
   // decoding then recomputes the prefix at every step instead of using caches.
   bool causal() const;
+  // True when some layer's decode state grows with the sequence (full
+  // attention): running past max_position_embeddings (the training length)
+  // then works but warns, and memory grows. Models whose layers are all
+  // recurrent or windowed have no length limit.
+  bool length_limited() const;
+  // Prefill with states runs in rounds of at most this many rows per sequence.
+  static constexpr int64_t kPrefillChunk = 512;
+  // Warns once per model when `tokens` exceeds the training length of a
+  // length-limited model.
+  void note_length(int64_t tokens) const;
   std::unique_ptr<State> new_state() const;
 
   // Runs full sequences (prefill / scoring). `logits` receives [n_seqs, vocab]
@@ -178,6 +188,7 @@ class Model {
   void check_state(const State* s, size_t seq) const;
   void run(const float* input, const Batch& batch, State* const* states, bool decode, Logits mode,
            std::vector<float>& logits);
+  void forward_in_chunks(std::span<const SeqInput> seqs, Logits mode, std::vector<float>& logits);
   void run_block(size_t b, float* x, const Batch& batch, LayerState* const* const* slot_states, bool decode,
                  bool training);
   void block_backward(size_t b, const Batch& batch);
@@ -192,6 +203,7 @@ class Model {
   std::unique_ptr<Exec> exec_;
   std::unique_ptr<Stack> stack_;
   uint64_t id_ = 0;  // hash of the configuration, stamped on its states
+  mutable bool warned_length_ = false;
   Tensor embed_, head_;
   std::vector<std::pair<std::string, Tensor>> bound_;  // every parameter, in declaration order
 

@@ -12,8 +12,6 @@ GenerateResult generate(Model& model, const std::vector<int32_t>& prompt, const 
   using clock = std::chrono::steady_clock;
   const Config& cfg = model.config();
   if (prompt.empty()) fail("generate: empty prompt (at least BOS is needed)");
-  if (static_cast<int64_t>(prompt.size()) > cfg.max_position_embeddings)
-    fail("the prompt has ", prompt.size(), " tokens, more than the model's context of ", cfg.max_position_embeddings);
   Sampler sampler(opts.sampler);
   GenerateResult res;
   std::vector<int32_t> seq = prompt;
@@ -50,10 +48,6 @@ GenerateResult generate(Model& model, const std::vector<int32_t>& prompt, const 
       break;
     }
     if (i + 1 == opts.max_new_tokens) break;
-    if (static_cast<int64_t>(seq.size()) >= cfg.max_position_embeddings) {
-      res.stop_reason = "context";
-      break;
-    }
     if (opts.use_cache) {
       State* st = state.get();
       model.step({&next, 1}, {&st, 1}, logits);

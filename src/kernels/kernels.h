@@ -6,6 +6,7 @@
 #include <cstdint>
 
 #include "core/cpu.h"
+#include "kernels/ssm.h"
 
 namespace strata::kernels {
 
@@ -83,6 +84,17 @@ struct Table {
   // into those layouts: a rows x cols block as A, a K x N block as B.
   void (*amx_pack_a)(const float* src, int64_t rs, int64_t cs, int64_t rows, int64_t cols, uint16_t* dst, int64_t Kp);
   void (*amx_pack_b)(const float* src, int64_t rs, int64_t cs, int64_t K, int64_t N, uint16_t* dst, int64_t Kp);
+
+  // State-space mixers (kernels/ssm.h).
+  void (*scan_forward)(const ScanArgs& a) = nullptr;
+  void (*scan_backward)(const ScanGradArgs& a) = nullptr;
+  // One output row of a causal depthwise convolution: for c < n,
+  //   y[c] = bias[c] + sum over j < k (in increasing j) of w[j * ldw + c] * in[j][c]
+  // (taps tap-major, in[k-1] the current row, k <= kConvMaxTaps), then SiLU when silu.
+  void (*dwconv_row)(const float* const* in, const float* w, int64_t ldw, const float* bias, int64_t k, int64_t n,
+                     float* y, bool silu) = nullptr;
+  // x[i] = softplus(x[i] + bias[i]) = max(v, 0) + log1p(exp(-|v|)), in place.
+  void (*softplus_bias)(float* x, const float* bias, int64_t n) = nullptr;
 };
 
 int64_t amx_packed_elems(int64_t M, int64_t K);

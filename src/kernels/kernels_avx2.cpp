@@ -1,11 +1,16 @@
 // AVX2 + FMA kernels (compiled with -mavx2 -mfma; used only when the CPU has them).
 #include "kernels/simd_avx2.h"
 #include "kernels/simd_kernels.h"
+#include "kernels/simd_ssm.h"
 
 namespace strata::kernels {
 
 const Table& avx2_table() {
-  static const Table t = make_table<VecAvx2>();
+  static const Table t = [] {
+    Table r = make_table<VecAvx2>();
+    add_ssm_kernels<VecAvx2>(r);
+    return r;
+  }();
   return t;
 }
 

@@ -121,10 +121,17 @@ void bf16_to_f32_row(const uint16_t* src, float* dst, int64_t n) {
 }  // namespace
 
 const Table& scalar_table() {
-  static const Table t{matmul_f32, matmul_bf16, rmsnorm,  softmax, silu_mul, silu_mul_backward, rope,    dot,     axpy,
+  static const Table t = [] {
+    Table r{matmul_f32, matmul_bf16, rmsnorm,  softmax, silu_mul, silu_mul_backward, rope,    dot,     axpy,
                        attn_pv,    bf16_to_f32_row, gemm_micro, kGemmMR, kGemmNR, pack_a_panels<kGemmMR>,
                        pack_b_panels<kGemmNR>, read_streams, nullptr, nullptr,
                        nullptr,    nullptr,         nullptr};
+    r.scan_forward = scan_forward_scalar;
+    r.scan_backward = scan_backward_scalar;
+    r.dwconv_row = dwconv_row_scalar;
+    r.softplus_bias = softplus_bias_scalar;
+    return r;
+  }();
   return t;
 }
 

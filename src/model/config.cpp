@@ -180,6 +180,7 @@ Config Config::from_json_text(const std::string& text, const std::string& source
   if (opt_bool(j, "attention_bias", false, source)) field_error(source, "attention_bias", "biases are not supported");
   if (opt_bool(j, "mlp_bias", false, source)) field_error(source, "mlp_bias", "biases are not supported");
   c.initializer_range = opt_double(j, "initializer_range", 0.02, source);
+  c.init_scheme = opt_string(j, "strata_init", "normal", source);
   // Newer transformers write "dtype" instead of "torch_dtype".
   c.torch_dtype = opt_string(j, "torch_dtype", opt_string(j, "dtype", "float32", source), source);
   c.stop_at_bos = opt_bool(j, "strata_stop_at_bos", false, source);
@@ -254,6 +255,8 @@ void Config::validate(const std::string& source) const {
       field_error(source, "eos_token_id", cat("token id ", e, " is outside the vocabulary (", vocab_size, ")"));
   if (!std::isfinite(initializer_range) || initializer_range < 0.0)
     field_error(source, "initializer_range", "must be a non-negative number");
+  if (init_scheme != "normal" && init_scheme != "mamba" && init_scheme != "neox")
+    field_error(source, "strata_init", cat("'", init_scheme, "' is not an init scheme (normal, mamba, neox)"));
   DType dt;
   if (!parse_dtype(torch_dtype, &dt))
     field_error(source, "torch_dtype", cat("dtype '", torch_dtype, "' is not supported (float32, bfloat16, float16)"));
@@ -295,6 +298,7 @@ std::string Config::to_json_text() const {
   j["attention_bias"] = false;
   j["mlp_bias"] = false;
   j["initializer_range"] = initializer_range;
+  if (init_scheme != "normal") j["strata_init"] = init_scheme;
   j["torch_dtype"] = torch_dtype;
   j["strata_recipe"] = recipe;
   j["strata_stop_at_bos"] = stop_at_bos;

@@ -2,6 +2,7 @@
 #include "strata/model.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <map>
 
 #include "core/parallel.h"
@@ -202,14 +203,89 @@ Batch Model::embed_inputs(std::span<const SeqInput> seqs, bool with_states) {
   return batch;
 }
 
+bool Model::length_limited() const {
+  for (const StateUse& u : state_use(*stack_))
+    if (u.each.bytes_per_token > 0 && u.each.max_tokens == 0) return true;
+  return false;
+}
+
+void Model::note_length(int64_t tokens) const {
+  if (tokens <= cfg_.max_position_embeddings || warned_length_ || !length_limited()) return;
+  warned_length_ = true;
+  std::fprintf(stderr,
+               "warning: %lld positions, beyond the training length max_position_embeddings=%lld of a model with "
+               "full attention (positions past it are out of distribution)\n",
+               static_cast<long long>(tokens), static_cast<long long>(cfg_.max_position_embeddings));
+}
+
+namespace {
+
+// Rows [from, from + n) of a sequence's segments.
+std::vector<Segment> segment_rows(const std::vector<Segment>& segs, int64_t from, int64_t n, int64_t width) {
+  std::vector<Segment> r;
+  int64_t start = 0;
+  for (const Segment& seg : segs) {
+    const int64_t len = seg.size(), lo = std::max(from, start), hi = std::min(from + n, start + len);
+    if (lo < hi) {
+      if (seg.is_embeds()) r.push_back(Segment::of_embeds(seg.embeds + (lo - start) * width, hi - lo));
+      else r.push_back(Segment::of_tokens(seg.tokens.subspan(static_cast<size_t>(lo - start), static_cast<size_t>(hi - lo))));
+    }
+    start += len;
+  }
+  return r;
+}
+
+}  // namespace
+
+// Long prompts with states run in rounds of at most kPrefillChunk rows per
+// sequence, so activation memory stays bounded however long the prompt; the
+// states carry everything between rounds, so the logits are the same.
+void Model::forward_in_chunks(std::span<const SeqInput> seqs, Logits mode, std::vector<float>& logits) {
+  const int64_t V = cfg_.vocab_size;
+  std::vector<int64_t> size(seqs.size()), first_row(seqs.size());
+  int64_t total = 0;
+  for (size_t s = 0; s < seqs.size(); ++s) {
+    size[s] = seqs[s].size();
+    first_row[s] = total;
+    total += size[s];
+  }
+  logits.assign(static_cast<size_t>(mode == Logits::All ? total * V : mode == Logits::Last ? seqs.size() * V : 0), 0.0f);
+  std::vector<float> part;
+  for (int64_t from = 0;; from += kPrefillChunk) {
+    std::vector<SeqInput> round;
+    std::vector<size_t> which;
+    for (size_t s = 0; s < seqs.size(); ++s) {
+      if (from >= size[s]) continue;
+      round.emplace_back(segment_rows(seqs[s].segments, from, std::min(kPrefillChunk, size[s] - from), cfg_.hidden_size),
+                         seqs[s].state);
+      which.push_back(s);
+    }
+    if (round.empty()) break;
+    forward(round, mode, part);
+    int64_t row = 0;
+    for (size_t i = 0; i < which.size(); ++i) {
+      const size_t s = which[i];
+      const int64_t n = round[i].size();
+      if (mode == Logits::All)
+        std::copy(part.begin() + row * V, part.begin() + (row + n) * V, logits.begin() + (first_row[s] + from) * V);
+      else if (mode == Logits::Last && from + n == size[s])
+        std::copy(part.begin() + i * V, part.begin() + (i + 1) * V, logits.begin() + s * V);
+      row += n;
+    }
+  }
+}
+
 void Model::forward(std::span<const SeqInput> seqs, Logits mode, std::vector<float>& logits) {
   std::vector<State*> states;
   for (const SeqInput& in : seqs) states.push_back(in.state);
   const bool stateful = std::all_of(states.begin(), states.end(), [](State* s) { return s != nullptr; });
   if (!stateful && std::any_of(states.begin(), states.end(), [](State* s) { return s != nullptr; }))
     fail("forward: either every sequence has a state or none has");
-  if (stateful)
+  if (stateful) {
     for (size_t s = 0; s < states.size(); ++s) check_state(states[s], s);
+    if (stack_->causal && std::any_of(seqs.begin(), seqs.end(), [](const SeqInput& in) { return in.size() > kPrefillChunk; }))
+      return forward_in_chunks(seqs, mode, logits);
+  }
   const Batch batch = embed_inputs(seqs, stateful);
   run(x_.data(), batch, stateful ? states.data() : nullptr, false, mode, logits);
 }
@@ -236,10 +312,7 @@ void Model::step(std::span<const SeqInput> rows, std::vector<float>& logits) {
 void Model::run(const float* input, const Batch& batch, State* const* states, bool decode, Logits mode,
                 std::vector<float>& logits) {
   const int64_t D = cfg_.hidden_size, V = cfg_.vocab_size, rows = batch.rows;
-  for (size_t s = 0; s < batch.seqs.size(); ++s)
-    if (batch.seqs[s].pos + batch.seqs[s].len > cfg_.max_position_embeddings)
-      fail("sequence ", s, " would reach ", batch.seqs[s].pos + batch.seqs[s].len,
-           " tokens, beyond the model's context of max_position_embeddings=", cfg_.max_position_embeddings);
+  for (const SeqSpan& sp : batch.seqs) note_length(sp.pos + sp.len);
   if (states && !stack_->causal) return run_recompute(input, batch, states, mode, logits);
   if (input != x_.data()) {  // e.g. the whole prefix from run_recompute: more rows than x_ holds
     x_.resize(static_cast<size_t>(rows * D));

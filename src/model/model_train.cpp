@@ -144,9 +144,7 @@ Model::LossSum Model::train_or_eval(std::span<const SeqInput> seqs, std::span<co
   if (backward && grads_.empty()) fail("train: call enable_training() first");
   for (size_t s = 0; s < seqs.size(); ++s) {
     if (seqs[s].state) fail("train: sequence ", s, " has a decode state (training runs on fresh contexts)");
-    if (seqs[s].size() > cfg_.max_position_embeddings)
-      fail("sequence length ", seqs[s].size(), " exceeds the model's context of max_position_embeddings=",
-           cfg_.max_position_embeddings);
+    note_length(seqs[s].size());
   }
   const int64_t D = cfg_.hidden_size;
   const Batch batch = embed_inputs(seqs, false);

@@ -27,6 +27,8 @@ float declared_value(const ParamDecl& d, int64_t i, Rng& rng, float default_std)
     case Init::Zeros: return 0.0f;
     case Init::Constant: return d.init_value;
     case Init::DiracLast: return (i + 1) % (d.shape.empty() ? 1 : d.shape.back()) == 0 ? 1.0f : 0.0f;
+    case Init::Uniform: return (2.0f * rng.uniform() - 1.0f) * d.init_value;
+    case Init::Custom: return d.fill(i, rng);
   }
   return 0.0f;
 }

@@ -4,6 +4,7 @@
 // and at which absolute position its first row sits.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -65,12 +66,15 @@ struct Context {
 };
 
 // How Model::random initialises a parameter.
-//   Normal: N(0, std²), std = ParamDecl::init_std, or the config's
-//           initializer_range when init_std < 0.
+//   Normal: N(0, std²), std = ParamDecl::init_std, or, when init_std < 0, the
+//           config's init scheme decides (strata_init: N(0, initializer_range)
+//           by default; docs/samba.md has the Mamba and NeoX schemes).
+//   Uniform: U(-init_value, init_value).
 //   Constant: every element = init_value (Ones/Zeros are the common cases).
 //   DiracLast: 1 at the last index of the last dimension, 0 elsewhere (a
 //           depthwise convolution that passes its current input through).
-enum class Init { Normal, Ones, Zeros, Constant, DiracLast };
+//   Custom: element i = fill(i, rng) (e.g. Mamba's A_log and dt bias).
+enum class Init { Normal, Ones, Zeros, Constant, DiracLast, Uniform, Custom };
 
 class Rng;
 
@@ -82,7 +86,17 @@ struct ParamDecl {
   float init_std = -1.0f;
   float init_value = 0.0f;
   bool trainable = true;  // false: a buffer (saved and loaded, never updated by the optimizer)
+  // Writes into the residual stream (o_proj, down_proj, out_proj): init
+  // schemes scale it down with depth.
+  bool residual_out = false;
+  std::function<float(int64_t i, Rng& rng)> fill;  // Init::Custom
 };
+
+// `d` marked as writing into the residual stream.
+inline ParamDecl residual_out(ParamDecl d) {
+  d.residual_out = true;
+  return d;
+}
 
 // Element i of `d`'s declared init (Normal values drawn from rng with
 // d.init_std, or default_std when that is negative).

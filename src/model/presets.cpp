@@ -2,6 +2,7 @@
 #include <functional>
 #include <utility>
 
+#include "model/layers.h"
 #include "model/recipes.h"
 #include "strata/config.h"
 #include "strata/error.h"
@@ -53,6 +54,42 @@ Config modified(const Config& base, const std::string& attention, int64_t ada_ra
   return with_modified_layers(base, r);
 }
 
+// A Samba-family model (docs/samba.md): `blocks` layers of the recipe's
+// unit, SlimPajama-style settings (eps 1e-5, theta 10000, trained at 4096).
+// Samba-style configs tie the embeddings and use mamba_init; the Llama
+// baselines untie them and use the NeoX init.
+Config samba_family(const std::string& recipe, int64_t vocab, int64_t d, int64_t d_p, int64_t blocks, int64_t heads,
+                    int64_t kv, bool mamba_init) {
+  Config c = llama_config(vocab, d, d_p, blocks, heads, kv, 4096, mamba_init);
+  c.bos_token_id = 1;
+  c.eos_token_ids = {2};
+  c.init_scheme = mamba_init ? "mamba" : "neox";
+  set_layers(c, recipe, *samba_family_unit(recipe));
+  return c;
+}
+
+// Samba with the Mamba sub-layer replaced by a SwiGLU MLP of width 2d.
+Config mlp2_swa_mlp(int64_t vocab, int64_t d, int64_t d_p, int64_t blocks, int64_t heads) {
+  Config c = samba_family("samba", vocab, d, d_p, blocks, heads, heads, true);
+  LayerConf first = {sublayer("mlp", {{"intermediate_size", 2 * d}}), sublayer("mlp")};
+  set_layers(c, "custom", {first, c.layers.unit[1]});
+  return c;
+}
+
+// Samba 421M with H query and H_kv key/value heads and d_p 4608 (Table 6).
+Config samba_421m_heads(int64_t heads, int64_t kv) {
+  Config c = samba_family("samba", 32000, 1536, 4608, 12, heads, kv, true);
+  return c;
+}
+
+// A tiny model of a recipe for tests: d 64, 4 heads / 2 KV heads, window 16.
+Config tiny_of(const std::string& recipe, int64_t blocks) {
+  Config c = samba_family(recipe, 512, 64, 128, blocks, 4, 2, recipe != "llama-swa");
+  c.max_position_embeddings = 256;
+  set_module_option(c.layers, "attention", "window", int64_t{16});
+  return c;
+}
+
 struct Preset {
   const char* name;
   std::function<Config()> make;
@@ -69,6 +106,42 @@ const std::vector<Preset>& presets() {
       {"tinyllama-1.1b-modified-nodiff", [] { return modified(tinyllama(), "standard", 64, 16); }},
       {"tiny-modified", [] { return modified(llama_config(512, 64, 160, 2, 4, 2, 256, false), "differential", 8, 4); }},
       {"stories260k-modified", [] { return modified(stories(512, 64, 172, 5, 8, 4, 512), "differential", 16, 4); }},
+      // The Samba family (docs/samba.md has the table with the counts).
+      {"samba-421m", [] { return samba_family("samba", 32000, 1536, 4096, 12, 12, 12, true); }},
+      {"samba-1.3b", [] { return samba_family("samba", 32000, 2304, 6144, 18, 18, 18, true); }},
+      {"samba-1.7b", [] { return samba_family("samba", 50304, 2048, 8192, 24, 32, 4, true); }},
+      {"samba-3.8b", [] { return samba_family("samba", 32064, 2816, 9984, 32, 11, 1, true); }},
+      {"mamba-432m", [] { return samba_family("mamba", 32000, 1024, 4096, 60, 16, 16, true); }},
+      {"mamba-1.3b", [] { return samba_family("mamba", 32000, 2048, 8192, 48, 16, 16, true); }},
+      {"mamba-mlp-1.9b", [] { return samba_family("mamba-mlp", 50304, 2048, 8192, 24, 32, 4, true); }},
+      {"mamba-swa-mlp-400m", [] { return samba_family("mamba-swa-mlp", 32000, 1536, 4096, 8, 12, 12, true); }},
+      {"llama-438m", [] { return with_llama_layers(samba_family("llama-swa", 32000, 1536, 4096, 12, 12, 12, false)); }},
+      {"llama-438m-swa", [] { return samba_family("llama-swa", 32000, 1536, 4096, 12, 12, 12, false); }},
+      {"mistral-1.6b", [] { return samba_family("llama-swa", 50304, 2048, 8192, 24, 32, 4, false); }},
+      {"mlp2-swa-mlp-417m", [] { return mlp2_swa_mlp(32000, 1536, 4096, 12, 12); }},
+      {"samba-421m-nope",
+       [] {
+         Config c = samba_family("samba", 32000, 1536, 4096, 12, 12, 12, true);
+         set_module_option(c.layers, "attention", "rope", false);
+         c.recipe = "custom";
+         return c;
+       }},
+      {"samba-421m-gqa2", [] { return samba_421m_heads(12, 2); }},
+      {"samba-421m-mqa6", [] { return samba_421m_heads(6, 1); }},
+      {"samba-421m-mqa", [] { return samba_421m_heads(12, 1); }},
+      {"samba-421m-gqa4", [] { return samba_421m_heads(12, 4); }},
+      {"tiny-samba", [] { return tiny_of("samba", 2); }},
+      {"tiny-mamba", [] { return tiny_of("mamba", 3); }},
+      {"tiny-mamba-mlp", [] { return tiny_of("mamba-mlp", 2); }},
+      {"tiny-mamba-swa-mlp", [] { return tiny_of("mamba-swa-mlp", 2); }},
+      {"tiny-llama-swa", [] { return tiny_of("llama-swa", 2); }},
+      {"tiny-mlp2-swa-mlp",
+       [] {
+         Config c = mlp2_swa_mlp(512, 64, 128, 2, 4);
+         c.max_position_embeddings = 256;
+         set_module_option(c.layers, "attention", "window", int64_t{16});
+         return c;
+       }},
   };
   return p;
 }

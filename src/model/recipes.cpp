@@ -89,7 +89,21 @@ std::vector<LayerConf> modified_unit(const ModifiedRecipe& r) {
   return {{attn, mlp}};
 }
 
-std::vector<std::string> recipe_names() { return {"llama", "modified"}; }
+// The Samba family (docs/samba.md): Samba [Mamba, MLP] / [SWA, MLP] layers
+// alternating, and the paper's baselines. SWA is attention with a 2048 window.
+std::optional<std::vector<LayerConf>> samba_family_unit(const std::string& name) {
+  const SublayerConf mamba = sublayer("mamba"), mlp = sublayer("mlp"), swa = sublayer("attention", {{"window", 2048}});
+  if (name == "samba") return std::vector<LayerConf>{{mamba, mlp}, {swa, mlp}};
+  if (name == "mamba") return std::vector<LayerConf>{{mamba}};
+  if (name == "mamba-mlp") return std::vector<LayerConf>{{mamba, mlp}};
+  if (name == "mamba-swa-mlp") return std::vector<LayerConf>{{mamba, swa, mlp}};
+  if (name == "llama-swa") return std::vector<LayerConf>{{swa, mlp}};
+  return std::nullopt;
+}
+
+std::vector<std::string> recipe_names() {
+  return {"llama", "modified", "samba", "mamba", "mamba-mlp", "mamba-swa-mlp", "llama-swa"};
+}
 
 std::vector<std::string> recipe_fields(const std::string& name) {
   if (name == "modified") return {std::begin(kModifiedFields), std::end(kModifiedFields)};
@@ -99,6 +113,7 @@ std::vector<std::string> recipe_fields(const std::string& name) {
 std::vector<LayerConf> recipe_unit(const std::string& name, const json& top, const std::string& source,
                                    const Config& shape) {
   if (name == "llama") return llama_unit();
+  if (auto u = samba_family_unit(name)) return *u;
   if (name == "modified") {
     std::vector<LayerConf> unit = modified_unit(read_modified(top, source));
     // Checks against the shape (e.g. se_reduction must divide hidden_size), naming the legacy fields.
@@ -117,7 +132,7 @@ std::vector<LayerConf> recipe_unit(const std::string& name, const json& top, con
 std::optional<std::vector<LayerConf>> recipe_default_unit(const std::string& name) {
   if (name == "llama") return llama_unit();
   if (name == "modified") return modified_unit(ModifiedRecipe());
-  return std::nullopt;
+  return samba_family_unit(name);
 }
 
 std::pair<std::string, std::string> model_type_for(const Config& cfg) {

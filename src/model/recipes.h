@@ -30,6 +30,9 @@ struct ModifiedRecipe {
 
 std::vector<LayerConf> llama_unit();
 std::vector<LayerConf> modified_unit(const ModifiedRecipe& r);
+// The unit of a Samba-family recipe (samba, mamba, mamba-mlp, mamba-swa-mlp,
+// llama-swa) with default options; nullopt for other names.
+std::optional<std::vector<LayerConf>> samba_family_unit(const std::string& name);
 
 std::vector<std::string> recipe_names();
 // The unit of recipe `name` for a config.json whose top level is `top`

@@ -16,7 +16,8 @@ namespace strata {
   X(diff_attention)               \
   X(ada_rmsnorm)                  \
   X(token_mix)                    \
-  X(se)
+  X(se)                           \
+  X(mamba)
 
 #define STRATA_DECLARE_MODULE(name) ModuleType name##_module();
 STRATA_BUILTIN_MODULES(STRATA_DECLARE_MODULE)

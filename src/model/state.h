@@ -8,8 +8,11 @@
 #include <memory>
 #include <string>
 #include <typeinfo>
+#include <utility>
+#include <vector>
 
 #include "strata/error.h"
+#include "strata/tensor.h"
 
 namespace strata {
 
@@ -27,6 +30,11 @@ class LayerState {
   // Replaces this state's contents with `src`'s; throws unless src has the
   // same kind and shape.
   virtual void copy_from(const LayerState& src) = 0;
+  // Its contents as named F32 tensors in a layout other implementations
+  // share (e.g. a KV cache's keys in position order), so tools such as
+  // `strata module-run` can write them out without knowing the module.
+  // Empty: nothing to export.
+  virtual std::vector<std::pair<std::string, Tensor>> export_tensors() const { return {}; }
 };
 
 // The state of module type `Derived`: kind, clone and copy_from from its copy

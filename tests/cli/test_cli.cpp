@@ -288,7 +288,7 @@ TEST(Cli, InitAndInfoFromAConfigJson) {
   ASSERT_EQ(r.exit_code, 0) << r.err;
   r = run_cli("info -m '" + dir + "/m'");
   ASSERT_EQ(r.exit_code, 0) << r.err;
-  EXPECT_NE(r.out.find("attention(window=8)"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("attention(window=8,"), std::string::npos) << r.out;
   expect_one_line_error(run_cli("init --config '" + dir + "/nope.json' -o '" + dir + "/x'"), {"nope.json"});
 }
 

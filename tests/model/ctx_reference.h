@@ -21,8 +21,10 @@ struct CtxConfig : Config {
   int64_t ada_rank = 4, tm_kernel = 3, se_reduction = 4;
   std::string ctx_mode = "causal";
   int64_t window = 0;  // attention's
+  std::map<std::string, nlohmann::json> extra;  // options of other kinds (e.g. mamba's)
   // The options of module `kind` (empty for kinds without context options).
   nlohmann::json options(const std::string& kind) const {
+    if (auto it = extra.find(kind); it != extra.end()) return it->second;
     if (kind == "ada-rmsnorm") return {{"rank", ada_rank}, {"ctx_mode", ctx_mode}};
     if (kind == "token-mix") return {{"kernel", tm_kernel}};
     if (kind == "se") return {{"reduction", se_reduction}, {"ctx_mode", ctx_mode}};

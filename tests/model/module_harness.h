@@ -85,6 +85,8 @@ class ModuleRig {
           case Init::Zeros: v = 0; break;
           case Init::Constant: v = d.init_value; break;
           case Init::DiracLast: v = (i + 1) % last == 0 ? 1 : 0; break;
+          case Init::Uniform: v = (2.0 * rng.uniform_double() - 1.0) * d.init_value; break;
+          case Init::Custom: v = d.fill(i, rng); break;
         }
         t.f32()[i] = static_cast<float>(v + (noise > 0 ? rng.normal() * noise : 0.0));
       }

@@ -23,14 +23,14 @@ class Attention final : public Module {
         kv_heads_(cfg.num_key_value_heads),
         head_dim_(cfg.head_dim),
         window_(opt_int(spec.options, "window")),
-        rope_(RopeTable::get(cfg)) {}
+        rope_(opt_bool(spec.options, "rope") ? RopeTable::get(cfg) : nullptr) {}
 
   std::vector<ParamDecl> params() const override {
     const int64_t qd = heads_ * head_dim_, kvd = kv_heads_ * head_dim_;
     return {{prefix() + ".q_proj.weight", {qd, dim_}},
             {prefix() + ".k_proj.weight", {kvd, dim_}},
             {prefix() + ".v_proj.weight", {kvd, dim_}},
-            {prefix() + ".o_proj.weight", {dim_, qd}}};
+            residual_out({prefix() + ".o_proj.weight", {dim_, qd}})};
   }
   void bind(ParamBinder& b) override {
     auto p = params();
@@ -62,8 +62,10 @@ class Attention final : public Module {
     linear(ctx, x, rows, wk_, k_all);
     linear(ctx, x, rows, wv_, v_all);
     caches_.begin(batch, states, kvd, kvd, window_, kind() + " " + prefix());
-    rope_->rotate(ctx.kt(), q_all, rows, qd, heads_, caches_.row_pos());
-    rope_->rotate(ctx.kt(), k_all, rows, kvd, kv_heads_, caches_.row_pos());
+    if (rope_) {
+      rope_->rotate(ctx.kt(), q_all, rows, qd, heads_, caches_.row_pos());
+      rope_->rotate(ctx.kt(), k_all, rows, kvd, kv_heads_, caches_.row_pos());
+    }
     caches_.add(batch, k_all, v_all);
     attention_forward(ctx.exec, layout(), sequences(batch, q_all, att));
     caches_.commit(batch);
@@ -106,8 +108,10 @@ class Attention final : public Module {
     for (const SeqSpan& sp : batch.seqs)
       grads.push_back({dO + sp.row * qd, dq + sp.row * qd, dk + sp.row * kvd, dv + sp.row * kvd});
     attention_backward(ex, layout(), seqs, grads);
-    rope_->rotate(ctx.kt(), dq, rows, qd, heads_, caches_.row_pos(), /*inverse=*/true);
-    rope_->rotate(ctx.kt(), dk, rows, kvd, kv_heads_, caches_.row_pos(), /*inverse=*/true);
+    if (rope_) {
+      rope_->rotate(ctx.kt(), dq, rows, qd, heads_, caches_.row_pos(), /*inverse=*/true);
+      rope_->rotate(ctx.kt(), dk, rows, kvd, kv_heads_, caches_.row_pos(), /*inverse=*/true);
+    }
     qkv_projection_backward(ex, saved_x_.data(), rows, dim_, dq, wq_, dwq_, dk, wk_, dwk_, dv, wv_, dwv_, dx, tmp);
   }
 
@@ -128,7 +132,7 @@ class Attention final : public Module {
   }
 
   int64_t dim_, heads_, kv_heads_, head_dim_, window_;
-  std::shared_ptr<const RopeTable> rope_;
+  std::shared_ptr<const RopeTable> rope_;  // null: no RoPE
   Tensor wq_, wk_, wv_, wo_;
   float *dwq_ = nullptr, *dwk_ = nullptr, *dwv_ = nullptr, *dwo_ = nullptr;
   std::vector<float> saved_x_, saved_q_, saved_att_;  // training: inputs, rotated queries, head outputs
@@ -144,7 +148,8 @@ ModuleType attention_module() {
       .summary = "causal GQA attention with RoPE, optionally over a sliding window",
       .options = {int_option("window", 0, 0, int64_t{1} << 30,
                              "keys each query sees, itself included (0: every earlier position); the decode state is "
-                             "then a ring of this many positions")},
+                             "then a ring of this many positions"),
+                  bool_option("rope", true, "rotary position embedding on q and k (false: NoPE)")},
       .make = make_as<Attention>,
       .aliases = {{"attn", {}}, {"swa", {{"window", int64_t{2048}}}}},
   };

@@ -24,18 +24,15 @@ std::shared_ptr<const RopeTable> RopeTable::get(const Config& cfg) {
     t->head_dim = cfg.head_dim;
     t->half = cfg.head_dim / 2;
     const int64_t n = cfg.max_position_embeddings;
+    t->positions = n;
     t->cos.resize(static_cast<size_t>(n * t->half));
     t->sin.resize(static_cast<size_t>(n * t->half));
     const float theta = static_cast<float>(cfg.rope_theta);
-    const float scale = static_cast<float>(cfg.rope_scaling_factor);
-    for (int64_t i = 0; i < t->half; ++i) {
-      const float freq = 1.0f / std::pow(theta, static_cast<float>(2 * i) / static_cast<float>(cfg.head_dim));
-      for (int64_t p = 0; p < n; ++p) {
-        const float angle = (static_cast<float>(p) / scale) * freq;
-        t->cos[p * t->half + i] = std::cos(angle);
-        t->sin[p * t->half + i] = std::sin(angle);
-      }
-    }
+    t->scale = static_cast<float>(cfg.rope_scaling_factor);
+    t->freq.resize(static_cast<size_t>(t->half));
+    for (int64_t i = 0; i < t->half; ++i)
+      t->freq[i] = 1.0f / std::pow(theta, static_cast<float>(2 * i) / static_cast<float>(cfg.head_dim));
+    for (int64_t p = 0; p < n; ++p) t->angles(p, &t->cos[p * t->half], &t->sin[p * t->half]);
     slot = t;
   }
   return slot;
@@ -44,11 +41,19 @@ std::shared_ptr<const RopeTable> RopeTable::get(const Config& cfg) {
 void RopeTable::rotate(const kernels::Table& kt, float* x, int64_t rows, int64_t ld, int64_t heads, const int64_t* pos,
                        bool inverse) const {
   parallel_for(rows, 8, [&](int64_t b, int64_t e) {
-    thread_local std::vector<float> neg;
+    thread_local std::vector<float> neg, far_cos, far_sin;
     neg.resize(static_cast<size_t>(half));
+    far_cos.resize(static_cast<size_t>(half));
+    far_sin.resize(static_cast<size_t>(half));
     for (int64_t r = b; r < e; ++r) {
-      const float* c = &cos[pos[r] * half];
-      const float* s = &sin[pos[r] * half];
+      const float* c = &far_cos[0];
+      const float* s = &far_sin[0];
+      if (pos[r] < positions) {
+        c = &cos[pos[r] * half];
+        s = &sin[pos[r] * half];
+      } else {
+        angles(pos[r], far_cos.data(), far_sin.data());
+      }
       if (inverse) {  // rotating by -angle is RoPE with sin negated
         for (int64_t i = 0; i < half; ++i) neg[i] = -s[i];
         s = neg.data();
@@ -56,6 +61,14 @@ void RopeTable::rotate(const kernels::Table& kt, float* x, int64_t rows, int64_t
       kt.rope(x + r * ld, heads, head_dim, c, s);
     }
   });
+}
+
+void RopeTable::angles(int64_t p, float* c, float* s) const {
+  for (int64_t i = 0; i < half; ++i) {
+    const float angle = (static_cast<float>(p) / scale) * freq[i];
+    c[i] = std::cos(angle);
+    s[i] = std::sin(angle);
+  }
 }
 
 std::string KvCache::shape() const { return cat("k ", k_width, ", v ", v_width, ", window ", window); }
@@ -84,6 +97,17 @@ void KvCache::append(const float* k_rows, const float* v_rows, int64_t n) {
   std::copy(k_rows, k_rows + n * k_width, k.begin() + len * k_width);
   std::copy(v_rows, v_rows + n * v_width, v.begin() + len * v_width);
   len += n;
+}
+
+std::vector<std::pair<std::string, Tensor>> KvCache::export_tensors() const {
+  const int64_t held = window > 0 ? std::min(len, window) : len, first = len - held;
+  Tensor tk = Tensor::alloc(DType::F32, {held, k_width}), tv = Tensor::alloc(DType::F32, {held, v_width});
+  for (int64_t i = 0; i < held; ++i) {  // a ring keeps position p in slot p % window
+    const int64_t slot = window > 0 ? (first + i) % window : first + i;
+    std::copy(k.begin() + slot * k_width, k.begin() + (slot + 1) * k_width, tk.f32() + i * k_width);
+    std::copy(v.begin() + slot * v_width, v.begin() + (slot + 1) * v_width, tv.f32() + i * v_width);
+  }
+  return {{"k", tk}, {"v", tv}};
 }
 
 void CallCaches::begin(const Batch& batch, LayerState* const* states, int64_t k_width, int64_t v_width,

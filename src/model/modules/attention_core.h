@@ -18,10 +18,14 @@
 namespace strata {
 
 // cos/sin of p * theta^(-2i/d) for every position up to max_pos, computed in
-// F32 exactly as the reference implementations do (llama2.c, HF).
+// F32 exactly as the reference implementations do (llama2.c, HF). Positions
+// past the table (a model run beyond its training length) get the same
+// formula computed on the fly.
 struct RopeTable {
-  int64_t head_dim = 0, half = 0;
-  std::vector<float> cos, sin;  // [max_pos, half]
+  int64_t head_dim = 0, half = 0, positions = 0;
+  float scale = 1.0f;
+  std::vector<float> freq;      // [half]
+  std::vector<float> cos, sin;  // [positions, half]
 
   // One table per (head_dim, theta, scaling, max_pos), shared by all layers.
   static std::shared_ptr<const RopeTable> get(const Config& cfg);
@@ -30,6 +34,8 @@ struct RopeTable {
   // the angle: the backward of the rotation.
   void rotate(const kernels::Table& kt, float* x, int64_t rows, int64_t ld, int64_t heads, const int64_t* pos,
               bool inverse = false) const;
+  // cos and sin of position p (half values each).
+  void angles(int64_t p, float* c, float* s) const;
 };
 
 // Decode state: the rotated keys and the values of every position so far
@@ -46,6 +52,9 @@ struct KvCache final : StateOf<KvCache> {
   int64_t bytes() const { return static_cast<int64_t>((k.capacity() + v.capacity()) * sizeof(float)); }
   // Rows of positions len .. len + n - 1 (a ring keeps the last `window`).
   void append(const float* k_rows, const float* v_rows, int64_t n);
+  // "k" and "v": [held, width], the positions still held (all, or a ring's
+  // last min(len, window)) oldest first, keys after RoPE.
+  std::vector<std::pair<std::string, Tensor>> export_tensors() const override;
 };
 
 // A run of consecutive positions pos .. pos + n - 1 whose key and value rows

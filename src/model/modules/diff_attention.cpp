@@ -62,7 +62,7 @@ class DiffAttention final : public Module {
     std::vector<ParamDecl> r = {{p + "q_proj.weight", {q_width(), dim_}},
                                 {p + "k_proj.weight", {k_width(), dim_}},
                                 {p + "v_proj.weight", {v_width(), dim_}},
-                                {p + "o_proj.weight", {dim_, o_width()}}};
+                                residual_out({p + "o_proj.weight", {dim_, o_width()}})};
     for (const char* name : {"lambda_q1", "lambda_k1", "lambda_q2", "lambda_k2"})
       r.push_back({p + name, {head_dim_}, Init::Normal, false, 0.1f});
     r.push_back({p + "lambda_init", {}, Init::Constant, false, -1.0f, init_lambda_, /*trainable=*/false});

@@ -22,7 +22,7 @@ class Mlp final : public Module {
   std::vector<ParamDecl> params() const override {
     return {{prefix() + ".gate_proj.weight", {hidden_, dim_}},
             {prefix() + ".up_proj.weight", {hidden_, dim_}},
-            {prefix() + ".down_proj.weight", {dim_, hidden_}}};
+            residual_out({prefix() + ".down_proj.weight", {dim_, hidden_}})};
   }
   void bind(ParamBinder& b) override {
     auto p = params();
