@@ -2,6 +2,8 @@
 //   --to hf        an HF directory (F32 or BF16, optionally sharded) from any model strata reads;
 //   --to modified  the modified decoder converted from a Llama model with identity inits
 //                  (docs/modified-decoder.md), then how far its logits are from the base's.
+// The source is whatever -m is (--from auto), or a lit-gpt / microsoft/Samba
+// state dict in .safetensors (--from litgpt --samba-config NAME).
 #include <cstdio>
 #include <filesystem>
 #include <set>
@@ -11,6 +13,7 @@
 #include "core/weights.h"
 #include "model/checkpoint.h"
 #include "model/convert_modified.h"
+#include "model/import_samba.h"
 #include "model/stack.h"
 #include "strata/error.h"
 
@@ -86,12 +89,28 @@ void report_closeness(Model& base, const Config& cfg, const NamedTensors& tensor
                 "attention map): train to heal it\n");
 }
 
+// A lit-gpt state dict under strata's names, as a loaded model.
+Loaded load_litgpt(const ModelFlags& flags, const std::string& config_name) {
+  apply_threads(flags.threads);
+  Imported im = import_litgpt(flags.path, config_name);
+  Loaded l;
+  l.model = Model::from_weights(im.config, im.weights);
+  l.format = "litgpt";
+  return l;
+}
+
+std::string litgpt_names() {
+  std::string r;
+  for (const auto& [lit, preset] : litgpt_configs()) r += (r.empty() ? "" : ", ") + lit;
+  return r;
+}
+
 }  // namespace
 
 void register_convert(CLI::App& app) {
   struct Opts {
     ModelFlags model;
-    std::string out, to = "hf", dtype;
+    std::string out, to = "hf", dtype, from = "auto", samba_config;
     ModifiedOptions modified;
     int64_t max_shard = 0;
   };
@@ -104,6 +123,12 @@ void register_convert(CLI::App& app) {
   cmd->add_option("--dtype", o->dtype,
                   "f32 or bf16 for the matrices (default: the source's dtype; the modified decoder: f32)")
       ->check(CLI::IsMember({"f32", "bf16"}));
+  cmd->add_option("--from", o->from,
+                  "source layout: auto (what -m is: HF Llama or Mamba directory, strata, llama2.c) or litgpt "
+                  "(a lit-gpt / microsoft/Samba state dict as .safetensors; needs --samba-config)")
+      ->check(CLI::IsMember({"auto", "litgpt"}));
+  cmd->add_option("--samba-config", o->samba_config,
+                  "--from litgpt: the lit-gpt config name (" + litgpt_names() + ") or a strata preset name");
   cmd->add_option("--max-shard-size", o->max_shard, "bytes per shard (0: one file)")->check(at_least(0));
   ModifiedOptions& m = o->modified;
   cmd->add_option("--attention", m.attention, "--to modified: differential or standard")
@@ -121,9 +146,13 @@ void register_convert(CLI::App& app) {
     for (const char* opt : {"--attention", "--diff-layout", "--ctx-mode", "--seed", "--ada-rank", "--tm-kernel",
                             "--se-reduction"})
       if (!to_modified && cmd->count(opt) > 0) fail(opt, " applies to --to modified only");
+    const bool litgpt = o->from == "litgpt";
+    if (litgpt && o->samba_config.empty())
+      fail("--from litgpt needs --samba-config NAME (", litgpt_names(), ", or a strata preset)");
+    if (!litgpt && cmd->count("--samba-config") > 0) fail("--samba-config applies to --from litgpt only");
     ModelFlags flags = o->model;
     flags.tokenizer.clear();  // checked below against the vocabulary, with a fallback search
-    Loaded l = load(flags, false);
+    Loaded l = litgpt ? load_litgpt(flags, o->samba_config) : load(flags, false);
     auto tok = find_tokenizer(o->model.path, o->model.tokenizer, l.model->config().vocab_size);
 
     Config cfg = l.model->config();

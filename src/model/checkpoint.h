@@ -13,7 +13,7 @@ namespace strata {
 struct Checkpoint {
   Config config;
   WeightSet weights;
-  std::string format;          // "hf" or "llama2c"
+  std::string format;          // "hf", "hf-mamba" (a Hugging Face Mamba, renamed) or "llama2c"
   std::string tokenizer_path;  // tokenizer.model (else tokenizer.json) found beside the model, or ""
   bool add_bos = true;         // tokenizer_config.json add_bos_token
 };
