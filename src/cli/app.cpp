@@ -36,6 +36,7 @@ int run(int argc, char** argv) {
   register_plot(app);
   register_train(app);
   register_sft(app);
+  register_module_run(app);
   try {
     app.parse(argc, argv);
     if (app.get_subcommands().empty()) {

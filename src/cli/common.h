@@ -60,5 +60,6 @@ void register_tokenize(CLI::App& app);
 void register_plot(CLI::App& app);
 void register_train(CLI::App& app);
 void register_sft(CLI::App& app);
+void register_module_run(CLI::App& app);
 
 }  // namespace strata::cli

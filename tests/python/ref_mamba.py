@@ -1,0 +1,135 @@
+"""The Mamba (v1) mixer of mamba_simple, in torch, from the spec
+(samba-family.md §2.1-2.5), with the module's own parameter names:
+
+  [x; z] = in_proj(h)                       in_proj.weight [2E, d], no bias
+  c_t = b + sum_k W[:, 0, k] x_{t-(k_c-1)+k}  conv1d.weight [E, 1, k_c], conv1d.bias [E];
+                                            inputs before t = 0 are zero, tap k_c-1 is the current one
+  u = SiLU(c)
+  [delta; B; C] = x_proj(u)                 x_proj.weight [R+2N, E]
+  dt = softplus(dt_proj(delta))             dt_proj.weight [E, R], dt_proj.bias [E]
+  A = -exp(A_log)                           A_log [E, N]
+  h_t = exp(dt_t A) h_{t-1} + dt_t B_t u_t,  y_t = h_t C_t + D u_t     D [E]
+  out = out_proj(y * SiLU(z))               out_proj.weight [d, E]
+
+`mamba_forward` runs the scan sequentially over time; `mamba_step` is the
+one-token decode of the reference, with conv_state [B, E, k_c] (the last k_c
+pre-conv inputs, oldest first, shifted left before each use) and ssm_state
+[B, E, N]. Both work in the dtype of their inputs (float64 for references),
+and autograd gives the gradients.
+"""
+import torch
+
+
+def _silu(x):
+    return x * torch.sigmoid(x)
+
+
+def _softplus(x):
+    # ln(1 + e^x) without overflow for large x.
+    return torch.where(x > 20, x, torch.log1p(torch.exp(torch.clamp(x, max=20))))
+
+
+def _split_proj(p, u):
+    """delta, B, C and dt from the post-conv activations u [..., E]."""
+    E, N = p["A_log"].shape
+    R = p["dt_proj.weight"].shape[1]
+    dbc = u @ p["x_proj.weight"].T
+    delta, Bm, Cm = dbc[..., :R], dbc[..., R:R + N], dbc[..., R + N:R + 2 * N]
+    dt = _softplus(delta @ p["dt_proj.weight"].T + p["dt_proj.bias"])
+    return dt, Bm, Cm
+
+
+def mamba_forward(p, x, dtype=None):
+    """x [B, T, d] -> (out [B, T, d], conv_state [B, E, k_c], ssm_state [B, E, N]).
+
+    dtype: compute in this dtype (e.g. torch.float64); default: x's."""
+    if dtype is not None:
+        p = {k: v.to(dtype) for k, v in p.items()}
+        x = x.to(dtype)
+    Bn, T, _ = x.shape
+    E, N = p["A_log"].shape
+    w = p["conv1d.weight"][:, 0, :]  # [E, k_c]
+    kc = w.shape[1]
+    xz = x @ p["in_proj.weight"].T
+    xs, z = xz[..., :E], xz[..., E:]
+    # Causal depthwise convolution: k_c - 1 zero rows in front, then each
+    # output is the weighted sum of its window of k_c inputs.
+    xpad = torch.cat((torch.zeros(Bn, kc - 1, E, dtype=x.dtype), xs), dim=1)  # [B, T + k_c - 1, E]
+    c = p["conv1d.bias"] if "conv1d.bias" in p else torch.zeros(E, dtype=x.dtype)
+    c = c + sum(xpad[:, k:k + T, :] * w[:, k] for k in range(kc))
+    u = _silu(c)
+    dt, Bm, Cm = _split_proj(p, u)
+    A = -torch.exp(p["A_log"])
+    h = torch.zeros(Bn, E, N, dtype=x.dtype)
+    ys = []
+    for t in range(T):
+        decay = torch.exp(dt[:, t, :, None] * A)  # [B, E, N]
+        h = decay * h + (dt[:, t] * u[:, t])[:, :, None] * Bm[:, t, None, :]
+        ys.append((h * Cm[:, t, None, :]).sum(-1) + p["D"] * u[:, t])
+    y = torch.stack(ys, dim=1) * _silu(z)
+    out = y @ p["out_proj.weight"].T
+    conv_state = xpad[:, -kc:, :].transpose(1, 2)  # the last k_c pre-conv inputs, zero-padded
+    return out, conv_state, h
+
+
+def empty_state(p, batch, dtype):
+    E, N = p["A_log"].shape
+    kc = p["conv1d.weight"].shape[2]
+    return torch.zeros(batch, E, kc, dtype=dtype), torch.zeros(batch, E, N, dtype=dtype)
+
+
+def mamba_step(p, x, conv_state, ssm_state):
+    """One token x [B, d] -> (out [B, d], conv_state, ssm_state), new states returned."""
+    E, N = p["A_log"].shape
+    xz = x @ p["in_proj.weight"].T
+    xs, z = xz[:, :E], xz[:, E:]
+    conv_state = torch.cat((conv_state[:, :, 1:], xs[:, :, None]), dim=2)  # shift left, newest last
+    c = (conv_state * p["conv1d.weight"][:, 0, :]).sum(-1)
+    if "conv1d.bias" in p:
+        c = c + p["conv1d.bias"]
+    u = _silu(c)
+    dt, Bm, Cm = _split_proj(p, u)
+    A = -torch.exp(p["A_log"])
+    ssm_state = torch.exp(dt[:, :, None] * A) * ssm_state + (dt * u)[:, :, None] * Bm[:, None, :]
+    y = (ssm_state * Cm[:, None, :]).sum(-1) + p["D"] * u
+    out = (y * _silu(z)) @ p["out_proj.weight"].T
+    return out, conv_state, ssm_state
+
+
+def mamba_decode(p, x):
+    """Every row of x [B, T, d] through mamba_step from empty states."""
+    conv, ssm = empty_state(p, x.shape[0], x.dtype)
+    outs = []
+    for t in range(x.shape[1]):
+        o, conv, ssm = mamba_step(p, x[:, t], conv, ssm)
+        outs.append(o)
+    return torch.stack(outs, dim=1), conv, ssm
+
+
+def mamba_params(d_model, d_state, d_conv, expand, dt_rank=None, generator=None, dtype=torch.float64,
+                 dt_min=1e-3, dt_max=0.1):
+    """Random parameters like a trained layer's: A_log = ln(n+1) plus noise,
+    dt_proj.bias such that softplus(bias) is log-uniform in [dt_min, dt_max],
+    the matrices normal with std 1/sqrt(fan_in)."""
+    g = generator
+    E = expand * d_model
+    R = dt_rank if dt_rank else -(-d_model // 16)
+
+    def normal(*shape, std):
+        return torch.randn(*shape, generator=g, dtype=dtype) * std
+
+    tau = torch.exp(torch.rand(E, generator=g, dtype=dtype) * (torch.log(torch.tensor(dt_max)) -
+                                                                 torch.log(torch.tensor(dt_min))) +
+                    torch.log(torch.tensor(dt_min)))
+    a_log = torch.log(torch.arange(1, d_state + 1, dtype=dtype))[None, :].repeat(E, 1)
+    return {
+        "in_proj.weight": normal(2 * E, d_model, std=d_model ** -0.5),
+        "conv1d.weight": normal(E, 1, d_conv, std=d_conv ** -0.5),
+        "conv1d.bias": normal(E, std=0.2),
+        "x_proj.weight": normal(R + 2 * d_state, E, std=E ** -0.5),
+        "dt_proj.weight": (torch.rand(E, R, generator=g, dtype=dtype) * 2 - 1) * R ** -0.5,
+        "dt_proj.bias": tau + torch.log(-torch.expm1(-tau)),  # softplus^-1(tau)
+        "A_log": a_log + normal(E, d_state, std=0.1),
+        "D": 1.0 + normal(E, std=0.1),
+        "out_proj.weight": normal(d_model, E, std=E ** -0.5),
+    }
