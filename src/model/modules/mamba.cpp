@@ -292,10 +292,14 @@ class Mamba final : public Module {
     for (int64_t i = 0; i < n; i += 4096) kt.silu_mul(c + i, ones.data(), u + i, std::min<int64_t>(4096, n - i));
   }
 
-  // A = -exp(A_log), state-major [N, E] for the kernels.
+  // A = -exp(A_log), state-major [N, E] for the kernels; recomputed only
+  // when A_log changed (training updates it), not on every decode step.
   void refresh_a() {
-    a_t_.resize(static_cast<size_t>(N_ * E_));
     const float* al = a_log_.f32();
+    const size_t n = static_cast<size_t>(N_ * E_);
+    if (a_log_seen_.size() == n && std::equal(al, al + n, a_log_seen_.begin())) return;
+    a_log_seen_.assign(al, al + n);
+    a_t_.resize(n);
     for (int64_t e = 0; e < E_; ++e)
       for (int64_t s = 0; s < N_; ++s) a_t_[s * E_ + e] = -std::exp(al[e * N_ + s]);
   }
@@ -376,7 +380,7 @@ class Mamba final : public Module {
   Tensor in_proj_, conv_w_, conv_b_, x_proj_, dt_w_, dt_b_, a_log_, D_, out_proj_;
   float *d_in_proj_ = nullptr, *d_conv_w_ = nullptr, *d_conv_b_ = nullptr, *d_x_proj_ = nullptr, *d_dt_w_ = nullptr,
         *d_dt_b_ = nullptr, *d_a_log_ = nullptr, *d_D_ = nullptr, *d_out_proj_ = nullptr;
-  std::vector<float> zero_bias_, dummy_bias_grad_, a_t_;
+  std::vector<float> zero_bias_, dummy_bias_grad_, a_t_, a_log_seen_;
   // Training: what backward reads.
   std::vector<float> saved_x_, saved_xz_, saved_c_, saved_u_, saved_xdbl_, saved_delta_pre_, saved_delta_, saved_y_;
   std::vector<float> saved_h_;          // scan state at every chunk start, [N, E] each
