@@ -76,6 +76,16 @@ struct Config {
   // N(0, 1/(sqrt(d) x layers))). docs/samba.md has the details.
   std::string init_scheme = "normal";
   std::string torch_dtype = "float32";
+  // The training recipe a family was published with (strata_training):
+  // `strata train` takes these where no flag says otherwise. warmup_fraction:
+  // linear warmup over this fraction of the steps (< 0: not set); decay_all:
+  // weight decay on every parameter, norms, biases, A_log and D included
+  // (Samba's pretrain.py), not only on matrices.
+  struct TrainingDefaults {
+    double warmup_fraction = -1;
+    bool decay_all = false;
+    bool operator==(const TrainingDefaults&) const = default;
+  } training;
 
   // Throws strata::Error naming `source` and the field when a value is
   // missing, of the wrong type, out of range, unknown or unsupported.

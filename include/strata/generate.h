@@ -17,6 +17,10 @@ struct GenerateOptions {
   // false: recompute the whole sequence at every step without any cache (a
   // reference mode; its tokens must equal the cached path's).
   bool use_cache = true;
+  // Ids sampled from [0, vocab_limit) only (0: the model's whole vocabulary).
+  // A model trained with a padded vocabulary has rows past its tokenizer's
+  // last id; those ids have no text, so they are never sampled.
+  int32_t vocab_limit = 0;
 };
 
 struct GenerateResult {

@@ -30,14 +30,13 @@ constexpr const char* kProbeText =
     "friends. One day, she saw a big red ball under a tree and ran to get it.";
 constexpr int64_t kProbeRandomTokens = 64;
 
-// The tokenizer that goes with the output: --tokenizer (its vocabulary must
-// match), else one beside the model with the model's vocabulary (llama2.c
-// names custom ones tok<V>.model). Null if there is none.
+// The tokenizer that goes with the output: --tokenizer (it must fit the
+// model's vocabulary, check_tokenizer_fits), else one beside the model that
+// fits (llama2.c names custom ones tok<V>.model). Null if there is none.
 std::unique_ptr<Tokenizer> find_tokenizer(const std::string& model_path, const std::string& given, int64_t vocab) {
   if (!given.empty()) {
     auto tok = Tokenizer::load(given);
-    if (tok->vocab_size() != vocab)
-      fail(given, ": tokenizer has ", tok->vocab_size(), " pieces but the model's vocab_size is ", vocab);
+    check_tokenizer_fits(given, tok->vocab_size(), vocab);
     return tok;
   }
   const fs::path p(model_path);
@@ -46,7 +45,7 @@ std::unique_ptr<Tokenizer> find_tokenizer(const std::string& model_path, const s
     std::error_code ec;
     if (!fs::is_regular_file(cand, ec)) continue;
     auto tok = Tokenizer::load(cand.string());
-    if (tok->vocab_size() == vocab) return tok;
+    if (tok->vocab_size() <= vocab) return tok;
   }
   return nullptr;
 }

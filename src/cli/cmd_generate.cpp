@@ -85,6 +85,7 @@ void register_generate(CLI::App& app) {
     if (ids.empty()) ids.push_back(l.model->config().bos_token_id);
     o->gen.max_new_tokens = o->n;
     o->gen.use_cache = !o->no_cache;
+    o->gen.vocab_limit = l.tokenizer->vocab_size();  // a padded vocabulary's extra rows have no text
     if (o->samples > 1 || !o->out.empty()) return write_samples(*o, l, ids);
     std::fwrite(o->prompt.data(), 1, o->prompt.size(), stdout);
     std::fflush(stdout);

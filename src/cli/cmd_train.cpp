@@ -1,5 +1,6 @@
 // strata train / strata sft: the trainer (src/train/trainer.cpp) on packed
 // token shards or on chat JSONL with loss masks.
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -25,6 +26,7 @@ struct CommonOpts {
   std::vector<std::string> groups;
   double lr = 3e-4, min_lr = -1, wd = 0.1, beta1 = 0.9, beta2 = 0.95, eps = 1e-8;
   int64_t warmup = 0;
+  std::string decay;  // "matrices", "all", or empty: the model's training defaults, else matrices
   int threads = 0;
 };
 
@@ -36,8 +38,12 @@ void add_common(CLI::App* cmd, CommonOpts& o) {
   cmd->add_option("--accum", o.t.accum, "micro-batches per step (gradient accumulation)")->check(CLI::PositiveNumber);
   cmd->add_option("--lr", o.lr, "peak learning rate")->check(CLI::PositiveNumber);
   cmd->add_option("--min-lr", o.min_lr, "final learning rate of the cosine decay (default lr/10)");
-  cmd->add_option("--warmup", o.warmup, "linear warmup steps")->check(CLI::NonNegativeNumber);
-  cmd->add_option("--wd", o.wd, "AdamW weight decay (matrices; see --param-group)")->check(CLI::NonNegativeNumber);
+  cmd->add_option("--warmup", o.warmup, "linear warmup steps (default: the model's strata_training fraction of --steps, else 0)")->check(CLI::NonNegativeNumber);
+  cmd->add_option("--wd", o.wd, "AdamW weight decay (see --decay and --param-group)")->check(CLI::NonNegativeNumber);
+  cmd->add_option("--decay", o.decay,
+                  "which parameters decay: matrices, or all (norms and biases too; default: the model's "
+                  "strata_training, else matrices)")
+      ->check(CLI::IsMember({"matrices", "all"}));
   cmd->add_option("--beta1", o.beta1, "AdamW beta1");
   cmd->add_option("--beta2", o.beta2, "AdamW beta2");
   cmd->add_option("--eps", o.eps, "AdamW epsilon");
@@ -75,8 +81,28 @@ void finish_options(CommonOpts& o) {
   o.t.adamw.beta1 = o.beta1;
   o.t.adamw.beta2 = o.beta2;
   o.t.adamw.eps = o.eps;
+  o.t.adamw.decay_vectors = o.decay == "all";
   o.t.bf16 = o.precision == "bf16";
   for (const auto& g : o.groups) o.t.adamw.rules.push_back(parse_param_group(g));
+}
+
+// The model's published training recipe (config strata_training, e.g. the
+// Samba family's 1% warmup and decay on every parameter) where the command
+// line says nothing else.
+void apply_training_defaults(const CLI::App& cmd, const Config& cfg, CommonOpts& o) {
+  const Config::TrainingDefaults& d = cfg.training;
+  if (cmd.count("--warmup") == 0 && d.warmup_fraction >= 0) {
+    // A resumed run keeps the warmup it started with, even when --steps grows.
+    const std::optional<RunSettings> saved = o.t.resume ? read_run_file(o.out) : std::nullopt;
+    o.t.schedule.warmup = saved ? saved->warmup : std::llround(d.warmup_fraction * static_cast<double>(o.t.steps));
+    std::fprintf(stderr, "warmup %lld steps (%s, the model's strata_training; --warmup overrides)\n",
+                 (long long)o.t.schedule.warmup,
+                 saved ? "as the run started" : cat(d.warmup_fraction, " of ", o.t.steps, " steps").c_str());
+  }
+  if (o.decay.empty() && d.decay_all) {
+    o.t.adamw.decay_vectors = true;
+    std::fprintf(stderr, "weight decay on every parameter (the model's strata_training; --decay overrides)\n");
+  }
 }
 
 void check_seq(const Config& cfg, int64_t seq) {
@@ -109,9 +135,7 @@ std::string train_tokenizer(const std::string& given, const std::string& data_to
     return path;
   }
   const auto tok = Tokenizer::load(path);
-  if (tok->vocab_size() != vocab)
-    fail(path, ": tokenizer has ", tok->vocab_size(), " pieces but the model's vocab_size is ", vocab,
-         " (pass the model's tokenizer with --tokenizer)");
+  check_tokenizer_fits(path, tok->vocab_size(), vocab);
   return path;
 }
 
@@ -130,7 +154,7 @@ void register_train(CLI::App& app) {
   c->excludes(i);
   cmd->add_option("--data", o->data, "data directory from `strata tokenize`, or a raw uint16 .bin")->required();
   add_common(cmd, *o);
-  cmd->callback([o] {
+  cmd->callback([o, cmd] {
     finish_options(*o);
     if (o->preset.empty() + o->config.empty() + o->init.empty() != 2)
       fail("train: give exactly one of --preset, --config, --init");
@@ -157,6 +181,7 @@ void register_train(CLI::App& app) {
       model = Model::random(cfg, o->t.seed, DType::F32);
     }
     const Config& cfg = model->config();
+    apply_training_defaults(*cmd, cfg, *o);
     check_seq(cfg, o->t.seq);
     train_data.check_vocab(cfg.vocab_size);
     if (val_data) val_data->check_vocab(cfg.vocab_size);

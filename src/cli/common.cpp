@@ -46,12 +46,15 @@ Loaded load(const ModelFlags& flags, bool need_tokenizer, std::optional<DType> m
     if (tok_path.empty())
       fail(flags.path, ": no tokenizer.model or tokenizer.json beside the model; pass --tokenizer FILE");
     r.tokenizer = Tokenizer::load(tok_path);
-    const int64_t v = r.model->config().vocab_size;
-    if (r.tokenizer->vocab_size() != v)
-      fail(tok_path, ": tokenizer has ", r.tokenizer->vocab_size(), " pieces but the model's vocab_size is ", v,
-           " (wrong tokenizer for this model?)");
+    check_tokenizer_fits(tok_path, r.tokenizer->vocab_size(), r.model->config().vocab_size);
   }
   return r;
+}
+
+void check_tokenizer_fits(const std::string& tok_path, int64_t pieces, int64_t model_vocab) {
+  if (pieces > model_vocab)
+    fail(tok_path, ": tokenizer has ", pieces, " pieces but the model's vocab_size is ", model_vocab,
+         " (wrong tokenizer for this model?)");
 }
 
 namespace {

@@ -33,6 +33,12 @@ struct Loaded {
 // vocabularies agree. `matrices`: the matrices converted to this dtype.
 Loaded load(const ModelFlags& flags, bool need_tokenizer, std::optional<DType> matrices = std::nullopt);
 
+// A tokenizer fits a model whose vocabulary has at least its pieces: models
+// trained with a padded vocabulary (lit-gpt's padded_vocab_size, e.g. 50277
+// pieces in 50304 rows) keep unused rows past the tokenizer's ids. More
+// pieces than rows is an error naming the tokenizer file.
+void check_tokenizer_fits(const std::string& tok_path, int64_t pieces, int64_t model_vocab);
+
 // Number checks for options: NaN is refused, and the message says what is
 // allowed in plain numbers ("must be >= 0", "must be in [0, 1]").
 CLI::Validator at_least(double lo);

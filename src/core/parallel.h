@@ -1,6 +1,7 @@
-// Work sharing over the cores. OpenMP underneath; each index range is handled
-// by exactly one thread and results never depend on the thread count. Chunks
-// are dealt round-robin, which balances triangular (causal) work too.
+// Work sharing over the cores: strata's own fork-join pool (parallel.cpp
+// says why not OpenMP's). Each index range is handled by exactly one thread
+// and results never depend on the thread count. Chunks are dealt
+// round-robin, which balances triangular (causal) work too.
 #pragma once
 #include <cstdint>
 
@@ -9,6 +10,15 @@ namespace strata {
 void set_num_threads(int n);  // n <= 0: all cores
 int num_threads();
 
+namespace detail {
+using ChunkFn = void (*)(void* body, int64_t chunk);
+// Runs body(c) for every c in [0, chunks) over the pool: thread t takes
+// chunks t, t + threads, ... An exception thrown by a chunk is rethrown here
+// once every thread has finished.
+void run_chunks(int64_t chunks, ChunkFn fn, void* body);
+bool in_parallel();  // true on a thread running chunks: nested calls run serially
+}  // namespace detail
+
 // Calls fn(begin, end) on disjoint chunks covering [0, n), about `grain`
 // indices or more each, spread over the threads.
 template <class Fn>
@@ -16,16 +26,16 @@ void parallel_for(int64_t n, int64_t grain, Fn&& fn) {
   if (n <= 0) return;
   if (grain < 1) grain = 1;
   const int64_t chunks = (n + grain - 1) / grain;
-  if (chunks == 1 || num_threads() == 1) {
+  if (chunks == 1 || num_threads() == 1 || detail::in_parallel()) {
     fn(int64_t{0}, n);
     return;
   }
-#pragma omp parallel for schedule(static, 1)
-  for (int64_t c = 0; c < chunks; ++c) {
+  auto body = [&](int64_t c) {
     const int64_t b = c * grain;
-    const int64_t e = b + grain < n ? b + grain : n;
-    fn(b, e);
-  }
+    fn(b, b + grain < n ? b + grain : n);
+  };
+  using Body = decltype(body);
+  detail::run_chunks(chunks, [](void* p, int64_t c) { (*static_cast<Body*>(p))(c); }, &body);
 }
 
 }  // namespace strata

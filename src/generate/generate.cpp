@@ -30,7 +30,8 @@ GenerateResult generate(Model& model, const std::vector<int32_t>& prompt, const 
   res.prefill_seconds = std::chrono::duration<double>(t1 - t0).count();
   res.stop_reason = "length";
 
-  const int32_t vocab = static_cast<int32_t>(cfg.vocab_size);
+  const int32_t vocab = opts.vocab_limit > 0 ? std::min(opts.vocab_limit, static_cast<int32_t>(cfg.vocab_size))
+                                             : static_cast<int32_t>(cfg.vocab_size);
   for (int64_t i = 0; i < opts.max_new_tokens; ++i) {
     const int32_t next = sampler.sample(logits.data(), vocab, seq);
     if (std::find(cfg.eos_token_ids.begin(), cfg.eos_token_ids.end(), next) != cfg.eos_token_ids.end()) {

@@ -46,14 +46,14 @@ bool onednn_gemm_serial(int64_t M, int64_t N, int64_t K, MatRef a, MatRef b, flo
   char ta, tb;
   int64_t lda, ldb;
   if (K == 0 || !blas_layout(a, M, K, ta, lda) || !blas_layout(b, K, N, tb, ldb)) return false;
-  // Outside a parallel region oneDNN would start its own threads: keep it to
-  // this one (inside one it runs sequentially by itself).
-  const bool nested = omp_in_parallel();
+  // oneDNN (built on OpenMP) would start a team of its own threads: keep it
+  // to this one; strata's pool already shares the work (the setting is per
+  // calling thread).
   const int saved = omp_get_max_threads();
-  if (!nested) omp_set_num_threads(1);
+  omp_set_num_threads(1);
   const dnnl_status_t st =
       dnnl_sgemm(ta, tb, M, N, K, 1.0f, a.data, lda, b.data, ldb, accumulate ? 1.0f : 0.0f, c, ldc);
-  if (!nested) omp_set_num_threads(saved);
+  omp_set_num_threads(saved);
   // The views were checked above, so a failure here is oneDNN's own (c may be
   // partly written: no fallback can repair that).
   if (st != dnnl_success) fail("oneDNN sgemm failed with status ", static_cast<int>(st));

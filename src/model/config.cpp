@@ -184,6 +184,22 @@ Config Config::from_json_text(const std::string& text, const std::string& source
   // Newer transformers write "dtype" instead of "torch_dtype".
   c.torch_dtype = opt_string(j, "torch_dtype", opt_string(j, "dtype", "float32", source), source);
   c.stop_at_bos = opt_bool(j, "strata_stop_at_bos", false, source);
+  if (const json* t = get(j, "strata_training")) {
+    if (!t->is_object()) field_error(source, "strata_training", cat("expected an object, got ", type_of(*t)));
+    for (const auto& [key, v] : t->items()) {
+      const std::string f = "strata_training." + key;
+      if (key == "warmup_fraction") {
+        if (!v.is_number() || !(v.get<double>() >= 0 && v.get<double>() <= 1))
+          field_error(source, f, cat("expected a number in [0, 1], got ", v.dump()));
+        c.training.warmup_fraction = v.get<double>();
+      } else if (key == "decay") {
+        if (v != "matrices" && v != "all") field_error(source, f, cat("expected \"matrices\" or \"all\", got ", v.dump()));
+        c.training.decay_all = v == "all";
+      } else {
+        field_error(source, f, "unknown field (known: warmup_fraction, decay)");
+      }
+    }
+  }
 
   // The layers: spelled out (strata_layers), or a recipe's (strata_recipe;
   // files without either are Llamas, or modified decoders of an earlier strata).
@@ -302,6 +318,12 @@ std::string Config::to_json_text() const {
   j["torch_dtype"] = torch_dtype;
   j["strata_recipe"] = recipe;
   j["strata_stop_at_bos"] = stop_at_bos;
+  if (!(training == TrainingDefaults{})) {
+    ojson t = ojson::object();
+    if (training.warmup_fraction >= 0) t["warmup_fraction"] = training.warmup_fraction;
+    t["decay"] = training.decay_all ? "all" : "matrices";
+    j["strata_training"] = t;
+  }
   // The pattern is written unless it is exactly what the recipe yields by default.
   const auto def = recipe_default_unit(recipe);
   if (!def || !(layers == LayerPattern{*def, {}})) j["strata_layers"] = layer_pattern_json(layers, num_hidden_layers);

@@ -226,11 +226,42 @@ void bind_params(Module& m, const WeightSet& p, const std::string& kind, const K
 
 Tensor as_f32(const Tensor& t) { return t.dtype == DType::F32 ? t : t.to(DType::F32); }
 
-// Per sequence s, the tensors its state exports, stacked to [B, ...].
-NamedTensors stack_exports(const std::vector<std::unique_ptr<LayerState>>& states) {
+// Exports whose reference layout keeps one column more than strata's state:
+// mamba_simple's conv_state holds the last k_c pre-conv inputs, strata's the
+// k_c - 1 the next step needs. The oldest column is the first column of the
+// same export one step earlier (zeros before the first row).
+const std::map<std::string, std::string>& widened_exports() {
+  static const std::map<std::string, std::string> m = {{"mamba", "conv_state"}};
+  return m;
+}
+
+// [rows, cols] -> [rows, cols + 1]: before's column 0, then now's columns.
+Tensor widen_window(const Tensor& before, const Tensor& now) {
+  const int64_t rows = now.shape[0], cols = now.shape[1];
+  Tensor w = Tensor::alloc(DType::F32, {rows, cols + 1});
+  for (int64_t r = 0; r < rows; ++r) {
+    w.f32()[r * (cols + 1)] = cols > 0 ? before.f32()[r * cols] : 0.0f;
+    std::copy(now.f32() + r * cols, now.f32() + (r + 1) * cols, w.f32() + r * (cols + 1) + 1);
+  }
+  return w;
+}
+
+// Per sequence s, the tensors its state exports, stacked to [B, ...]; the
+// export named `widened` (if any) gets the oldest column from `before` (the
+// states one step earlier).
+NamedTensors stack_exports(const std::vector<std::unique_ptr<LayerState>>& states,
+                           const std::vector<std::unique_ptr<LayerState>>& before, const std::string& widened) {
   NamedTensors out;
   std::vector<NamedTensors> per;
-  for (const auto& s : states) per.push_back(s ? s->export_tensors() : NamedTensors{});
+  for (size_t i = 0; i < states.size(); ++i) {
+    per.push_back(states[i] ? states[i]->export_tensors() : NamedTensors{});
+    if (widened.empty() || !states[i]) continue;
+    const NamedTensors prev = before.at(i)->export_tensors();
+    for (size_t j = 0; j < per.back().size(); ++j) {
+      auto& [name, t] = per.back()[j];
+      if (name == widened) t = widen_window(prev.at(j).second, t);
+    }
+  }
   if (per.empty()) return out;
   const int64_t B = static_cast<int64_t>(per.size());
   for (size_t i = 0; i < per[0].size(); ++i) {
@@ -347,7 +378,11 @@ NamedTensors run_module(const ModuleRunRequest& req, const Exec& exec) {
     Batch step;
     for (int64_t s = 0; s < B; ++s) step.seqs.push_back({s, 1, 0});
     step.rows = B;
+    const auto widened = widened_exports().find(type.kind);
+    std::vector<std::unique_ptr<LayerState>> before;  // the states before the last step
     for (int64_t t = 0; t < T; ++t) {
+      if (t == T - 1 && widened != widened_exports().end())
+        for (const auto& st : states) before.push_back(st ? st->clone() : nullptr);
       for (int64_t s = 0; s < B; ++s) {
         std::memcpy(&xr[s * D], x.f32() + (s * T + t) * D, static_cast<size_t>(D) * sizeof(float));
         step.seqs[static_cast<size_t>(s)].pos = t;
@@ -357,7 +392,8 @@ NamedTensors run_module(const ModuleRunRequest& req, const Exec& exec) {
         std::memcpy(ys.f32() + (s * T + t) * Dout, &yr[s * Dout], static_cast<size_t>(Dout) * sizeof(float));
     }
     out.emplace_back("output_step", ys);
-    for (auto& e : stack_exports(states)) out.push_back(std::move(e));
+    for (auto& e : stack_exports(states, before, widened == widened_exports().end() ? "" : widened->second))
+      out.push_back(std::move(e));
   }
 
   if (req.dy) {

@@ -31,7 +31,8 @@ struct ModuleRunRequest {
 // Result tensors, in this order: "output" [B, T, D_out]; "output_step"
 // (causal modules; every row decoded by step() from an empty state);
 // "final_<name>" [B, ...] for what each sequence's state exports after the
-// steps (LayerState::export_tensors); with dy "grad.input" [B, T, D] and
+// steps (LayerState::export_tensors; mamba's conv_state widened to the
+// reference's k_c columns); with dy "grad.input" [B, T, D] and
 // "grad.<param>" for every trainable parameter, in declaration order.
 NamedTensors run_module(const ModuleRunRequest& req, const Exec& exec);
 

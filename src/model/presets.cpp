@@ -64,6 +64,7 @@ Config samba_family(const std::string& recipe, int64_t vocab, int64_t d, int64_t
   c.bos_token_id = 1;
   c.eos_token_ids = {2};
   c.init_scheme = mamba_init ? "mamba" : "neox";
+  c.training = {0.01, true};  // pretrain.py: warmup over 1% of the run, decay on every parameter
   set_layers(c, recipe, *samba_family_unit(recipe));
   return c;
 }

@@ -91,7 +91,7 @@ bool glob_match(std::string_view pat, std::string_view s) {
 
 ParamSettings resolve_param(const std::string& name, const Shape& shape, const AdamWConfig& cfg) {
   ParamSettings s;
-  s.weight_decay = shape.size() >= 2 ? cfg.weight_decay : 0.0;
+  s.weight_decay = shape.size() >= 2 || cfg.decay_vectors ? cfg.weight_decay : 0.0;
   for (size_t r = cfg.rules.size(); r-- > 0;) {
     const ParamGroupRule& rule = cfg.rules[r];
     if (!glob_match(rule.pattern, name)) continue;

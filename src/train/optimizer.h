@@ -52,10 +52,12 @@ struct ParamGroupRule {
 struct AdamWConfig {
   double beta1 = 0.9, beta2 = 0.95, eps = 1e-8, weight_decay = 0.1;
   // Default: parameters of 2+ dimensions decay with `weight_decay`, vectors
-  // (norms, biases) do not; lr_scale 1. Only the LAST rule matching a name
+  // (norms, biases) do not, unless decay_vectors (every parameter decays, as
+  // Samba's pretrain.py does); lr_scale 1. Only the LAST rule matching a name
   // applies (its unset fields fall back to those defaults), so "*:frozen"
   // followed by "model.layers.0.*:lr_scale=1" trains layer 0 only.
   std::vector<ParamGroupRule> rules;
+  bool decay_vectors = false;
 };
 
 // What a parameter resolves to. `rule` is the index of the applied rule, or -1.

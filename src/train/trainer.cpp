@@ -62,6 +62,7 @@ RunSettings run_settings(const TrainerOptions& o) {
   r.min_lr = o.schedule.min_lr;
   r.warmup = o.schedule.warmup;
   r.weight_decay = o.adamw.weight_decay;
+  r.decay = o.adamw.decay_vectors ? "all" : "matrices";
   r.data = o.data_fingerprint;
   r.data_source = o.data_source;
   return r;

@@ -86,6 +86,7 @@ ojson RunSettings::to_json() const {
                {"min_lr", min_lr},
                {"warmup", warmup},
                {"weight_decay", weight_decay},
+               {"decay", decay},
                {"schedule", schedule},
                {"data", data},
                {"data_source", data_source}};
@@ -105,6 +106,9 @@ RunSettings RunSettings::from_json(const ojson& j, const std::string& origin) {
   s.min_lr = get_double(j, "min_lr", origin, p);
   s.warmup = get_int(j, "warmup", origin, p);
   s.weight_decay = get_double(j, "weight_decay", origin, p);
+  s.decay = j.contains("decay") ? get_string(j, "decay", origin, p) : "matrices";  // states before it: matrices
+  if (s.decay != "matrices" && s.decay != "all")
+    fail(origin, ": field 'run.decay' is '", s.decay, "', expected 'matrices' or 'all'");
   s.schedule = get_string(j, "schedule", origin, p);
   s.data = field(j, "data", origin, p);
   if (!s.data.is_object()) bad_type(origin, p, "data", "an object");
@@ -127,6 +131,7 @@ std::string describe_mismatch(const RunSettings& saved, const RunSettings& given
   add("min_lr (--min-lr)", a["min_lr"], b["min_lr"]);
   add("warmup (--warmup)", a["warmup"], b["warmup"]);
   add("weight_decay (--wd)", a["weight_decay"], b["weight_decay"]);
+  add("decay (--decay)", a["decay"], b["decay"]);
   add("schedule", a["schedule"], b["schedule"]);
   const size_t before = out.size();
   for (const auto& [k, v] : saved.data.items())

@@ -7,7 +7,7 @@
 //   {"step": 12, "updates": 12, "total_steps": 12, "recent_losses": [...],
 //    "run": {"seed": 3, "seq": 16, "micro_batch": 2, "accum": 1, "ranks": 1, "global_batch": 2,
 //            "lr": 0.003, "min_lr": 0.0003, "warmup": 2, "weight_decay": 0.1,
-//            "schedule": "warmup-cosine", "data": {...fingerprint...}, "data_source": "tokens.bin"}}
+//            "decay": "matrices", "schedule": "warmup-cosine", "data": {...fingerprint...}, "data_source": "tokens.bin"}}
 //
 // RUN_DIR/run.json holds the "run" object alone, written when a run starts, so
 // the directory of a run that died before its first checkpoint still says
@@ -42,6 +42,7 @@ struct RunSettings {
   double lr = 0, min_lr = 0;
   int64_t warmup = 0;
   double weight_decay = 0;
+  std::string decay = "matrices";  // which parameters decay: "matrices" or "all" (AdamWConfig::decay_vectors)
   std::string schedule = kScheduleKind;
   // What the run trains on (token_data_fingerprint / sft_fingerprint), compared
   // key by key. data_source (paths) is only shown: moved data is the same data.

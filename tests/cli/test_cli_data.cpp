@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <fstream>
 
 #include <nlohmann/json.hpp>
 
@@ -161,6 +162,30 @@ TEST(CliData, TokenizeErrorsAreOneLine) {
   expect_error(run_cli("tokenize --tokenizer '" + c.tokenizer + "' --input '" + empty + "' -o '" + out + "'"),
                "no documents");
   EXPECT_FALSE(fs::exists(out + "/meta.json"));
+}
+
+// A model with a padded vocabulary (more embedding rows than the tokenizer
+// has pieces, as lit-gpt pads 50277 to 50304) loads with its tokenizer and
+// never samples a padding id; a tokenizer with more pieces than rows is refused.
+TEST(CliData, PaddedVocabularyFitsItsTokenizer) {
+  const Corpus& c = corpus();
+  const std::string dir = test::make_temp_dir("padded");
+  ASSERT_EQ(run_cli("init --preset tiny -o '" + dir + "/base'").exit_code, 0);
+  std::ifstream in(dir + "/base/config.json");
+  nlohmann::json cfg = nlohmann::json::parse(in);
+  cfg["vocab_size"] = 364;  // the tokenizer has 300 pieces
+  test::write_file(dir + "/cfg.json", cfg.dump());
+  ASSERT_EQ(run_cli("init --config '" + dir + "/cfg.json' --dtype f32 --seed 4 -o '" + dir + "/m'").exit_code, 0);
+  // Random weights at a high temperature: ids spread over all 364 rows unless limited.
+  auto r = run_cli("generate -m '" + dir + "/m' --tokenizer '" + c.tokenizer + "' -p 'the' -n 200 --temp 5 --seed 2");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("generated 200 tokens"), std::string::npos) << r.err;
+  cfg["vocab_size"] = 256;
+  test::write_file(dir + "/small.json", cfg.dump());
+  ASSERT_EQ(run_cli("init --config '" + dir + "/small.json' --dtype f32 -o '" + dir + "/s'").exit_code, 0);
+  r = run_cli("generate -m '" + dir + "/s' --tokenizer '" + c.tokenizer + "' -n 3");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("tokenizer has 300 pieces but the model's vocab_size is 256"), std::string::npos) << r.err;
 }
 
 }  // namespace

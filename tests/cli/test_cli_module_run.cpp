@@ -150,6 +150,40 @@ TEST(ModuleRun, AttentionGradientsMatchDifferences) {
   check_gradients(request("swa", attention_params(16, 2, 1, 8, 40), 1, 5, 16, {{"num_heads", "2"}, {"rope_theta", "500"}}));
 }
 
+// mamba_simple's final conv_state: the last k_c pre-conv inputs x = W_in[:E] h,
+// oldest first, zeros before the first row (T < k_c included).
+TEST(ModuleRun, MambaExportsTheReferenceConvState) {
+  const int64_t D = 8, E = 16, N = 4, R = 2, K = 4, B = 2;
+  for (int64_t T : {1, 2, 3, 4, 7}) {
+    SCOPED_TRACE("T " + std::to_string(T));
+    WeightSet p = params_of({{"in_proj.weight", {2 * E, D}},
+                             {"conv1d.weight", {E, 1, K}},
+                             {"conv1d.bias", {E}},
+                             {"x_proj.weight", {R + 2 * N, E}},
+                             {"dt_proj.weight", {E, R}},
+                             {"dt_proj.bias", {E}},
+                             {"A_log", {E, N}},
+                             {"D", {E}},
+                             {"out_proj.weight", {D, E}}},
+                            50);
+    const auto r = request("mamba", std::move(p), B, T, D, {}, false);
+    const auto out = run(r);
+    expect_bitwise(out.at("output"), out.at("output_step"), "mamba output_step");
+    const Tensor& c = out.at("final_conv_state");
+    ASSERT_EQ(c.shape, (Shape{B, E, K}));
+    ASSERT_EQ(out.at("final_ssm_state").shape, (Shape{B, E, N}));
+    const Tensor& w = *r.params.find("in_proj.weight");
+    for (int64_t s = 0; s < B; ++s)
+      for (int64_t e = 0; e < E; ++e)
+        for (int64_t j = 0; j < K; ++j) {
+          const int64_t t = T - K + j;
+          double want = 0;
+          for (int64_t k = 0; t >= 0 && k < D; ++k) want += double(r.input.f32()[(s * T + t) * D + k]) * w.f32()[e * D + k];
+          ASSERT_NEAR(c.f32()[(s * E + e) * K + j], want, 1e-5) << s << " " << e << " " << j;
+        }
+  }
+}
+
 TEST(ModuleRun, ShapesComeFromTheTensors) {
   // head_dim or num_heads is enough for attention; the KV heads follow from k_proj.
   auto a = run(request("attention", attention_params(16, 4, 2, 4, 50), 1, 3, 16, {{"num_heads", "4"}}, false));

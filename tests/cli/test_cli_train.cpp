@@ -216,6 +216,42 @@ TEST(CliTrain, NothingTrainableIsAnError) {
   EXPECT_FALSE(fs::exists(dir + "/run/checkpoint-2"));
 }
 
+// Samba-family presets carry their published recipe (strata_training): warmup
+// over 1% of the steps and decay on every parameter, unless flags say
+// otherwise; a resumed run keeps the warmup it started with.
+TEST(CliTrain, RecipeDefaultsFromTheModelConfig) {
+  const std::string dir = test::make_temp_dir("recipe");
+  const std::string data = random_tokens_bin(dir, 8000, 512);
+  const std::string base = "train --preset tiny-samba --data '" + data + "' --batch 2 --seq 16 --lr 1e-3 --save-every 200 ";
+  auto r = test::run_cli(base + "--steps 200 -o '" + dir + "/a'");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::ifstream f(dir + "/a/run.json");
+  nlohmann::json run = nlohmann::json::parse(f);
+  EXPECT_EQ(run["warmup"], 2);
+  EXPECT_EQ(run["decay"], "all");
+  const auto m = metrics(dir + "/a");
+  ASSERT_EQ(m.size(), 200u);
+  EXPECT_NEAR(m[0]["lr"].get<double>(), 5e-4, 1e-12);  // step 1 of 2 warmup steps
+  std::ifstream cf(dir + "/a/checkpoint-200/config.json");
+  EXPECT_EQ(nlohmann::json::parse(cf)["strata_training"], nlohmann::json::parse(R"({"warmup_fraction":0.01,"decay":"all"})"));
+  // Growing --steps on resume keeps warmup 2 (1% of 400 would be 4).
+  r = test::run_cli("train --init '" + dir + "/a/checkpoint-200' --data '" + data +
+                    "' --batch 2 --seq 16 --lr 1e-3 --steps 3 -o '" + dir + "/b'");
+  ASSERT_EQ(r.exit_code, 0) << r.err;  // --init carries the defaults too: warmup round(0.03) = 0
+  std::ifstream fb(dir + "/b/run.json");
+  EXPECT_EQ(nlohmann::json::parse(fb)["warmup"], 0);
+  r = test::run_cli(base + "--steps 220 --resume -o '" + dir + "/a'");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("warmup 2 steps (as the run started"), std::string::npos) << r.err;
+  // Flags win: no warmup, matrices only.
+  r = test::run_cli(base + "--steps 2 --warmup 0 --decay matrices -o '" + dir + "/c'");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::ifstream fc(dir + "/c/run.json");
+  run = nlohmann::json::parse(fc);
+  EXPECT_EQ(run["warmup"], 0);
+  EXPECT_EQ(run["decay"], "matrices");
+}
+
 // `init --dtype bf16` then `train --init`: the checkpoints hold the F32 master weights and say so.
 TEST(CliTrain, Bf16InitTrainsIntoF32Checkpoints) {
   const std::string dir = test::make_temp_dir("bf16");

@@ -175,6 +175,11 @@ TEST(AdamW, RulesLastMatchWins) {
   EXPECT_EQ(s.rule, -1);
   EXPECT_EQ(s.weight_decay, 0.1);
   EXPECT_EQ(resolve_param("model.norm.weight", vec, AdamWConfig{}).weight_decay, 0.0);
+  AdamWConfig all;  // Samba's recipe: vectors (norms, biases, D) decay too, and rules still win
+  all.decay_vectors = true;
+  all.rules = {parse_param_group("*.D:wd=0")};
+  EXPECT_EQ(resolve_param("model.norm.weight", vec, all).weight_decay, 0.1);
+  EXPECT_EQ(resolve_param("model.layers.0.mixer.D", vec, all).weight_decay, 0.0);
 
   // lr_scale really scales the update: same grads, half the rate -> half the first step (Adam's step is +-lr).
   std::vector<float> w1(4, 1.0f), w2(4, 1.0f), g(4, 0.25f);
