@@ -18,8 +18,8 @@ namespace strata {
 
 namespace {
 
-// States carry a hash of their model's configuration (weights dtype aside:
-// states are F32 whatever the weights), so a state of another model is refused.
+// States carry a hash of their model's configuration (weights dtype aside: a
+// layer state's own shape names its dtype), so a state of another model is refused.
 uint64_t config_id(const Config& cfg) {
   Config c = cfg;
   c.torch_dtype = "float32";

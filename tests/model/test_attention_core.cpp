@@ -220,6 +220,38 @@ TEST_P(AttentionCore, KeysInRunsGiveTheBitsOfOneRun) {
   }
 }
 
+// A BF16 cache's runs (widened block by block, past one widening block of
+// 128 rows here) give the bits of F32 runs holding the same rounded values,
+// in the blocked kernel and in the reference, for both head layouts.
+TEST_P(AttentionCore, Bf16RunsGiveTheBitsOfTheirF32Values) {
+  for (const AttnLayout& base : {standard(16), interleaved(8)})
+    for (int64_t w : {0, 150}) {
+      AttnLayout L = base;
+      L.window = w;
+      Problem P(L, {5}, {300}, 17);
+      for (float& x : P.k) x = bf16_to_f32(f32_to_bf16(x));
+      for (float& x : P.v) x = bf16_to_f32(f32_to_bf16(x));
+      std::vector<uint16_t> kb(P.k.size()), vb(P.v.size());
+      for (size_t i = 0; i < kb.size(); ++i) kb[i] = f32_to_bf16(P.k[i]);
+      for (size_t i = 0; i < vb.size(); ++i) vb[i] = f32_to_bf16(P.v[i]);
+      std::vector<float> want(P.q_rows() * L.o_ld), got(want.size()), ref(want.size()), ref_half(want.size());
+      attention_forward(ex(), L, P.seqs(want.data()));
+      attention_forward_reference(L, P.seqs(ref.data()));
+      // Cached rows [0, 300) in BF16, the call's own rows [300, 305) in F32.
+      for (std::vector<float>* out : {&got, &ref_half}) {
+        AttnSeq s = P.seqs(out->data())[0];
+        const KvRun all = s.runs[0];
+        s.runs[0] = {0, 300, nullptr, nullptr, kb.data(), vb.data()};
+        s.runs[1] = {300, 5, all.k + 300 * L.k_ld, all.v + 300 * L.v_ld};
+        s.n_runs = 2;
+        if (out == &got) attention_forward(ex(), L, {&s, 1});
+        else attention_forward_reference(L, {&s, 1});
+      }
+      EXPECT_EQ(want, got) << "window " << w;
+      EXPECT_EQ(ref, ref_half) << "window " << w;
+    }
+}
+
 INSTANTIATE_TEST_SUITE_P(Isa, AttentionCore, ::testing::Values(Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Amx),
                          [](const auto& info) { return std::string(isa_name(info.param)); });
 
@@ -289,6 +321,20 @@ TEST(AttentionCoreCache, RingKeepsTheLastWindowPositionsAndRefusesOtherShapes) {
   KvCache other = c;
   other.window = 5;
   EXPECT_NE(test_error([&] { c.copy_from(other); }).find("window 5"), std::string::npos);
+  // A BF16 ring: the same positions in half the bytes, exported as F32.
+  KvCache h;
+  h.k_width = 2, h.v_width = 1, h.window = 4, h.dtype = DType::BF16;
+  h.append(k.data(), v.data(), 3);
+  h.append(k.data() + 6, v.data() + 3, 8);
+  EXPECT_TRUE(h.k.empty());
+  EXPECT_EQ(h.kb.size(), 8u);
+  EXPECT_LT(h.bytes(), c.bytes());
+  const auto ex = h.export_tensors();
+  for (int p = 7; p < 11; ++p) {
+    EXPECT_EQ(ex[0].second.f32()[(p - 7) * 2 + 1], bf16_to_f32(f32_to_bf16(float(p) + 0.5f)));
+    EXPECT_EQ(ex[1].second.f32()[p - 7], float(-p));
+  }
+  EXPECT_NE(test_error([&] { c.copy_from(h); }).find("BF16"), std::string::npos);
 }
 
 }  // namespace

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <tuple>
 
 #include "core/rng.h"
 #include "model/stack.h"
@@ -61,13 +62,22 @@ TEST(SambaPresets, LayerLayoutAndDecodeStateSizes) {
   }
   EXPECT_EQ(mamba_bytes, 58368 * 4 + 8);     // 19 E values (spec §2.4)
   EXPECT_EQ(swa_bytes, 6291456 * 4);         // 2 w H_kv h_d values (spec §3.4)
+  // A BF16 model keeps its rings in BF16; the scan state stays F32.
+  Config half = c;
+  half.torch_dtype = "bfloat16";
+  for (const StateUse& u : state_use(build_stack(half))) {
+    if (u.kind == "mamba") EXPECT_EQ(u.each.at(1 << 20), 58368 * 4 + 8);
+    if (u.kind == "attention") EXPECT_EQ(u.each.at(1 << 20), 6291456 * 2);
+  }
 }
 
-class TinyHybrid : public ::testing::TestWithParam<std::string> {
+// Every recipe in F32 and in BF16 (BF16 matrices, BF16 KV rings).
+class TinyHybrid : public ::testing::TestWithParam<std::tuple<std::string, DType>> {
  protected:
   void SetUp() override {
-    Config c = preset_config(GetParam());
-    model_ = Model::random(c, 5, DType::F32);
+    Config c = preset_config(std::get<0>(GetParam()));
+    c.torch_dtype = std::get<1>(GetParam()) == DType::BF16 ? "bfloat16" : "float32";
+    model_ = Model::random(c, 5, std::get<1>(GetParam()));
     V_ = c.vocab_size;
   }
   std::unique_ptr<Model> model_;
@@ -140,13 +150,14 @@ TEST_P(TinyHybrid, BatchEqualsEachAlone) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Recipes, TinyHybrid,
-                         ::testing::Values("tiny-samba", "tiny-mamba", "tiny-mamba-mlp", "tiny-mamba-swa-mlp",
-                                           "tiny-llama-swa", "tiny-mlp2-swa-mlp"),
+                         ::testing::Combine(::testing::Values("tiny-samba", "tiny-mamba", "tiny-mamba-mlp",
+                                                              "tiny-mamba-swa-mlp", "tiny-llama-swa", "tiny-mlp2-swa-mlp"),
+                                            ::testing::Values(DType::F32, DType::BF16)),
                          [](const auto& info) {
-                           std::string n = info.param;
+                           std::string n = std::get<0>(info.param);
                            for (char& ch : n)
                              if (ch == '-') ch = '_';
-                           return n;
+                           return n + (std::get<1>(info.param) == DType::BF16 ? "_bf16" : "_f32");
                          });
 
 // Invariant 11 on a model the size of the 421M (12 blocks) but narrow:

@@ -23,6 +23,7 @@ class Attention final : public Module {
         kv_heads_(cfg.num_key_value_heads),
         head_dim_(cfg.head_dim),
         window_(opt_int(spec.options, "window")),
+        kv_dtype_(kv_dtype_for(cfg)),
         rope_(opt_bool(spec.options, "rope") ? RopeTable::get(cfg) : nullptr) {}
 
   std::vector<ParamDecl> params() const override {
@@ -38,6 +39,7 @@ class Attention final : public Module {
     wk_ = b.get(p[1]);
     wv_ = b.get(p[2]);
     wo_ = b.get(p[3]);
+    kv_dtype_ = kv_dtype_for(wq_.dtype);
   }
   int64_t out_width() const override { return dim_; }
 
@@ -45,11 +47,10 @@ class Attention final : public Module {
     auto s = std::make_unique<KvCache>();
     s->k_width = s->v_width = kv_heads_ * head_dim_;
     s->window = window_;
+    s->dtype = kv_dtype_;
     return s;
   }
-  StateSize state_size() const override {
-    return {0, static_cast<int64_t>(2 * kv_heads_ * head_dim_ * sizeof(float)), window_};
-  }
+  StateSize state_size() const override { return {0, 2 * kv_heads_ * head_dim_ * kv_bytes(kv_dtype_), window_}; }
 
   void forward(const float* x, float* y, const Batch& batch, LayerState* const* states, Context& ctx) override {
     const int64_t rows = batch.rows, qd = heads_ * head_dim_, kvd = kv_heads_ * head_dim_;
@@ -61,7 +62,7 @@ class Attention final : public Module {
     linear(ctx, x, rows, wq_, q_all);
     linear(ctx, x, rows, wk_, k_all);
     linear(ctx, x, rows, wv_, v_all);
-    caches_.begin(batch, states, kvd, kvd, window_, kind() + " " + prefix());
+    caches_.begin(batch, states, kvd, kvd, window_, kv_dtype_, kind() + " " + prefix());
     if (rope_) {
       rope_->rotate(ctx.kt(), q_all, rows, qd, heads_, caches_.row_pos());
       rope_->rotate(ctx.kt(), k_all, rows, kvd, kv_heads_, caches_.row_pos());
@@ -132,6 +133,7 @@ class Attention final : public Module {
   }
 
   int64_t dim_, heads_, kv_heads_, head_dim_, window_;
+  DType kv_dtype_;
   std::shared_ptr<const RopeTable> rope_;  // null: no RoPE
   Tensor wq_, wk_, wv_, wo_;
   float *dwq_ = nullptr, *dwk_ = nullptr, *dwv_ = nullptr, *dwo_ = nullptr;

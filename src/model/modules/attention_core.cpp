@@ -71,47 +71,70 @@ void RopeTable::angles(int64_t p, float* c, float* s) const {
   }
 }
 
-std::string KvCache::shape() const { return cat("k ", k_width, ", v ", v_width, ", window ", window); }
+std::string KvCache::shape() const {
+  return cat("k ", k_width, ", v ", v_width, ", window ", window, ", ", dtype_name(dtype));
+}
 
-void KvCache::append(const float* k_rows, const float* v_rows, int64_t n) {
+namespace {
+
+// Row slot of a cache's storage <- one F32 row (BF16 storage: rounded, which
+// is exact for rows CallCaches::add already rounded).
+void put_row(std::vector<float>& dst, int64_t slot, int64_t width, const float* src) {
+  std::copy(src, src + width, dst.begin() + slot * width);
+}
+void put_row(std::vector<uint16_t>& dst, int64_t slot, int64_t width, const float* src) {
+  for (int64_t i = 0; i < width; ++i) dst[static_cast<size_t>(slot * width + i)] = f32_to_bf16(src[i]);
+}
+
+// Appends n rows to one storage (F32 or BF16) of a cache that held `len`.
+template <class T>
+void append_rows(std::vector<T>& dst, int64_t len, int64_t window, int64_t width, const float* rows, int64_t n) {
   if (window > 0) {  // only the last `window` rows can ever be seen again
-    if (static_cast<int64_t>(k.size()) < window * k_width) {
-      k.resize(static_cast<size_t>(window * k_width));
-      v.resize(static_cast<size_t>(window * v_width));
-    }
-    for (int64_t i = std::max<int64_t>(0, n - window); i < n; ++i) {
-      const int64_t slot = (len + i) % window;
-      std::copy(k_rows + i * k_width, k_rows + (i + 1) * k_width, k.begin() + slot * k_width);
-      std::copy(v_rows + i * v_width, v_rows + (i + 1) * v_width, v.begin() + slot * v_width);
-    }
-    len += n;
+    if (static_cast<int64_t>(dst.size()) < window * width) dst.resize(static_cast<size_t>(window * width));
+    for (int64_t i = std::max<int64_t>(0, n - window); i < n; ++i) put_row(dst, (len + i) % window, width, rows + i * width);
     return;
   }
-  const size_t need_k = static_cast<size_t>((len + n) * k_width), need_v = static_cast<size_t>((len + n) * v_width);
-  if (k.size() < need_k || v.size() < need_v) {
+  if (static_cast<int64_t>(dst.size()) < (len + n) * width) {
     int64_t cap = std::max<int64_t>(64, len);
     while (cap < len + n) cap *= 2;
-    k.resize(static_cast<size_t>(cap * k_width));
-    v.resize(static_cast<size_t>(cap * v_width));
+    dst.resize(static_cast<size_t>(cap * width));
   }
-  std::copy(k_rows, k_rows + n * k_width, k.begin() + len * k_width);
-  std::copy(v_rows, v_rows + n * v_width, v.begin() + len * v_width);
+  for (int64_t i = 0; i < n; ++i) put_row(dst, len + i, width, rows + i * width);
+}
+
+}  // namespace
+
+void KvCache::append(const float* k_rows, const float* v_rows, int64_t n) {
+  if (dtype == DType::BF16) {
+    append_rows(kb, len, window, k_width, k_rows, n);
+    append_rows(vb, len, window, v_width, v_rows, n);
+  } else {
+    append_rows(k, len, window, k_width, k_rows, n);
+    append_rows(v, len, window, v_width, v_rows, n);
+  }
   len += n;
 }
 
 std::vector<std::pair<std::string, Tensor>> KvCache::export_tensors() const {
   const int64_t held = window > 0 ? std::min(len, window) : len, first = len - held;
   Tensor tk = Tensor::alloc(DType::F32, {held, k_width}), tv = Tensor::alloc(DType::F32, {held, v_width});
+  const bool half = dtype == DType::BF16;
   for (int64_t i = 0; i < held; ++i) {  // a ring keeps position p in slot p % window
     const int64_t slot = window > 0 ? (first + i) % window : first + i;
-    std::copy(k.begin() + slot * k_width, k.begin() + (slot + 1) * k_width, tk.f32() + i * k_width);
-    std::copy(v.begin() + slot * v_width, v.begin() + (slot + 1) * v_width, tv.f32() + i * v_width);
+    if (half) {
+      to_f32(DType::BF16, kb.data() + slot * k_width, tk.f32() + i * k_width, k_width);
+      to_f32(DType::BF16, vb.data() + slot * v_width, tv.f32() + i * v_width, v_width);
+    } else {
+      std::copy(k.begin() + slot * k_width, k.begin() + (slot + 1) * k_width, tk.f32() + i * k_width);
+      std::copy(v.begin() + slot * v_width, v.begin() + (slot + 1) * v_width, tv.f32() + i * v_width);
+    }
   }
   return {{"k", tk}, {"v", tv}};
 }
 
 void CallCaches::begin(const Batch& batch, LayerState* const* states, int64_t k_width, int64_t v_width,
-                       int64_t window, const std::string& who) {
+                       int64_t window, DType kv_dtype, const std::string& who) {
+  kv_dtype_ = kv_dtype;
   row_pos_.resize(static_cast<size_t>(batch.rows));
   caches_.resize(batch.seqs.size());
   if (!states) temp_.resize(batch.seqs.size());
@@ -123,9 +146,10 @@ void CallCaches::begin(const Batch& batch, LayerState* const* states, int64_t k_
       c->v_width = v_width;
       c->window = 0;
       c->len = 0;
-    } else if (c->k_width != k_width || c->v_width != v_width || c->window != window) {
+      c->dtype = DType::F32;  // rows rounded by add() still, when kv_dtype is BF16
+    } else if (c->k_width != k_width || c->v_width != v_width || c->window != window || c->dtype != kv_dtype) {
       fail(who, ": the decode state (", c->shape(), ") belongs to a module of another shape (k ", k_width, ", v ",
-           v_width, ", window ", window, ")");
+           v_width, ", window ", window, ", ", dtype_name(kv_dtype), ")");
     } else if (c->len != sp.pos) {
       fail(who, ": state holds ", c->len, " positions but the batch starts at ", sp.pos);
     }
@@ -134,7 +158,12 @@ void CallCaches::begin(const Batch& batch, LayerState* const* states, int64_t k_
   }
 }
 
-void CallCaches::add(const Batch& batch, const float* k_rows, const float* v_rows) {
+void CallCaches::add(const Batch& batch, float* k_rows, float* v_rows) {
+  if (kv_dtype_ == DType::BF16) {  // the values a BF16 cache will hold, on every path
+    const int64_t kw = caches_.empty() ? 0 : caches_[0]->k_width, vw = caches_.empty() ? 0 : caches_[0]->v_width;
+    for (int64_t i = 0; i < batch.rows * kw; ++i) k_rows[i] = bf16_to_f32(f32_to_bf16(k_rows[i]));
+    for (int64_t i = 0; i < batch.rows * vw; ++i) v_rows[i] = bf16_to_f32(f32_to_bf16(v_rows[i]));
+  }
   k_new_ = k_rows;
   v_new_ = v_rows;
   for (size_t s = 0; s < batch.seqs.size(); ++s) {
@@ -154,8 +183,19 @@ AttnSeq CallCaches::seq(size_t s, const Batch& batch, const float* q, float* out
   auto run = [&](int64_t pos, int64_t n, const float* k, const float* v) {
     if (n > 0) a.runs[a.n_runs++] = {pos, n, k + k_col, v + v_col};
   };
+  auto cached = [&](int64_t pos, int64_t n, int64_t slot) {  // rows of the cache's own storage
+    if (n <= 0) return;
+    if (c.dtype == DType::BF16) a.runs[a.n_runs++] = {pos, n, nullptr, nullptr, c.kb.data() + slot * c.k_width + k_col,
+                                                       c.vb.data() + slot * c.v_width + v_col};
+    else run(pos, n, c.k.data() + slot * c.k_width, c.v.data() + slot * c.v_width);
+  };
   if (c.window == 0) {  // every position, new rows included, one after another
-    run(0, c.len, c.k.data(), c.v.data());
+    if (c.dtype == DType::BF16) {  // the earlier rows from the cache, the call's where the projections left them
+      cached(0, sp.pos, 0);
+      run(sp.pos, sp.len, k_new_ + sp.row * c.k_width, v_new_ + sp.row * c.v_width);
+    } else {
+      run(0, c.len, c.k.data(), c.v.data());
+    }
     return a;
   }
   // The ring's positions the first new row can see (at most window - 1 of
@@ -164,7 +204,7 @@ AttnSeq CallCaches::seq(size_t s, const Batch& batch, const float* q, float* out
   const int64_t lo = std::max<int64_t>(0, sp.pos - (c.window - 1));
   for (int64_t p = lo; p < sp.pos;) {
     const int64_t slot = p % c.window, n = std::min(sp.pos - p, c.window - slot);
-    run(p, n, c.k.data() + slot * c.k_width, c.v.data() + slot * c.v_width);
+    cached(p, n, slot);
     p += n;
   }
   run(sp.pos, sp.len, k_new_ + sp.row * c.k_width, v_new_ + sp.row * c.v_width);
@@ -182,6 +222,18 @@ void CallCaches::commit(const Batch& batch) {
 namespace {
 
 constexpr int64_t kQueryBlock = 16;     // forward: query rows per work item
+constexpr int64_t kWidenBlock = 128;    // forward: BF16 cache rows widened at a time
+
+// Rows [r0, r0 + n) of a run's keys or values, `width` columns from column
+// col: F32 rows where they are, BF16 rows widened into buf. Returns the rows
+// and their stride.
+std::pair<const float*, int64_t> head_rows(const kernels::Table& kt, const float* f32, const uint16_t* bf16, int64_t r0,
+                                           int64_t n, int64_t ld, int64_t col, int64_t width, std::vector<float>& buf) {
+  if (!bf16) return {f32 + r0 * ld + col, ld};
+  buf.resize(static_cast<size_t>(n * width));
+  for (int64_t i = 0; i < n; ++i) kt.bf16_to_f32(bf16 + (r0 + i) * ld + col, buf.data() + i * width, width);
+  return {buf.data(), width};
+}
 constexpr int64_t kBackwardBlock = 32;  // backward: query rows per step of an item
 
 // Copies the query rows [i0, i0 + nq) of the `group` heads sharing KV head g
@@ -251,7 +303,7 @@ void attention_forward(const Exec& ex, const AttnLayout& L, std::span<const Attn
   const int64_t group = L.heads / L.kv_heads, hd = L.head_dim, vd = L.v_dim;
   const kernels::Table& kt = ex.kernels();
   parallel_for(static_cast<int64_t>(items.size()), 1, [&](int64_t b, int64_t e) {
-    thread_local std::vector<float> qg, p, out;
+    thread_local std::vector<float> qg, p, out, wide;
     thread_local KeySpan ks;
     thread_local std::vector<int64_t> rb, re;
     for (int64_t it = b; it < e; ++it) {
@@ -267,29 +319,34 @@ void attention_forward(const Exec& ex, const AttnLayout& L, std::span<const Attn
       re.resize(static_cast<size_t>(m));
       gather_heads(sq.q, L.q_ld, L.q_step, hd, item.g, group, item.i0, nq, qg.data());
       // Scores run by run with the matmul kernel: each is the same dot
-      // product whatever the block or the run its key sits in.
+      // product whatever the block or the run its key sits in. BF16 runs are
+      // widened a block of keys at a time (exactly: BF16 -> F32 is exact).
       for (int k = 0; k < sq.n_runs; ++k) {
         const KvRun& run = sq.runs[k];
         const int64_t c0 = std::max(ks.lo, run.pos), c1 = std::min(ks.hi, run.pos + run.n);
-        if (c0 >= c1) continue;
-        kt.matmul_f32(qg.data(), hd, m, hd, run.k + (c0 - run.pos) * L.k_ld + item.g * L.k_step, L.k_ld, c1 - c0,
-                      p.data() + (c0 - ks.lo), n);
+        for (int64_t b0 = c0; b0 < c1; b0 += run.kb ? kWidenBlock : c1 - c0) {
+          const int64_t b1 = run.kb ? std::min(c1, b0 + kWidenBlock) : c1;
+          const auto [keys, ld] = head_rows(kt, run.k, run.kb, b0 - run.pos, b1 - b0, L.k_ld, item.g * L.k_step, hd, wide);
+          kt.matmul_f32(qg.data(), hd, m, hd, keys, ld, b1 - b0, p.data() + (b0 - ks.lo), n);
+        }
       }
       softmax_rows(kt, p.data(), m, ks, hd);
-      // P V run by run, each continuing the sums of the runs before it.
+      // P V run by run (block by block), each continuing the sums of the ones before it.
       bool first_run = true;
       for (int k = 0; k < sq.n_runs; ++k) {
         const KvRun& run = sq.runs[k];
         const int64_t c0 = std::max(ks.lo, run.pos), c1 = std::min(ks.hi, run.pos + run.n);
-        if (c0 >= c1) continue;
-        const int64_t off = c0 - ks.lo, width = c1 - c0;
-        for (int64_t r = 0; r < m; ++r) {
-          rb[r] = std::clamp<int64_t>(ks.begin[r] - off, 0, width);
-          re[r] = std::clamp<int64_t>(ks.end[r] - off, rb[r], width);
+        for (int64_t b0 = c0; b0 < c1; b0 += run.vb ? kWidenBlock : c1 - c0) {
+          const int64_t b1 = run.vb ? std::min(c1, b0 + kWidenBlock) : c1;
+          const int64_t off = b0 - ks.lo, width = b1 - b0;
+          for (int64_t r = 0; r < m; ++r) {
+            rb[r] = std::clamp<int64_t>(ks.begin[r] - off, 0, width);
+            re[r] = std::clamp<int64_t>(ks.end[r] - off, rb[r], width);
+          }
+          const auto [vals, ld] = head_rows(kt, run.v, run.vb, b0 - run.pos, width, L.v_ld, item.g * L.v_step, vd, wide);
+          kt.attn_pv(p.data() + off, n, m, rb.data(), re.data(), vals, ld, vd, out.data(), vd, !first_run);
+          first_run = false;
         }
-        kt.attn_pv(p.data() + off, n, m, rb.data(), re.data(), run.v + (c0 - run.pos) * L.v_ld + item.g * L.v_step,
-                   L.v_ld, vd, out.data(), vd, !first_run);
-        first_run = false;
       }
       scatter_heads(out.data(), vd, item.g, group, item.i0, nq, sq.out, L.o_ld, L.o_step);
     }
@@ -300,7 +357,7 @@ void attention_backward(const Exec& ex, const AttnLayout& L, std::span<const Att
                         std::span<const AttnSeqGrad> grads) {
   if (grads.size() != seqs.size()) fail("attention backward: ", grads.size(), " gradients for ", seqs.size(), " sequences");
   for (const AttnSeq& sq : seqs)
-    if (sq.n_runs != 1 || sq.runs[0].pos != 0 || sq.runs[0].n != sq.first + sq.n_q)
+    if (sq.n_runs != 1 || sq.runs[0].pos != 0 || sq.runs[0].n != sq.first + sq.n_q || !sq.runs[0].k)
       fail("attention backward: the keys must be one run from position 0 (a training forward's)");
   const int64_t group = L.heads / L.kv_heads, hd = L.head_dim, vd = L.v_dim;
   const float scale = std::sqrt(static_cast<float>(hd));
@@ -359,11 +416,19 @@ void attention_backward(const Exec& ex, const AttnLayout& L, std::span<const Att
 
 namespace {
 
-// The key (or value) row of position t of a sequence, from its runs.
-const float* row_at(const AttnSeq& sq, int64_t t, bool value, int64_t ld) {
+// The key (or value) row of position t of a sequence, from its runs (a
+// BF16 run's first `cols` values widened into a buffer that the next call
+// reuses).
+const float* row_at(const AttnSeq& sq, int64_t t, bool value, int64_t ld, int64_t cols) {
+  thread_local std::vector<float> wide;
   for (int k = 0; k < sq.n_runs; ++k) {
     const KvRun& r = sq.runs[k];
-    if (t >= r.pos && t < r.pos + r.n) return (value ? r.v : r.k) + (t - r.pos) * ld;
+    if (t < r.pos || t >= r.pos + r.n) continue;
+    const uint16_t* half = value ? r.vb : r.kb;
+    if (!half) return (value ? r.v : r.k) + (t - r.pos) * ld;
+    wide.resize(static_cast<size_t>(cols));
+    to_f32(DType::BF16, half + (t - r.pos) * ld, wide.data(), cols);
+    return wide.data();
   }
   fail("attention: position ", t, " is in none of the sequence's key runs");
 }
@@ -379,7 +444,7 @@ void reference_probs(const AttnLayout& L, const AttnSeq& sq, const float* q, int
   pr.resize(static_cast<size_t>(n));
   float mx = -INFINITY, sum = 0.0f;
   for (int64_t t = 0; t < n; ++t) {
-    const float* k = row_at(sq, lo + t, false, L.k_ld) + g * L.k_step;
+    const float* k = row_at(sq, lo + t, false, L.k_ld, g * L.k_step + L.head_dim) + g * L.k_step;
     float d = 0.0f;
     for (int64_t i = 0; i < L.head_dim; ++i) d += q[i] * k[i];
     pr[t] = d / scale;
@@ -403,7 +468,7 @@ void attention_forward_reference(const AttnLayout& L, std::span<const AttnSeq> s
         for (int64_t d = 0; d < L.v_dim; ++d) {
           float acc = 0.0f;
           for (size_t t = 0; t < pr.size(); ++t)
-            acc += pr[t] * row_at(sq, lo + static_cast<int64_t>(t), true, L.v_ld)[g * L.v_step + d];
+            acc += pr[t] * row_at(sq, lo + static_cast<int64_t>(t), true, L.v_ld, g * L.v_step + L.v_dim)[g * L.v_step + d];
           o[d] = acc;
         }
       }
@@ -427,7 +492,7 @@ void attention_backward_reference(const AttnLayout& L, std::span<const AttnSeq> 
         dp.assign(static_cast<size_t>(n), 0.0f);
         float sum = 0.0f;
         for (int64_t t = 0; t < n; ++t) {
-          const float* v = row_at(sq, lo + t, true, L.v_ld) + g * L.v_step;
+          const float* v = row_at(sq, lo + t, true, L.v_ld, g * L.v_step + L.v_dim) + g * L.v_step;
           for (int64_t d = 0; d < L.v_dim; ++d) dp[t] += dO[d] * v[d];
           sum += pr[t] * dp[t];
         }
@@ -435,7 +500,7 @@ void attention_backward_reference(const AttnLayout& L, std::span<const AttnSeq> 
         for (int64_t d = 0; d < hd; ++d) dq[d] = 0.0f;
         for (int64_t t = 0; t < n; ++t) {
           const float ds = pr[t] * (dp[t] - sum) / scale;
-          const float* k = row_at(sq, lo + t, false, L.k_ld) + g * L.k_step;
+          const float* k = row_at(sq, lo + t, false, L.k_ld, g * L.k_step + L.head_dim) + g * L.k_step;
           for (int64_t d = 0; d < hd; ++d) {
             dq[d] += ds * k[d];
             gr.dk[(lo + t) * L.k_ld + g * L.k_step + d] += ds * q[d];

@@ -40,16 +40,24 @@ struct RopeTable {
 
 // Decode state: the rotated keys and the values of every position so far
 // (window 0), or of the last `window` positions in a ring, position p in
-// slot p % window, so memory stays constant however long the sequence.
+// slot p % window, so memory stays constant however long the sequence. Rows
+// are kept in the model's dtype: a BF16 model's cache holds BF16 rows (half
+// the bytes), and its attention rounds every new key and value row to BF16
+// before use, so prefill, decode and recomputation see the same values.
 struct KvCache final : StateOf<KvCache> {
   static constexpr const char* kKind = "kv-cache";
-  int64_t k_width = 0, v_width = 0;  // floats per position
+  int64_t k_width = 0, v_width = 0;  // values per position
   int64_t window = 0;                // 0: every position
   int64_t len = 0;                   // positions seen
+  DType dtype = DType::F32;          // F32 (k, v) or BF16 (kb, vb)
   std::vector<float> k, v;
+  std::vector<uint16_t> kb, vb;
 
   std::string shape() const;
-  int64_t bytes() const { return static_cast<int64_t>((k.capacity() + v.capacity()) * sizeof(float)); }
+  int64_t bytes() const {
+    return static_cast<int64_t>((k.capacity() + v.capacity()) * sizeof(float) +
+                                (kb.capacity() + vb.capacity()) * sizeof(uint16_t));
+  }
   // Rows of positions len .. len + n - 1 (a ring keeps the last `window`).
   void append(const float* k_rows, const float* v_rows, int64_t n);
   // "k" and "v": [held, width], the positions still held (all, or a ring's
@@ -57,12 +65,22 @@ struct KvCache final : StateOf<KvCache> {
   std::vector<std::pair<std::string, Tensor>> export_tensors() const override;
 };
 
+// The dtype of an attention module's KV cache: the model's. BF16 when its
+// weights are BF16 (after bind) or, before any weights (counting state sizes
+// from a config), when the config says bfloat16; F32 otherwise.
+inline DType kv_dtype_for(DType weights) { return weights == DType::BF16 ? DType::BF16 : DType::F32; }
+inline DType kv_dtype_for(const Config& cfg) { return cfg.torch_dtype == "bfloat16" ? DType::BF16 : DType::F32; }
+inline int64_t kv_bytes(DType d) { return d == DType::BF16 ? 2 : 4; }
+
 // A run of consecutive positions pos .. pos + n - 1 whose key and value rows
-// are contiguous (rows of k_ld / v_ld floats from k / v).
+// are contiguous (rows of k_ld / v_ld values from k / v, or from kb / vb when
+// the run is a BF16 cache's: then k and v are null).
 struct KvRun {
   int64_t pos = 0, n = 0;
   const float* k = nullptr;
   const float* v = nullptr;
+  const uint16_t* kb = nullptr;
+  const uint16_t* vb = nullptr;
 };
 
 // One sequence of a call. Query row i sits at position first + i and sees
@@ -83,14 +101,14 @@ struct AttnSeq {
 class CallCaches {
  public:
   // Checks that each state continues where its sequence starts, has these
-  // widths and window, and records every row's absolute position; `who`
-  // names the module in errors.
+  // widths, window and dtype (the module's: kv_dtype), and records every
+  // row's absolute position; `who` names the module in errors.
   void begin(const Batch& batch, LayerState* const* states, int64_t k_width, int64_t v_width, int64_t window,
-             const std::string& who);
+             DType kv_dtype, const std::string& who);
   // The call's new rows (packed like the batch, k_width and v_width floats
-  // per row): full caches take them now; rings attend over them where they
-  // are and take them in commit().
-  void add(const Batch& batch, const float* k_rows, const float* v_rows);
+  // per row), rounded in place to kv_dtype: full caches take them now; rings
+  // attend over them where they are and take them in commit().
+  void add(const Batch& batch, float* k_rows, float* v_rows);
   // Sequence s of the call: queries from q (row ld as the layout says), keys
   // and values from column k_col / v_col of the rows, outputs to out.
   AttnSeq seq(size_t s, const Batch& batch, const float* q, float* out, int64_t k_col = 0, int64_t v_col = 0) const;
@@ -104,6 +122,7 @@ class CallCaches {
   std::vector<KvCache*> caches_;
   std::vector<int64_t> row_pos_;
   const float *k_new_ = nullptr, *v_new_ = nullptr;
+  DType kv_dtype_ = DType::F32;
 };
 
 // Where the heads sit in the rows. Query head h uses KV head

@@ -38,7 +38,8 @@ class DiffAttention final : public Module {
         head_dim_(cfg.head_dim),
         subln_(opt_bool(spec.options, "subln")),
         out_scale_(opt_string(spec.options, "out_scale") == "one_minus_lambda_init"),
-        rope_(RopeTable::get(cfg)) {
+        rope_(RopeTable::get(cfg)),
+        kv_dtype_(kv_dtype_for(cfg)) {
     check_heads(spec.options, cfg, [&](const std::string& o) { return cat(kind(), " ", prefix(), ": option '", o, "'"); });
     const int64_t H = cfg.num_attention_heads, KV = cfg.num_key_value_heads;
     if (KV <= 0 || H % KV != 0) fail(kind(), " ", prefix(), ": ", KV, " KV heads do not divide ", H, " heads");
@@ -75,6 +76,7 @@ class DiffAttention final : public Module {
     wk_ = b.get(p[1]);
     wv_ = b.get(p[2]);
     wo_ = b.get(p[3]);
+    kv_dtype_ = kv_dtype_for(wq_.dtype);
     for (int i = 0; i < 4; ++i) lambda_vec_[i] = b.get(p[4 + i]);
     lambda_init_ = b.get(p[8]).f32()[0];  // the stored buffer, not the formula
     if (subln_) subln_w_ = b.get(p[9]);
@@ -85,9 +87,10 @@ class DiffAttention final : public Module {
     auto s = std::make_unique<KvCache>();
     s->k_width = k_width();
     s->v_width = v_width();
+    s->dtype = kv_dtype_;
     return s;
   }
-  StateSize state_size() const override { return {0, static_cast<int64_t>((k_width() + v_width()) * sizeof(float)), 0}; }
+  StateSize state_size() const override { return {0, (k_width() + v_width()) * kv_bytes(kv_dtype_), 0}; }
 
   void forward(const float* x, float* y, const Batch& batch, LayerState* const* states, Context& ctx) override {
     const int64_t rows = batch.rows, qd = q_width(), kd = k_width(), vd = v_width(), od = o_width();
@@ -102,7 +105,7 @@ class DiffAttention final : public Module {
     linear(ctx, x, rows, wq_, q_all);
     linear(ctx, x, rows, wk_, k_all);
     linear(ctx, x, rows, wv_, v_all);
-    caches_.begin(batch, states, kd, vd, 0, kind() + " " + prefix());
+    caches_.begin(batch, states, kd, vd, 0, kv_dtype_, kind() + " " + prefix());
     rope_->rotate(ctx.kt(), q_all, rows, qd, 2 * heads_, caches_.row_pos());
     rope_->rotate(ctx.kt(), k_all, rows, kd, 2 * kv_heads_, caches_.row_pos());
     caches_.add(batch, k_all, v_all);
@@ -258,6 +261,7 @@ class DiffAttention final : public Module {
   // Training: inputs, rotated queries, A2V, A1V − λA2V (before the norm), head outputs.
   std::vector<float> saved_x_, saved_q_, saved_o2_, saved_diff_, saved_heads_;
   CallCaches caches_;
+  DType kv_dtype_ = DType::F32;
 };
 
 }  // namespace
