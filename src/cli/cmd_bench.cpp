@@ -16,6 +16,7 @@
 #include "eval/bandwidth.h"
 #include "kernels/exec.h"
 #include "kernels/kernels.h"
+#include "model/stack.h"
 #include "strata/error.h"
 
 namespace strata::cli {
@@ -29,8 +30,13 @@ double median(std::vector<double> v) {
 
 // Bytes of weights one decoded token reads: every matrix once, except that
 // the embedding table contributes one row (unless it doubles as the head).
-double decode_bytes_per_token(const Model& m) {
+// What one decode step reads from memory: every weight (one embedding row
+// when the head is separate) and the decode state of a sequence `context`
+// positions long (KV rows within reach, SSM and conv states).
+double decode_bytes_per_token(const Model& m, int64_t context) {
   double bytes = 0;
+  for (const StateUse& u : state_use(build_stack(m.config())))
+    bytes += static_cast<double>(u.modules) * static_cast<double>(u.each.at(context));
   const Config& c = m.config();
   for (const auto& [name, t] : m.named_tensors()) {
     if (name == "model.embed_tokens.weight" && !c.tie_word_embeddings)
@@ -80,7 +86,9 @@ void register_bench(CLI::App& app) {
     if (!o->preset.empty()) {
       apply_threads(o->model.threads);
       name = o->preset;
-      model = Model::random(preset_config(o->preset), o->seed, dt.value_or(DType::BF16));
+      Config cfg = preset_config(o->preset);
+      cfg.torch_dtype = dt.value_or(DType::BF16) == DType::BF16 ? "bfloat16" : "float32";  // as `init --dtype` writes it
+      model = Model::random(cfg, o->seed, dt.value_or(DType::BF16));
     } else {
       model = load(o->model, false, dt).model;
     }
@@ -115,7 +123,9 @@ void register_bench(CLI::App& app) {
     const BandwidthResult bw = o->no_probe ? BandwidthResult() : read_bandwidth(model->exec());
     const double probe = bw.gb_s;
     const double decode_tok_s = decode.empty() ? 0.0 : median(decode);
-    const double decode_gb_s = decode_tok_s * decode_bytes_per_token(*model) / 1e9;
+    // The state at the middle of the decoded tokens stands for all of them.
+    const double bytes_per_token = decode_bytes_per_token(*model, o->prompt_len + o->gen / 2);
+    const double decode_gb_s = decode_tok_s * bytes_per_token / 1e9;
     nlohmann::json j{{"model", name},
                      {"dtype", dtype},
                      {"params", model->num_params()},
@@ -127,6 +137,7 @@ void register_bench(CLI::App& app) {
                      {"prefill_tok_s", median(prefill)},
                      {"decode_tok_s", decode_tok_s},
                      {"decode_gb_s", decode_gb_s},
+                     {"decode_bytes_per_token", bytes_per_token},
                      {"probe_gb_s", probe},
                      {"probe_streams_per_thread", bw.streams},
                      {"roofline_fraction", probe > 0 ? decode_gb_s / probe : 0.0},
@@ -142,7 +153,7 @@ void register_bench(CLI::App& app) {
     if (probe > 0)
       std::printf("roofline decode reads %.2f GB/token: %.1f GB/s = %.0f%% of the %.1f GB/s read probe (best with %d "
                   "stream(s) per thread)\n",
-                  decode_bytes_per_token(*model) / 1e9, decode_gb_s, 100 * decode_gb_s / probe, probe, bw.streams);
+                  bytes_per_token / 1e9, decode_gb_s, 100 * decode_gb_s / probe, probe, bw.streams);
     std::printf("peak RSS %.1f MiB\n", j["peak_rss_mib"].get<double>());
   });
 }
