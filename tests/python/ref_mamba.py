@@ -11,13 +11,18 @@
   h_t = exp(dt_t A) h_{t-1} + dt_t B_t u_t,  y_t = h_t C_t + D u_t     D [E]
   out = out_proj(y * SiLU(z))               out_proj.weight [d, E]
 
-`mamba_forward` runs the scan sequentially over time; `mamba_step` is the
-one-token decode of the reference, with conv_state [B, E, k_c] (the last k_c
-pre-conv inputs, oldest first, shifted left before each use) and ssm_state
-[B, E, N]. Both work in the dtype of their inputs (float64 for references),
-and autograd gives the gradients.
+`mamba_forward` runs the scan (`selective_scan`) sequentially over time, the
+reference, or in chunks with the steps of a chunk in closed form (vectorised,
+for speed); `mamba_step` is the one-token decode of the reference. The states
+are mamba_simple's: conv_state [B, E, k_c] holds the last k_c pre-conv inputs
+x, oldest first (zeros on the left while fewer than k_c have been seen; the
+decode shifts it left before each use, so its oldest column is never read),
+and ssm_state [B, E, N]. Everything works in the dtype of its inputs (float64
+for references; the scan at least in float32), and autograd gives the
+gradients.
 """
 import torch
+import torch.utils.checkpoint
 
 
 def _silu(x):
@@ -39,10 +44,81 @@ def _split_proj(p, u):
     return dt, Bm, Cm
 
 
-def mamba_forward(p, x, dtype=None):
+def _scan_sequential(u, dt, A, Bm, Cm, h):
+    ys = []
+    for t in range(u.shape[1]):
+        decay = torch.exp(dt[:, t, :, None] * A)  # [B, E, N]
+        h = decay * h + (dt[:, t] * u[:, t])[:, :, None] * Bm[:, t, None, :]
+        ys.append((h * Cm[:, t, None, :]).sum(-1))
+    return torch.stack(ys, dim=1), h
+
+
+def _scan_chunk(h, u, dt, A, Bm, Cm):
+    """Steps t0..t0+L-1 from the state h [B, E, N] before them, in closed form,
+    time last (u, dt [B, E, L]; Bm, Cm [B, N, L]; tensors [B, E, N, L]): with
+    S_t = A sum_{r<=t} dt_r (the log of the decay since the chunk's start),
+    h_t = exp(S_t) (h + sum_{s<=t} exp(-S_s) dt_s B_s u_s)."""
+    x = (dt * u)[:, :, None, :] * Bm[:, None, :, :]
+    if u.shape[-1] == 1:
+        hs = torch.exp(dt[:, :, None, :] * A[..., None]) * h[..., None] + x
+    else:
+        decay = torch.exp(torch.cumsum(dt, dim=-1)[:, :, None, :] * A[..., None])  # exp(S_t), in (0, 1]
+        hs = decay * (h[..., None] + torch.cumsum(x / decay, dim=-1))
+    return (hs * Cm[:, None, :, :]).sum(2), hs[..., -1]
+
+
+def _chunk_sizes(dt, a_max, chunk, max_log_decay):
+    """Lengths of the chunks over dt [B, E, T]: at most `chunk` steps, fewer
+    where a_max [E, 1] (each channel's fastest decay) times the sum of dt
+    since the chunk's start would pass max_log_decay; at least one."""
+    T, sizes, t0 = dt.shape[-1], [], 0
+    while t0 < T:
+        reach = (torch.cumsum(dt[..., t0:t0 + chunk], dim=-1) * a_max).amax(dim=(0, 1))  # [L], increasing
+        sizes.append(max(1, int((reach <= max_log_decay).sum())))
+        t0 += sizes[-1]
+    return sizes
+
+
+def selective_scan(u, dt, A, Bm, Cm, D, chunk=0, checkpoint=False, max_log_decay=30.0):
+    """y [B, T, E] and the final state h [B, E, N] of the scan from h = 0:
+    h_t = exp(dt_t A) h_{t-1} + dt_t B_t u_t,  y_t = h_t C_t + D u_t, with
+    u, dt [B, T, E] (dt after softplus), A [E, N] (negative), Bm, Cm [B, T, N].
+
+    chunk 0: one step at a time (the reference). chunk L: a loop over chunks
+    of at most L steps, each in closed form over tensors [B, E, N, L] (time
+    last: torch's cumsum is fastest along the last dimension). A chunk is cut
+    shorter where the decay since its start would fall below
+    exp(-max_log_decay) in some channel, at least one step: x / exp(S) must
+    stay finite and, in float32, the backward's exp(S)^2 a normal number.
+    checkpoint: keep only each chunk's inputs for backward and recompute the
+    rest (as strata keeps only the state at each chunk's start).
+    Runs in float32 (float64 inputs: float64) whatever the autocast state."""
+    dtype = torch.promote_types(u.dtype, torch.float32)
+    with torch.autocast("cpu", enabled=False):
+        u, dt, A, Bm, Cm, D = (t.to(dtype) for t in (u, dt, A, Bm, Cm, D))
+        Bn, T, E = u.shape
+        h = torch.zeros(Bn, E, A.shape[1], dtype=dtype)
+        if chunk <= 0:
+            y, h = _scan_sequential(u, dt, A, Bm, Cm, h)
+            return y + D * u, h
+        ut, dtt, Bt, Ct = (t.transpose(1, 2).contiguous() for t in (u, dt, Bm, Cm))  # time last
+        with torch.no_grad():
+            sizes = _chunk_sizes(dtt, (-A).amax(dim=1)[:, None], chunk, max_log_decay)
+        ys = []
+        for uc, dc, bc, cc in zip(*(t.split(sizes, dim=-1) for t in (ut, dtt, Bt, Ct))):  # one split: cheap backward
+            if checkpoint and torch.is_grad_enabled():
+                y, h = torch.utils.checkpoint.checkpoint(_scan_chunk, h, uc, dc, A, bc, cc, use_reentrant=False)
+            else:
+                y, h = _scan_chunk(h, uc, dc, A, bc, cc)
+            ys.append(y)
+        return torch.cat(ys, dim=-1).transpose(1, 2) + D * u, h
+
+
+def mamba_forward(p, x, dtype=None, **scan):
     """x [B, T, d] -> (out [B, T, d], conv_state [B, E, k_c], ssm_state [B, E, N]).
 
-    dtype: compute in this dtype (e.g. torch.float64); default: x's."""
+    dtype: compute in this dtype (e.g. torch.float64); default: x's.
+    scan: how the scan runs (selective_scan's chunk, checkpoint, max_log_decay)."""
     if dtype is not None:
         p = {k: v.to(dtype) for k, v in p.items()}
         x = x.to(dtype)
@@ -54,21 +130,15 @@ def mamba_forward(p, x, dtype=None):
     xs, z = xz[..., :E], xz[..., E:]
     # Causal depthwise convolution: k_c - 1 zero rows in front, then each
     # output is the weighted sum of its window of k_c inputs.
-    xpad = torch.cat((torch.zeros(Bn, kc - 1, E, dtype=x.dtype), xs), dim=1)  # [B, T + k_c - 1, E]
+    xpad = torch.cat((torch.zeros(Bn, kc - 1, E, dtype=xs.dtype), xs), dim=1)  # [B, T + k_c - 1, E]
     c = p["conv1d.bias"] if "conv1d.bias" in p else torch.zeros(E, dtype=x.dtype)
     c = c + sum(xpad[:, k:k + T, :] * w[:, k] for k in range(kc))
     u = _silu(c)
     dt, Bm, Cm = _split_proj(p, u)
     A = -torch.exp(p["A_log"])
-    h = torch.zeros(Bn, E, N, dtype=x.dtype)
-    ys = []
-    for t in range(T):
-        decay = torch.exp(dt[:, t, :, None] * A)  # [B, E, N]
-        h = decay * h + (dt[:, t] * u[:, t])[:, :, None] * Bm[:, t, None, :]
-        ys.append((h * Cm[:, t, None, :]).sum(-1) + p["D"] * u[:, t])
-    y = torch.stack(ys, dim=1) * _silu(z)
-    out = y @ p["out_proj.weight"].T
-    conv_state = xpad[:, -kc:, :].transpose(1, 2)  # the last k_c pre-conv inputs, zero-padded
+    y, h = selective_scan(u, dt, A, Bm, Cm, p["D"], **scan)
+    out = (y * _silu(z)) @ p["out_proj.weight"].T
+    conv_state = xpad[:, -kc:, :].transpose(1, 2)  # the last k_c pre-conv inputs, zero-padded on the left
     return out, conv_state, h
 
 

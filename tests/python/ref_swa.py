@@ -41,16 +41,18 @@ def window_mask(T, window, dtype):
     return m.masked_fill(~ok, float("-inf"))
 
 
-def swa_forward(p, x, heads, kv_heads, window=0, theta=10000.0):
-    """x [B, T, D] -> (out [B, T, D], rotated keys [B, T, H_kv*hd], values [B, T, H_kv*hd])."""
+def swa_forward(p, x, heads, kv_heads, window=0, theta=10000.0, rope=True):
+    """x [B, T, D] -> (out [B, T, D], rotated keys [B, T, H_kv*hd], values [B, T, H_kv*hd]).
+    rope=False: no rotation (NoPE)."""
     B, T, _ = x.shape
     wq, wk, wv, wo = (p[n + "_proj.weight"] for n in "qkvo")
     hd = wq.shape[0] // heads
     q = (x @ wq.T).view(B, T, heads, hd)
     k = (x @ wk.T).view(B, T, kv_heads, hd)
     v = (x @ wv.T).view(B, T, kv_heads, hd)
-    cos, sin = rope_tables(T, hd, theta, x.dtype)
-    q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+    if rope:
+        cos, sin = rope_tables(T, hd, theta, x.dtype)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
     rep = heads // kv_heads
     kr, vr = k.repeat_interleave(rep, dim=2), v.repeat_interleave(rep, dim=2)
     scores = torch.einsum("bthd,bshd->bhts", q, kr) / math.sqrt(hd) + window_mask(T, window, x.dtype)

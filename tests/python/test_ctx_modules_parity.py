@@ -11,50 +11,16 @@ outputs (causal), input gradients and every parameter gradient must agree to
 Usage: test_ctx_modules_parity.py STRATA_BINARY   (exit 77 = skipped: no torch)
 ctx_module_io is looked for beside STRATA_BINARY.
 """
-import json
 import os
-import struct
 import subprocess
 import sys
-import tempfile
 
-try:
-    import numpy as np
-    import torch
-    import torch.nn.functional as F
-except ImportError as e:  # pragma: no cover
-    print(f"SKIP: {e}")
-    sys.exit(77)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from parity_io import np, parity_main, read_safetensors, torch, write_safetensors  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 
 D, ADA_RANK, TAPS, SE_REDUCTION, EPS = 16, 4, 3, 4, 1e-5
 LENS = [6, 1, 9, 2]
-
-
-def write_safetensors(path, tensors):
-    header, blobs, offset = {}, [], 0
-    for name, t in tensors.items():
-        data = np.ascontiguousarray(t, dtype="<f4").tobytes()
-        header[name] = {"dtype": "F32", "shape": list(t.shape), "data_offsets": [offset, offset + len(data)]}
-        blobs.append(data)
-        offset += len(data)
-    head = json.dumps(header).encode()
-    head += b" " * (-len(head) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(head)) + head + b"".join(blobs))
-
-
-def read_safetensors(path):
-    with open(path, "rb") as f:
-        n = struct.unpack("<Q", f.read(8))[0]
-        header = json.loads(f.read(n))
-        data = f.read()
-    out = {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        b, e = info["data_offsets"]
-        out[name] = torch.from_numpy(np.frombuffer(data[b:e], dtype="<f4").copy()).reshape(info["shape"]).double()
-    return out
 
 
 def context_mean(z, mode):
@@ -96,15 +62,15 @@ def random_params(kind, rng):
             "m.fc2.bias": n(D, s=0.2)}
 
 
-def check(name, got, want):
-    scale = max(want.abs().max().item(), 1e-12)
-    err = (got - want).abs().max().item()
-    assert err <= 1e-5 * scale, f"{name}: max error {err:.3e} vs largest magnitude {scale:.3e}"
-    return err / scale
+MODULES = {"ada-rmsnorm": ada_rmsnorm, "token-mix": token_mix, "se": se}
+CASES = [(kind, mode) for kind in MODULES for mode in ("causal", "global")]
+TOL = 1e-5
 
 
-def run_case(tool, tmp, kind, fn, mode, seed):
-    rng = np.random.default_rng(seed)
+def run_case(tool, tmp, case, index, check):
+    kind, mode = case
+    fn = MODULES[kind]
+    rng = np.random.default_rng(10 * (index // 2) + (mode == "global"))
     params = random_params(kind, rng)
     rows = sum(LENS)
     x, dy = rng.normal(0, 1, size=(rows, D)), rng.normal(0, 1, size=(rows, D))
@@ -120,29 +86,19 @@ def run_case(tool, tmp, kind, fn, mode, seed):
     y = torch.cat([fn(p, seq, mode) for seq in torch.split(xt, LENS)])
     (y * torch.tensor(np.float32(dy), dtype=torch.float64)).sum().backward()
 
-    worst = check("y", got["y"], y.detach())
+    name = f"{kind} {mode}"
+    print(name)
+    check(name, "y", got.get("y"), y)
     if "y_decode" in got:
-        worst = max(worst, check("y_decode", got["y_decode"], y.detach()))
-    worst = max(worst, check("dx", got["dx"], xt.grad))
+        check(name, "y_decode", got["y_decode"], y)
+    check(name, "dx", got.get("dx"), xt.grad)
     for k, v in p.items():
-        worst = max(worst, check("grad of " + k, got["grad." + k], v.grad))
-    print(f"{kind:12s} {mode:7s} worst error {worst:.2e} of the largest magnitude")
+        check(name, "grad of " + k, got.get("grad." + k), v.grad)
 
 
 def main():
-    tool = os.path.join(os.path.dirname(os.path.abspath(sys.argv[1])), "ctx_module_io")
-    if not os.path.exists(tool):
-        print(f"missing {tool}")
-        sys.exit(1)
-    torch.set_num_threads(2)
-    cases = 0
-    with tempfile.TemporaryDirectory() as tmp:
-        for i, (kind, fn) in enumerate([("ada-rmsnorm", ada_rmsnorm), ("token-mix", token_mix), ("se", se)]):
-            for mode in ("causal", "global"):
-                run_case(tool, tmp, kind, fn, mode, seed=10 * i + (mode == "global"))
-                cases += 1
-    print(f"{cases} passed, 0 failed")
+    return parity_main(__doc__, CASES, run_case, TOL, tool="ctx_module_io")
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -12,24 +12,17 @@ writes its output and gradients; outputs must match to 1e-5 and gradients to
 1e-4 of their largest magnitude.
 
 Usage: test_diff_attention_parity.py STRATA_BINARY   (exit 77 = skipped: no torch)
+strata_tests is looked for beside STRATA_BINARY.
 """
 import json
 import math
 import os
-import struct
 import subprocess
 import sys
-import tempfile
-
-try:
-    import numpy as np
-    import torch
-except ImportError as e:  # pragma: no cover
-    print(f"SKIP: {e}")
-    sys.exit(77)
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from test_train_parity import read_safetensors, rotate_half  # noqa: E402
+from parity_io import parity_main, read_safetensors, torch, write_safetensors  # noqa: E402
+from ref_swa import apply_rope, rope_tables  # noqa: E402
 
 THETA = 10000.0
 CASES = [  # layout, heads, kv heads, subln, out_scale, lambda_init, layer
@@ -41,26 +34,10 @@ CASES = [  # layout, heads, kv heads, subln, out_scale, lambda_init, layer
 D, HEAD_DIM, LENS = 32, 8, [40, 9, 1]
 
 
-def write_safetensors(path, tensors):
-    header, offset, blobs = {}, 0, []
-    for name, t in tensors.items():
-        b = t.detach().contiguous().numpy().astype("<f4").tobytes()
-        header[name] = {"dtype": "F32", "shape": list(t.shape), "data_offsets": [offset, offset + len(b)]}
-        offset += len(b)
-        blobs.append(b)
-    h = json.dumps(header).encode()
-    h += b" " * ((8 - len(h) % 8) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
-
-
 def rope(x, n):
     """rotate_half RoPE on x [n, subheads, d] at positions 0..n-1."""
-    d = x.shape[-1]
-    inv = 1.0 / (THETA ** (torch.arange(0, d, 2, dtype=torch.float32) / d))
-    ang = torch.outer(torch.arange(n, dtype=torch.float32), inv)
-    cos, sin = torch.cat((ang, ang), -1).cos()[:, None], torch.cat((ang, ang), -1).sin()[:, None]
-    return x * cos + rotate_half(x) * sin
+    cos, sin = rope_tables(n, x.shape[-1], THETA, x.dtype)
+    return apply_rope(x[None], cos, sin)[0]
 
 
 def diff_attention(p, pre, case, x):
@@ -92,7 +69,8 @@ def diff_attention(p, pre, case, x):
     return torch.cat(outs)
 
 
-def run_case(case, test_binary, tmp, seed):
+def run_case(test_binary, tmp, case, index, check):
+    seed = 100 + index
     layout, heads, kv_heads, subln, out_scale, lambda_init, layer = case
     paper = layout == "paper"
     H, KV = (heads // 2, kv_heads // 2) if paper else (heads, kv_heads)
@@ -136,51 +114,24 @@ def run_case(case, test_binary, tmp, seed):
     r = subprocess.run([test_binary, "--gtest_filter=DiffAttentionParity.*"], env=env, capture_output=True, text=True)
     if r.returncode != 0 or not os.path.exists(out):
         print(r.stdout[-3000:], r.stderr[-3000:])
-        return [f"{case}: the strata test binary failed (exit {r.returncode})"]
+        check.fail(f"{case}: the strata test binary failed (exit {r.returncode})")
+        return
     s = read_safetensors(out)
-
-    failures = []
-
-    def compare(what, got, want, tol):
-        want = want.detach()
-        err = (got - want).abs().max().item()
-        ref = want.abs().max().item()
-        ok = err <= tol * max(ref, 1e-30)
-        print(f"  {what:40s} max |diff| {err:.2e} of {ref:.2e}  {'ok' if ok else 'FAIL'}")
-        if not ok:
-            failures.append(f"{case} {what}: {err:.3e} > {tol} x {ref:.3e}")
-
-    print(f"case {case}: lambda = {(torch.exp((p[pre + 'lambda_q1'] * p[pre + 'lambda_k1']).sum()) - torch.exp((p[pre + 'lambda_q2'] * p[pre + 'lambda_k2']).sum()) + li).item():.4f}")
-    compare("output", s["output"], y, 1e-5)
-    compare("grad input", s["grad_input"], x.grad, 1e-4)
+    lam = (torch.exp((p[pre + "lambda_q1"] * p[pre + "lambda_k1"]).sum()) -
+           torch.exp((p[pre + "lambda_q2"] * p[pre + "lambda_k2"]).sum()) + li).item()
+    print(f"case {case}: lambda = {lam:.4f}")
+    check(case, "output", s.get("output"), y, tol=1e-5)
+    check(case, "grad input", s.get("grad_input"), x.grad, tol=1e-4)
     for name, t in p.items():
         if name.endswith("lambda_init"):
             if "grad." + name in s:
-                failures.append(f"{case}: strata has a gradient for the buffer {name}")
+                check.fail(f"{case}: strata has a gradient for the buffer {name}")
             continue
-        compare("grad " + name[len(pre):], s["grad." + name], t.grad, 1e-4)
-    return failures
+        check(case, "grad " + name[len(pre):], s.get("grad." + name), t.grad, tol=1e-4)
 
 
 def main():
-    if len(sys.argv) != 2:
-        print(__doc__)
-        return 2
-    test_binary = os.path.join(os.path.dirname(os.path.abspath(sys.argv[1])), "strata_tests")
-    if not os.path.exists(test_binary):
-        print(f"FAIL: {test_binary} not found (build the tests)")
-        return 1
-    torch.manual_seed(0)
-    failures, failed_cases = [], 0
-    with tempfile.TemporaryDirectory() as tmp:
-        for i, case in enumerate(CASES):
-            f = run_case(case, test_binary, tmp, 100 + i)
-            failures += f
-            failed_cases += bool(f)
-    for f in failures:
-        print("FAIL:", f)
-    print(f"{len(CASES) - failed_cases} passed, {failed_cases} failed")
-    return 1 if failures else 0
+    return parity_main(__doc__, CASES, run_case, 1e-5, tool="strata_tests")
 
 
 if __name__ == "__main__":

@@ -5,27 +5,23 @@ Random parameters (A_log = ln(n+1) plus noise, softplus(dt bias) in
 [1e-3, 0.1]), two sequences of T in {1, 2, 5, 37} rows, d_model 16 / 32,
 d_state 4 / 16, d_conv 4, expand 2, and an output gradient go through
 `strata module-run --kind mamba`. Its output, token-by-token decode, final
-conv state (the last k_c pre-conv inputs, zero-padded, as the reference keeps
-them: [B, E, k_c]; or strata's last k_c - 1 of them), final SSM state
-[B, E, N] and every gradient must match the float64 torch reference to
+conv state [B, E, k_c] (the last k_c pre-conv inputs x, oldest first,
+zero-padded on the left when T < k_c: mamba_simple's conv_state), final SSM
+state [B, E, N] and every gradient must match the float64 torch reference to
 1e-5 of the reference's largest magnitude. A strata without the mamba kind
 fails this test (it is not skipped).
 
-Usage: test_mamba_parity.py STRATA_BINARY   (exit 77 = skipped: no torch or no binary)
+The reference checks itself first: its decode against its forward, and its
+chunked closed-form scan (what bench/samba_vs_torch.py times) against the
+step-by-step one, outputs and gradients.
+
+Usage: test_mamba_parity.py STRATA_BINARY   (exit 77 = skipped: no torch)
 """
 import os
 import sys
-import tempfile
-
-try:
-    import numpy as np  # noqa: F401  (module_run_io needs it)
-    import torch
-except ImportError as e:  # pragma: no cover
-    print(f"SKIP: {e}")
-    sys.exit(77)
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from module_run_io import Checker, f32, module_run  # noqa: E402
+from parity_io import f32, module_run, parity_main, torch  # noqa: E402  (exit 77 without torch)
 from ref_mamba import mamba_decode, mamba_forward, mamba_params  # noqa: E402
 
 B, D_CONV, EXPAND = 2, 4, 2
@@ -33,40 +29,49 @@ TOL = 1e-5
 CASES = [(d, n, T) for (d, n) in ((16, 4), (32, 16)) for T in (1, 2, 5, 37)]  # d_model, d_state, T
 
 
-def run_case(strata, tmp, case, seed, check):
+def check_reference(p, x, dy, y, conv_state, ssm_state):
+    """The reference's decode and its chunked scan against its sequential forward."""
+    with torch.no_grad():
+        y_step, conv_step, ssm_step = mamba_decode(p, x)
+    assert (y_step - y).abs().max() <= 1e-12 * max(1.0, y.abs().max().item())
+    assert (conv_step - conv_state).abs().max() <= 1e-12 and (ssm_step - ssm_state).abs().max() <= 1e-12
+    grads = [t.grad.clone() for t in (x, *p.values())]
+    # The last one cuts chunks early (the overflow guard) by lowering its threshold.
+    for chunk, checkpoint, limit in ((3, False, 30.0), (8, True, 30.0), (16, False, 0.05)):
+        for t in (x, *p.values()):
+            t.grad = None
+        yc, _, hc = mamba_forward(p, x, chunk=chunk, checkpoint=checkpoint, max_log_decay=limit)
+        (yc * dy).sum().backward()
+        scale = max(1.0, y.abs().max().item())
+        assert (yc - y).abs().max() <= 1e-12 * scale and (hc - ssm_state).abs().max() <= 1e-12 * scale, chunk
+        for g, t in zip(grads, (x, *p.values())):
+            assert (t.grad - g).abs().max() <= 1e-11 * max(1.0, g.abs().max().item()), chunk
+    for g, t in zip(grads, (x, *p.values())):
+        t.grad = g
+    return y_step
+
+
+def run_case(strata, tmp, case, index, check):
     d_model, d_state, T = case
+    seed = 200 + index
     g = torch.Generator().manual_seed(seed)
     p = {k: f32(v).requires_grad_() for k, v in mamba_params(d_model, d_state, D_CONV, EXPAND, generator=g).items()}
     x = f32(torch.randn(B, T, d_model, generator=g, dtype=torch.float64)).requires_grad_()
     dy = f32(torch.randn(B, T, d_model, generator=g, dtype=torch.float64))
     y, conv_state, ssm_state = mamba_forward(p, x)
     (y * dy).sum().backward()
-    with torch.no_grad():
-        y_step, conv_step, ssm_step = mamba_decode(p, x)
-    # The reference's own decode must agree with its forward (a check of the reference).
-    assert (y_step - y).abs().max() <= 1e-12 * max(1.0, y.abs().max().item())
-    assert (conv_step - conv_state).abs().max() <= 1e-12 and (ssm_step - ssm_state).abs().max() <= 1e-12
+    y_step = check_reference(p, x, dy, y, conv_state, ssm_state)
 
     # Half the cases give the shapes as options, the others leave them to the tensor shapes.
     opts = [f"d_model={d_model}", f"d_state={d_state}", f"d_conv={D_CONV}", f"expand={EXPAND}"] if seed % 2 else []
     name = f"d_model={d_model} d_state={d_state} T={T}"
     print(name)
-    code, err, out = module_run(strata, tmp, "mamba", p, {"input": x, "dy": dy}, opts, tag=f"mamba{seed}")
+    out = module_run(strata, tmp, check, name, "mamba", p, {"input": x, "dy": dy}, opts, tag=f"mamba{seed}")
     if out is None:
-        print(err)
-        why = " (strata has no mamba module)" if "unknown module kind" in err else ""
-        check.failures.append(f"{name}: strata module-run failed (exit {code}){why}: {err.strip()}")
         return
     check(name, "output", out.get("output"), y)
     check(name, "output_step", out.get("output_step"), y_step)
-    got_conv = out.get("final_conv_state")
-    if got_conv is not None and got_conv.shape[-1] == D_CONV - 1:
-        # strata's state keeps the last k_c - 1 inputs, all that later steps
-        # read; the reference's oldest column is shifted out unread.
-        print("  (final_conv_state holds the last d_conv - 1 inputs: compared with the reference's newest columns)")
-        check(name, "final_conv_state[..., 1:]", got_conv, conv_state[..., 1:])
-    else:
-        check(name, "final_conv_state", got_conv, conv_state)
+    check(name, "final_conv_state", out.get("final_conv_state"), conv_state)
     check(name, "final_ssm_state", out.get("final_ssm_state"), ssm_state)
     check(name, "grad.input", out.get("grad.input"), x.grad)
     for n, t in p.items():
@@ -74,26 +79,7 @@ def run_case(strata, tmp, case, seed, check):
 
 
 def main():
-    if len(sys.argv) != 2:
-        print(__doc__)
-        return 2
-    strata = sys.argv[1]
-    if not os.path.exists(strata):
-        print(f"SKIP: strata binary {strata} not found (build it first)")
-        return 77
-    torch.set_num_threads(2)
-    check = Checker(TOL)
-    failed_cases = 0
-    with tempfile.TemporaryDirectory() as tmp:
-        for i, case in enumerate(CASES):
-            before = len(check.failures)
-            run_case(strata, tmp, case, 200 + i, check)
-            failed_cases += len(check.failures) > before
-    for f in check.failures:
-        print("FAIL:", f)
-    print(f"worst relative error {check.worst:.2e} (tolerance {TOL:g})")
-    print(f"{len(CASES) - failed_cases} passed, {failed_cases} failed")
-    return 1 if check.failures else 0
+    return parity_main(__doc__, CASES, run_case, TOL)
 
 
 if __name__ == "__main__":

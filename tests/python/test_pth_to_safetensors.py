@@ -6,25 +6,20 @@ A_log and D, the tied lm_head sharing wte's storage) is saved the way lit-gpt's
 pretrain.py saves it ({"model": ..., "optimizer": ..., "iter_num": ...}, names
 behind Fabric's _forward_module. prefix) and, a second time, as a plain state
 dict with a DDP module. prefix in the legacy (non-zip) format. A pickle that
-would call a function while loading must be refused. The script's
-output, read back here with an independent reader, must hold every tensor with
-its name, dtype, shape and bits, and `strata convert --from litgpt` must
-accept it.
+would call a function while loading must be refused. The script's output,
+read back with the tests' own reader (parity_io.py), must hold every tensor
+with its name, dtype, shape and bits, and `strata convert --from litgpt`
+must accept it.
 
 Usage: test_pth_to_safetensors.py STRATA_BINARY   (exit 77 = skipped: no torch)
 """
-import json
 import os
-import struct
 import subprocess
 import sys
 import tempfile
 
-try:
-    import torch
-except ImportError as e:  # pragma: no cover
-    print(f"SKIP: {e}")
-    sys.exit(77)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from parity_io import read_safetensors_raw, torch  # noqa: E402  (exit 77 without torch)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SCRIPT = os.path.join(ROOT, "scripts", "pth_to_safetensors.py")
@@ -68,27 +63,10 @@ class Harmless:
         return (os.getpid, ())
 
 
-def read_safetensors(path):
-    with open(path, "rb") as f:
-        data = f.read()
-    (n,) = struct.unpack("<Q", data[:8])
-    header = json.loads(data[8:8 + n])
-    body = data[8 + n:]
-    out = {}
-    for name, h in header.items():
-        if name == "__metadata__":
-            continue
-        b, e = h["data_offsets"]
-        raw = bytearray(body[b:e])
-        t = torch.frombuffer(raw, dtype=torch.int16 if h["dtype"] in ("BF16", "F16") else torch.float32)
-        out[name] = (h["dtype"], h["shape"], t)
-    return out
-
-
-def same_bits(a, b):
-    if a.dtype in (torch.bfloat16, torch.float16):
-        return torch.equal(a.contiguous().view(torch.int16).reshape(-1), b.reshape(-1))
-    return torch.equal(a.contiguous().reshape(-1), b.reshape(-1))
+def same_bits(t, raw):
+    """t's bytes (contiguous, little-endian as on x86) equal the stored ones."""
+    view = {torch.bfloat16: torch.int16, torch.float16: torch.int16, torch.float32: torch.int32}[t.dtype]
+    return t.contiguous().view(view).numpy().tobytes() == raw
 
 
 def run(cmd):
@@ -119,7 +97,7 @@ def main():
             if code != 0:
                 failures.append(f"{what}: script failed (exit {code}): {err}")
                 continue
-            got = read_safetensors(dst)
+            got = read_safetensors_raw(dst)
             if sorted(got) != sorted(sd):
                 failures.append(f"{what}: names differ: {sorted(set(got) ^ set(sd))}")
                 continue
@@ -144,7 +122,7 @@ def main():
         src, dst = os.path.join(tmp, "keep.pth"), os.path.join(tmp, "keep.safetensors")
         torch.save({"module.a": torch.ones(2)}, src)
         code, _, err = run([sys.executable, SCRIPT, src, "-o", dst, "--keep-prefix"])
-        if code != 0 or list(read_safetensors(dst)) != ["module.a"]:
+        if code != 0 or list(read_safetensors_raw(dst)) != ["module.a"]:
             failures.append(f"--keep-prefix: exit {code} {err}")
     if failures:
         print("FAILED:\n  " + "\n  ".join(failures))

@@ -8,21 +8,13 @@ output, token-by-token decode, final KV cache (the last min(T, w) rotated
 keys and values) and every gradient must match a float64 torch reference
 to 1e-5 of the reference's largest magnitude.
 
-Usage: test_swa_parity.py STRATA_BINARY   (exit 77 = skipped: no torch or no binary)
+Usage: test_swa_parity.py STRATA_BINARY   (exit 77 = skipped: no torch)
 """
 import os
 import sys
-import tempfile
-
-try:
-    import numpy as np  # noqa: F401  (module_run_io needs it)
-    import torch
-except ImportError as e:  # pragma: no cover
-    print(f"SKIP: {e}")
-    sys.exit(77)
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from module_run_io import Checker, f32, module_run  # noqa: E402
+from parity_io import f32, module_run, parity_main, torch  # noqa: E402  (exit 77 without torch)
 from ref_swa import swa_forward  # noqa: E402
 
 D, HEAD_DIM, B = 32, 8, 2
@@ -34,8 +26,9 @@ CASES = [(w, h, kv, T, theta)
          for (h, kv) in ((4, 4), (4, 2), (4, 1))]
 
 
-def run_case(strata, tmp, case, seed, check):
+def run_case(strata, tmp, case, index, check):
     window, heads, kv_heads, T, theta = case
+    seed = 100 + index
     g = torch.Generator().manual_seed(seed)
 
     def rnd(*shape, std):
@@ -55,10 +48,8 @@ def run_case(strata, tmp, case, seed, check):
         opts = [f"window={window}", f"head_dim={HEAD_DIM}", f"rope_theta={theta}", f"num_kv_heads={kv_heads}"]
     name = f"window={window} heads={heads}/{kv_heads} T={T} theta={theta:g}"
     print(name)
-    code, err, out = module_run(strata, tmp, "attention", p, {"input": x, "dy": dy}, opts, tag=f"swa{seed}")
+    out = module_run(strata, tmp, check, name, "attention", p, {"input": x, "dy": dy}, opts, tag=f"swa{seed}")
     if out is None:
-        print(err)
-        check.failures.append(f"{name}: strata module-run failed (exit {code}): {err.strip()}")
         return
     check(name, "output", out.get("output"), y)
     check(name, "output_step", out.get("output_step"), y)
@@ -71,26 +62,7 @@ def run_case(strata, tmp, case, seed, check):
 
 
 def main():
-    if len(sys.argv) != 2:
-        print(__doc__)
-        return 2
-    strata = sys.argv[1]
-    if not os.path.exists(strata):
-        print(f"SKIP: strata binary {strata} not found (build it first)")
-        return 77
-    torch.set_num_threads(2)
-    check = Checker(TOL)
-    failed_cases = 0
-    with tempfile.TemporaryDirectory() as tmp:
-        for i, case in enumerate(CASES):
-            before = len(check.failures)
-            run_case(strata, tmp, case, 100 + i, check)
-            failed_cases += len(check.failures) > before
-    for f in check.failures:
-        print("FAIL:", f)
-    print(f"worst relative error {check.worst:.2e} (tolerance {TOL:g})")
-    print(f"{len(CASES) - failed_cases} passed, {failed_cases} failed")
-    return 1 if check.failures else 0
+    return parity_main(__doc__, CASES, run_case, TOL)
 
 
 if __name__ == "__main__":
