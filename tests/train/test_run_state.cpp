@@ -1,5 +1,5 @@
 // Run directories: atomic checkpoints, crash leftovers, pruning, metrics.jsonl
-// truncation on resume, and `strata plot`.
+// truncation on resume, and `strata plot` (one run, and several overlaid).
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -268,6 +268,31 @@ TEST(Plot, ClearErrors) {
   r = test::run_cli("plot '" + empty_run + "'");
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.err.find("no 'loss' or 'val_loss'"), std::string::npos) << r.err;
+}
+
+// Several runs in one PNG, each named in the legend by its directory; -o is required.
+TEST(Plot, OverlaysRuns) {
+  if (!have_gnuplot()) GTEST_SKIP() << "gnuplot not installed (apt-get install gnuplot-nox)";
+  const std::string a = plot_run(), b = test::make_temp_dir("other run");
+  test::write_file(b + "/metrics.jsonl", "{\"step\":10,\"val_loss\":3.5}\n{\"step\":20,\"val_loss\":3.0}\n");
+  const std::string out = test::make_temp_dir("overlay") + "/both.png";
+  auto r = test::run_cli("plot '" + a + "' '" + b + "/metrics.jsonl' -o '" + out + "'");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(test::read_file(out).substr(0, 8), std::string("\x89PNG\r\n\x1a\n", 8));
+  const std::string la = fs::path(a).filename().string(), lb = fs::path(b).filename().string();
+  EXPECT_NE(r.err.find("'" + la + "' (50 train points, 5 validation points)"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("'" + lb + "' (0 train points, 2 validation points)"), std::string::npos) << r.err;
+  EXPECT_FALSE(fs::exists(a + "/loss.png"));
+  // The same directory twice: the labels still differ.
+  r = test::run_cli("plot '" + a + "' '" + a + "/' -o '" + out + "'");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("'" + a + "/' (50"), std::string::npos) << r.err;
+  r = test::run_cli("plot '" + a + "' '" + b + "'");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("several runs needs -o"), std::string::npos) << r.err;
+  r = test::run_cli("plot '" + a + "' '" + a + "/missing' -o '" + out + "'");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("/missing: no such file"), std::string::npos) << r.err;
 }
 
 }  // namespace
