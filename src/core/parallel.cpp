@@ -69,6 +69,7 @@ class Pool {
 
   void run(int64_t chunks, detail::ChunkFn fn, void* body) {
     fn_ = fn, body_ = body, chunks_ = chunks;
+    next_.store(0, std::memory_order_relaxed);
     error_ = nullptr;
     pending_.store(threads_ - 1, std::memory_order_relaxed);
     generation_.fetch_add(1, std::memory_order_release);
@@ -81,9 +82,12 @@ class Pool {
   }
 
  private:
-  void share(int t) {
+  // Chunks are claimed one at a time, so a thread slowed by the machine
+  // (or by its share of memory bandwidth) takes fewer of them; a chunk's
+  // result does not depend on which thread runs it.
+  void share(int) {
     try {
-      for (int64_t c = t; c < chunks_; c += threads_) fn_(body_, c);
+      for (int64_t c; (c = next_.fetch_add(1, std::memory_order_relaxed)) < chunks_;) fn_(body_, c);
     } catch (...) {
       const std::lock_guard<std::mutex> lock(error_mu_);
       if (!error_) error_ = std::current_exception();
@@ -106,6 +110,7 @@ class Pool {
   std::vector<std::thread> workers_;
   std::atomic<uint32_t> generation_{0};
   std::atomic<int> pending_{0};
+  std::atomic<int64_t> next_{0};  // the next chunk to claim
   std::atomic<bool> stop_{false};
   detail::ChunkFn fn_ = nullptr;
   void* body_ = nullptr;

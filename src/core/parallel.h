@@ -1,7 +1,9 @@
 // Work sharing over the cores: strata's own fork-join pool (parallel.cpp
-// says why not OpenMP's). Each index range is handled by exactly one thread
-// and results never depend on the thread count. Chunks are dealt
-// round-robin, which balances triangular (causal) work too.
+// says why not OpenMP's). Each index range (chunk) is handled by exactly one
+// thread and results never depend on the thread count: the chunks come from
+// n and grain alone. Threads claim chunks one at a time as they finish the
+// last, which balances uneven work (causal triangles, a thread slowed by the
+// machine).
 #pragma once
 #include <cstdint>
 
@@ -12,9 +14,9 @@ int num_threads();
 
 namespace detail {
 using ChunkFn = void (*)(void* body, int64_t chunk);
-// Runs body(c) for every c in [0, chunks) over the pool: thread t takes
-// chunks t, t + threads, ... An exception thrown by a chunk is rethrown here
-// once every thread has finished.
+// Runs body(c) once for every c in [0, chunks) over the pool, each chunk on
+// whichever thread claims it first. An exception thrown by a chunk is
+// rethrown here once every thread has finished.
 void run_chunks(int64_t chunks, ChunkFn fn, void* body);
 bool in_parallel();  // true on a thread running chunks: nested calls run serially
 }  // namespace detail

@@ -56,6 +56,14 @@ inline void tile(const float* x, int64_t ldx, int64_t K, const WT* w, int64_t ld
     for (int j = 0; j < RW; ++j) acc[i][j] = V::zero();
   const int64_t kv = K / V::kWidth * V::kWidth;
   for (int64_t k = 0; k < kv; k += V::kWidth) {
+    if constexpr (RX == 1) {
+      // Decode streams every weight once: while this tile's rows are read,
+      // bring the next tile's rows (they follow in memory) into the cache,
+      // a line per row every 64 bytes of this one, so each tile starts warm.
+      // Prefetches never fault, past the matrix end included.
+      if ((k * sizeof(WT)) % 64 == 0)
+        for (int j = 0; j < RW; ++j) __builtin_prefetch(w + (RW + j) * ldw + k, 0, 2);
+    }
     R xv[RX];
     for (int i = 0; i < RX; ++i) xv[i] = V::load(x + i * ldx + k);
     for (int j = 0; j < RW; ++j) {
