@@ -29,15 +29,12 @@ print(f\"| {j['model']} | {j['prompt_len']} | {j['prefill_tok_s']:.1f} | {dec} |
 
 echo "| model | prompt | prefill tok/s | decode tok/s | GB/token | decode GB/s | probe GB/s | roofline | peak RSS MiB |"
 echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
-for preset in samba-421m llama-438m; do
-  for n in $decode_lengths; do
-    [[ $preset == llama-438m && $n -gt $llama_max ]] && continue
-    row "$preset" "$n" 32
-  done
-done
-for preset in samba-421m llama-438m; do
-  for n in $prefill_lengths; do
-    [[ $preset == llama-438m && $n -gt $llama_max ]] && continue
-    row "$preset" "$n" 0
+for pass in "32 $decode_lengths" "0 $prefill_lengths"; do  # decoded tokens, then the lengths
+  read -r gen lengths <<<"$pass"
+  for preset in samba-421m llama-438m; do
+    for n in $lengths; do
+      [[ $preset == llama-438m && $n -gt $llama_max ]] && continue
+      row "$preset" "$n" "$gen"
+    done
   done
 done

@@ -7,12 +7,20 @@
 #                       into OUT/brown; sets work (OUT/brown), data (the shards), vocab,
 #                       train_docs and val_docs
 #   section TEXT        a section header on stderr
+#   eval_interval STEPS validation interval: about STEPS/5, a divisor of STEPS
 #
 # s is the strata binary. Re-running reuses the npm download and redoes the rest.
 
 s=./build/strata
 
 section() { echo >&2; echo "== $*" >&2; }
+
+# Validation every ~steps/5 steps, on a divisor of steps so the last step is validated.
+eval_interval() {
+  local steps=$1 every=$(($1 / 5 > 0 ? $1 / 5 : 1))
+  while ((steps % every != 0)); do every=$((every - 1)); done
+  echo "$every"
+}
 
 demo_build() {
   if [[ "${DEMO_SKIP_BUILD:-0}" == 1 ]]; then

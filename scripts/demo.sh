@@ -14,7 +14,7 @@
 # DEMO_SKIP_BUILD=1 uses build/strata as it is.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-source scripts/brown_prep.sh  # demo_build, brown_prep, section, s
+source scripts/brown_prep.sh  # demo_build, brown_prep, section, eval_interval, s
 demo_build
 out=demo-out
 mkdir -p "$out"
@@ -23,8 +23,7 @@ mkdir -p "$out"
 # 16 x 16 x 128 tokens, so 1000 steps of 2048 tokens take about 3 minutes.
 steps=${DEMO_STEPS:-1000}
 batch=16 seq=128 eval_batches=16
-eval_every=$((steps / 5 > 0 ? steps / 5 : 1))
-while ((steps % eval_every != 0)); do eval_every=$((eval_every - 1)); done  # a val point at the last step
+eval_every=$(eval_interval "$steps")  # a val point at the last step
 
 brown_prep "$out"  # sets work, data, vocab, train_docs, val_docs
 
