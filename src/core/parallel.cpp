@@ -128,21 +128,12 @@ int hardware_threads() {
   return n > 0 ? static_cast<int>(n) : 1;
 }
 
-// One pool per process, replaced when the thread count changes; run_chunks
-// is called from one thread at a time (the caller's), as the engine does.
+// One pool per process, replaced when the thread count changes. Callers on
+// threads of their own (a server's) take turns: g_pool_mu is held for a
+// whole run, so the pool is never replaced under one.
 std::mutex g_pool_mu;
 std::unique_ptr<Pool> g_pool;
 std::atomic<int> g_threads{0};  // 0: not set yet (all cores)
-
-Pool& pool() {
-  const std::lock_guard<std::mutex> lock(g_pool_mu);
-  const int want = num_threads();
-  if (!g_pool || g_pool->threads() != want) {
-    g_pool.reset();
-    g_pool = std::make_unique<Pool>(want);
-  }
-  return *g_pool;
-}
 
 }  // namespace
 
@@ -159,7 +150,15 @@ int num_threads() {
 
 namespace detail {
 
-void run_chunks(int64_t chunks, ChunkFn fn, void* body) { pool().run(chunks, fn, body); }
+void run_chunks(int64_t chunks, ChunkFn fn, void* body) {
+  const std::lock_guard<std::mutex> lock(g_pool_mu);
+  const int want = num_threads();
+  if (!g_pool || g_pool->threads() != want) {
+    g_pool.reset();
+    g_pool = std::make_unique<Pool>(want);
+  }
+  g_pool->run(chunks, fn, body);
+}
 
 bool in_parallel() { return t_in_parallel; }
 

@@ -59,12 +59,13 @@ Tensor Tensor::alloc(DType dtype, Shape shape) {
   // zeroed anonymous memory with the huge-page hint, as relocated weights
   // do: streaming them then costs fewer TLB misses.
   // (Not under AddressSanitizer, whose heap guards catch overruns.)
-  const size_t huge = size_t{2} << 20;
 #if defined(__SANITIZE_ADDRESS__)
-  if (false) {
+  constexpr bool kHugeTensors = false;
 #else
-  if (bytes >= 2 * huge) {
+  constexpr bool kHugeTensors = true;
 #endif
+  const size_t huge = size_t{2} << 20;
+  if (kHugeTensors && bytes >= 2 * huge) {
     const size_t len = (bytes + huge - 1) / huge * huge;
     void* m = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (m == MAP_FAILED) fail("out of memory allocating ", bytes, " bytes for a tensor of shape ", shape_str(t.shape));

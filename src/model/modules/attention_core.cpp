@@ -134,7 +134,7 @@ std::vector<std::pair<std::string, Tensor>> KvCache::export_tensors() const {
 
 void CallCaches::begin(const Batch& batch, LayerState* const* states, int64_t k_width, int64_t v_width,
                        int64_t window, DType kv_dtype, const std::string& who) {
-  kv_dtype_ = kv_dtype;
+  kv_dtype_ = kv_dtype, k_width_ = k_width, v_width_ = v_width;
   row_pos_.resize(static_cast<size_t>(batch.rows));
   caches_.resize(batch.seqs.size());
   if (!states) temp_.resize(batch.seqs.size());
@@ -160,9 +160,8 @@ void CallCaches::begin(const Batch& batch, LayerState* const* states, int64_t k_
 
 void CallCaches::add(const Batch& batch, float* k_rows, float* v_rows) {
   if (kv_dtype_ == DType::BF16) {  // the values a BF16 cache will hold, on every path
-    const int64_t kw = caches_.empty() ? 0 : caches_[0]->k_width, vw = caches_.empty() ? 0 : caches_[0]->v_width;
-    for (int64_t i = 0; i < batch.rows * kw; ++i) k_rows[i] = bf16_to_f32(f32_to_bf16(k_rows[i]));
-    for (int64_t i = 0; i < batch.rows * vw; ++i) v_rows[i] = bf16_to_f32(f32_to_bf16(v_rows[i]));
+    for (int64_t i = 0; i < batch.rows * k_width_; ++i) k_rows[i] = bf16_to_f32(f32_to_bf16(k_rows[i]));
+    for (int64_t i = 0; i < batch.rows * v_width_; ++i) v_rows[i] = bf16_to_f32(f32_to_bf16(v_rows[i]));
   }
   k_new_ = k_rows;
   v_new_ = v_rows;
@@ -222,6 +221,7 @@ void CallCaches::commit(const Batch& batch) {
 namespace {
 
 constexpr int64_t kQueryBlock = 16;     // forward: query rows per work item
+constexpr int64_t kBackwardBlock = 32;  // backward: query rows per step of an item
 constexpr int64_t kWidenBlock = 128;    // forward: BF16 cache rows widened at a time
 
 // Rows [r0, r0 + n) of a run's keys or values, `width` columns from column
@@ -234,7 +234,6 @@ std::pair<const float*, int64_t> head_rows(const kernels::Table& kt, const float
   for (int64_t i = 0; i < n; ++i) kt.bf16_to_f32(bf16 + (r0 + i) * ld + col, buf.data() + i * width, width);
   return {buf.data(), width};
 }
-constexpr int64_t kBackwardBlock = 32;  // backward: query rows per step of an item
 
 // Copies the query rows [i0, i0 + nq) of the `group` heads sharing KV head g
 // into rows (i * group + j) of dst, `width` floats from column h * step.

@@ -123,6 +123,7 @@ class CallCaches {
   std::vector<int64_t> row_pos_;
   const float *k_new_ = nullptr, *v_new_ = nullptr;
   DType kv_dtype_ = DType::F32;
+  int64_t k_width_ = 0, v_width_ = 0;
 };
 
 // Where the heads sit in the rows. Query head h uses KV head
