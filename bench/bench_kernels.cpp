@@ -31,7 +31,7 @@ Tensor random_matrix(int64_t n, int64_t k, DType dt) {
   return t;
 }
 
-// y[M, 5632] = x[M, 2048] · W^T: TinyLlama's gate projection. Args: isa, dtype (0 f32, 1 bf16), M.
+// y[M, 5632] = x[M, 2048] · W^T: TinyLlama's gate projection. Args: isa (2 avx512, 3 avx512bf16, 4 amx), dtype (0 f32, 1 bf16), M.
 void BM_Matmul(benchmark::State& state) {
   const Isa isa = static_cast<Isa>(state.range(0));
   if (!isa_supported(isa)) return state.SkipWithError("ISA not supported");
@@ -52,7 +52,7 @@ BENCHMARK(BM_Matmul)
     ->Name("Gemv")
     ->ArgsProduct({{0, 1, 2}, {0, 1}, {1}})
     ->UseRealTime();
-BENCHMARK(BM_Matmul)->Name("Prefill")->ArgsProduct({{1, 2}, {0, 1}, {64}})->UseRealTime();
+BENCHMARK(BM_Matmul)->Name("Prefill")->ArgsProduct({{1, 2, 3, 4}, {0, 1}, {64, 512}})->UseRealTime();
 
 // Decode-like gemv from DRAM: one BF16 [N, K] matrix after another, 1 GiB in
 // all (past the last-level cache), as a decoded token meets them. Args: N, K.

@@ -33,4 +33,12 @@ std::string read_file(const std::string& path);
 std::string error_of(const std::function<void()>& f);
 void write_file(const std::string& path, const std::string& content);
 
+// The relative L2 error ||a - b|| / ||b|| of n values (infinite if any is not finite).
+double relative_error(const float* a, const float* b, int64_t n);
+// For paths that round activations to BF16 (the BF16 products) where exact
+// paths agree bit for bit: logits of a model agree to a few BF16 roundings
+// (relative L2 error at most 2^-5; a BF16 value carries 2^-9).
+#define STRATA_EXPECT_BF16_CLOSE(a, b, n, what) \
+  EXPECT_LE(::strata::test::relative_error((a), (b), (n)), 1.0 / 32) << (what)
+
 }  // namespace strata::test

@@ -34,7 +34,7 @@ Exec::Exec(Isa isa, ops::Precision precision, ops::GemmBackend gemm)
   if (!isa_supported(isa)) fail("ISA ", isa_name(isa), " is not supported by this CPU");
 }
 
-bool Exec::bf16_products() const { return precision_ == ops::Precision::BF16 && kt_->amx_gemm_bf16; }
+bool Exec::bf16_products() const { return precision_ == ops::Precision::BF16 && kt_->bf16_gemm; }
 
 ops::GemmBackend Exec::gemm() const {
   return gemm_ == ops::GemmBackend::OneDnn && onednn_available(isa_) ? ops::GemmBackend::OneDnn

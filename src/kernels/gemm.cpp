@@ -99,13 +99,13 @@ void to_tiles_b(const kernels::Table& kt, MatRef b, int64_t K, int64_t N, std::v
   if (padded) std::fill(out.begin(), out.end(), uint16_t{0});
   uint16_t* bb = out.data();
   parallel_for(N, 32, [&](int64_t lo, int64_t hi) {
-    kt.amx_pack_b(b.data + lo * b.cs, b.rs, b.cs, K, hi - lo, bb + lo * Kp, Kp);
+    kt.bf16_pack_b(b.data + lo * b.cs, b.rs, b.cs, K, hi - lo, bb + lo * Kp, Kp);
   });
 }
 
-// a rounded to BF16 tiles, then the AMX kernel; the threads take rows (or
+// a rounded to BF16 tiles, then the BF16 kernel (AMX or dot products); the threads take rows (or
 // columns) of c in multiples of 32.
-void amx_gemm(const kernels::Table& kt, int64_t M, int64_t N, int64_t K, MatRef a, const uint16_t* bb, float* c,
+void bf16_gemm(const kernels::Table& kt, int64_t M, int64_t N, int64_t K, MatRef a, const uint16_t* bb, float* c,
               int64_t ldc, bool accumulate) {
   const int64_t Kp = (K + 31) / 32 * 32, Mp = (M + 31) / 32 * 32;
   thread_local std::vector<uint16_t> abuf;
@@ -113,18 +113,18 @@ void amx_gemm(const kernels::Table& kt, int64_t M, int64_t N, int64_t K, MatRef 
   if (Mp != M || Kp != K) std::fill(abuf.begin(), abuf.end(), uint16_t{0});
   uint16_t* ab = abuf.data();
   parallel_for(M, 32, [&](int64_t lo, int64_t hi) {
-    kt.amx_pack_a(a.data + lo * a.rs, a.rs, a.cs, hi - lo, K, ab + lo * Kp, Kp);
+    kt.bf16_pack_a(a.data + lo * a.rs, a.rs, a.cs, hi - lo, K, ab + lo * Kp, Kp);
   });
   const int64_t threads = num_threads();
   if (M >= N) {
     const int64_t grain = ((M + threads - 1) / threads + 31) / 32 * 32;
     parallel_for(M, grain, [&](int64_t lo, int64_t hi) {
-      kt.amx_gemm_bf16(ab + lo * Kp, bb, hi - lo, N, Kp, c + lo * ldc, ldc, accumulate);
+      kt.bf16_gemm(ab + lo * Kp, bb, hi - lo, N, Kp, c + lo * ldc, ldc, accumulate);
     });
   } else {
     const int64_t grain = ((N + threads - 1) / threads + 31) / 32 * 32;
     parallel_for(N, grain, [&](int64_t lo, int64_t hi) {
-      kt.amx_gemm_bf16(ab, bb + lo * Kp, M, hi - lo, Kp, c + lo, ldc, accumulate);
+      kt.bf16_gemm(ab, bb + lo * Kp, M, hi - lo, Kp, c + lo, ldc, accumulate);
     });
   }
 }
@@ -194,7 +194,7 @@ void gemm(const Exec& ex, int64_t M, MatRef a, const PackedB& b, float* c, int64
   const kernels::Table& kt = ex.kernels();
   if (kt.gemm_nr != b.nr || b.bf16 != ex.bf16_products() || (b.onednn != (ex.gemm() == GemmBackend::OneDnn) && !b.bf16))
     fail("gemm: B was packed for another kernel table, precision or GEMM backend");
-  if (b.bf16) return amx_gemm(kt, M, b.N, b.K, a, b.vnni.data(), c, ldc, accumulate);
+  if (b.bf16) return bf16_gemm(kt, M, b.N, b.K, a, b.vnni.data(), c, ldc, accumulate);
   if (b.onednn) return gemm(ex, M, b.N, b.K, a, b.onednn_view, c, ldc, accumulate);
   const int64_t threads = num_threads();
   int64_t grain = (M + threads - 1) / threads;
@@ -210,11 +210,11 @@ void gemm(const Exec& ex, int64_t M, int64_t N, int64_t K, MatRef a, MatRef b, f
   if (M <= 0 || N <= 0) return;
   const kernels::Table& kt = ex.kernels();
   if (ex.bf16_products()) {
-    // The operands are rounded to BF16 once per call into the layouts the AMX
-    // kernel reads in place (a row-major, b in VNNI pairs), zero-padded.
+    // The operands are rounded to BF16 once per call into the layouts the BF16
+    // kernels read in place (a row-major, b in VNNI pairs), zero-padded.
     thread_local std::vector<uint16_t> bbuf;
     to_tiles_b(kt, b, K, N, bbuf);
-    return amx_gemm(kt, M, N, K, a, bbuf.data(), c, ldc, accumulate);
+    return bf16_gemm(kt, M, N, K, a, bbuf.data(), c, ldc, accumulate);
   }
   const int64_t threads = num_threads();
   const bool onednn = ex.gemm() == GemmBackend::OneDnn;

@@ -63,27 +63,30 @@ struct Table {
   // pulls the most from memory depends on the machine's prefetchers.
   float (*read_streams)(const float* p, int64_t n, int streams);
 
-  // AMX only (null elsewhere): BF16-weight matmul on tiles for M >= 16 rows and
-  // K a multiple of 32. The activations are first packed to BF16 (VNNI order,
-  // token blocks [begin, end) of 16) into amx_packed_elems(M, K) elements; then
-  // any range of weight rows (N a multiple of 16) is multiplied against them.
-  // Rounds activations to BF16, so results differ from the F32 paths by
-  // BF16-level error; every other kernel is the AVX-512 one.
-  void (*amx_pack_x)(const float* x, int64_t M, int64_t K, uint16_t* packed, int64_t block_begin, int64_t block_end);
-  void (*amx_matmul_bf16)(const uint16_t* packed, int64_t M, int64_t K, const uint16_t* w, int64_t N, float* y,
-                          int64_t ldy);
-  // AMX only: c[M, N] (+)= a[M, K] · b[K, N] with F32 sums, from BF16
-  // operands in whole tiles (1 KB each, kbs = Kp / 32 tiles per block):
+  // BF16 products (null below AVX512-BF16): products with BF16 operands and
+  // F32 sums, on AMX tiles (gemm_amx.cpp, matmul_amx.cpp) or AVX512-BF16 dot
+  // products (dot_bf16.cpp). Both round the F32 operands to BF16 (nearest
+  // even) first, so results differ from the F32 paths by BF16-level error.
+  //
+  // Against stored BF16 weights (prefill, M >= 16 rows, K a multiple of 32):
+  // the activations are first packed to BF16 (VNNI order, token blocks
+  // [begin, end) of 16) into bf16_packed_x_elems(M, K) elements; then any
+  // range of weight rows (N a multiple of 16) is multiplied against them.
+  void (*bf16_pack_x)(const float* x, int64_t M, int64_t K, uint16_t* packed, int64_t block_begin, int64_t block_end);
+  void (*bf16_matmul)(const uint16_t* packed, int64_t M, int64_t K, const uint16_t* w, int64_t N, float* y,
+                      int64_t ldy);
+  // The training GEMM: c[M, N] (+)= a[M, K] · b[K, N] from operands in whole
+  // tiles (1 KB each, kbs = Kp / 32 tiles per block):
   //   a: tile (rb, kb) = rows 16rb.. x k 32kb.., row-major, at a + (rb*kbs + kb)*512;
   //   b: tile (cb, kb) = k-pairs 16kb.. x columns 16cb.., VNNI, at b + (cb*kbs + kb)*512.
   // Rows up to a multiple of 32, columns up to a multiple of 32 and k up to Kp
   // must be readable and zero past M, N, K.
-  void (*amx_gemm_bf16)(const uint16_t* a, const uint16_t* b, int64_t M, int64_t N, int64_t Kp, float* c,
-                        int64_t ldc, bool accumulate);
-  // Round (nearest even) an F32 view (element (i, p) at src[i*rs + p*cs])
-  // into those layouts: a rows x cols block as A, a K x N block as B.
-  void (*amx_pack_a)(const float* src, int64_t rs, int64_t cs, int64_t rows, int64_t cols, uint16_t* dst, int64_t Kp);
-  void (*amx_pack_b)(const float* src, int64_t rs, int64_t cs, int64_t K, int64_t N, uint16_t* dst, int64_t Kp);
+  void (*bf16_gemm)(const uint16_t* a, const uint16_t* b, int64_t M, int64_t N, int64_t Kp, float* c, int64_t ldc,
+                    bool accumulate);
+  // Round an F32 view (element (i, p) at src[i*rs + p*cs]) into those
+  // layouts: a rows x cols block as A, a K x N block as B.
+  void (*bf16_pack_a)(const float* src, int64_t rs, int64_t cs, int64_t rows, int64_t cols, uint16_t* dst, int64_t Kp);
+  void (*bf16_pack_b)(const float* src, int64_t rs, int64_t cs, int64_t K, int64_t N, uint16_t* dst, int64_t Kp);
 
   // State-space mixers (kernels/ssm.h).
   void (*scan_forward)(const ScanArgs& a) = nullptr;
@@ -97,15 +100,19 @@ struct Table {
   void (*softplus_bias)(float* x, const float* bias, int64_t n) = nullptr;
 };
 
-int64_t amx_packed_elems(int64_t M, int64_t K);
-void amx_pack_x(const float* x, int64_t M, int64_t K, uint16_t* packed, int64_t block_begin, int64_t block_end);
+// The BF16 kernels (pack_bf16.cpp, gemm_amx.cpp, matmul_amx.cpp, dot_bf16.cpp).
+int64_t bf16_packed_x_elems(int64_t M, int64_t K);
+void bf16_pack_x(const float* x, int64_t M, int64_t K, uint16_t* packed, int64_t block_begin, int64_t block_end);
+void bf16_pack_a(const float* src, int64_t rs, int64_t cs, int64_t rows, int64_t cols, uint16_t* dst, int64_t Kp);
+void bf16_pack_b(const float* src, int64_t rs, int64_t cs, int64_t K, int64_t N, uint16_t* dst, int64_t Kp);
 void amx_matmul_bf16(const uint16_t* packed, int64_t M, int64_t K, const uint16_t* w, int64_t N, float* y,
                      int64_t ldy);
-
 void amx_gemm_bf16(const uint16_t* a, const uint16_t* b, int64_t M, int64_t N, int64_t Kp, float* c, int64_t ldc,
                    bool accumulate);
-void amx_pack_a(const float* src, int64_t rs, int64_t cs, int64_t rows, int64_t cols, uint16_t* dst, int64_t Kp);
-void amx_pack_b(const float* src, int64_t rs, int64_t cs, int64_t K, int64_t N, uint16_t* dst, int64_t Kp);
+void dot_matmul_bf16(const uint16_t* packed, int64_t M, int64_t K, const uint16_t* w, int64_t N, float* y,
+                     int64_t ldy);
+void dot_gemm_bf16(const uint16_t* a, const uint16_t* b, int64_t M, int64_t N, int64_t Kp, float* c, int64_t ldc,
+                   bool accumulate);
 
 const Table& table(Isa isa);
 inline const Table& active() { return table(active_isa()); }
@@ -114,6 +121,7 @@ inline const Table& active() { return table(active_isa()); }
 const Table& scalar_table();
 const Table& avx2_table();
 const Table& avx512_table();
+const Table& avx512bf16_table();
 const Table& amx_table();
 
 }  // namespace strata::kernels

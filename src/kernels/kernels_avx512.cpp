@@ -14,15 +14,25 @@ const Table& avx512_table() {
   return t;
 }
 
+// AVX-512 plus BF16 products: AVX512-BF16 dot products, or AMX tiles.
+const Table& avx512bf16_table() {
+  static const Table t = [] {
+    Table a = avx512_table();
+    a.bf16_pack_x = bf16_pack_x;
+    a.bf16_matmul = dot_matmul_bf16;
+    a.bf16_gemm = dot_gemm_bf16;
+    a.bf16_pack_a = bf16_pack_a;
+    a.bf16_pack_b = bf16_pack_b;
+    return a;
+  }();
+  return t;
+}
+
 const Table& amx_table() {
   static const Table t = [] {
-    Table a = make_table<VecAvx512>();
-    add_ssm_kernels<VecAvx512>(a);
-    a.amx_pack_x = amx_pack_x;
-    a.amx_matmul_bf16 = amx_matmul_bf16;
-    a.amx_gemm_bf16 = amx_gemm_bf16;
-    a.amx_pack_a = amx_pack_a;
-    a.amx_pack_b = amx_pack_b;
+    Table a = avx512bf16_table();
+    a.bf16_matmul = amx_matmul_bf16;
+    a.bf16_gemm = amx_gemm_bf16;
     return a;
   }();
   return t;

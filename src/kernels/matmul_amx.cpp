@@ -27,32 +27,6 @@ inline void store_transposed(const float* c, float* y, int64_t ldy, int64_t toke
 
 }  // namespace
 
-int64_t amx_packed_elems(int64_t M, int64_t K) { return (M + 15) / 16 * 16 * K; }
-
-void amx_pack_x(const float* x, int64_t M, int64_t K, uint16_t* packed, int64_t block_begin, int64_t block_end) {
-  const int64_t kb_count = K / 32;
-  alignas(64) uint16_t row[32];
-  for (int64_t tb = block_begin; tb < block_end; ++tb) {
-    uint32_t* dst = reinterpret_cast<uint32_t*>(packed + tb * 16 * K);  // [kb][kk][n] of token pairs
-    for (int n = 0; n < 16; ++n) {
-      const int64_t t = tb * 16 + n;
-      for (int64_t kb = 0; kb < kb_count; ++kb) {
-        if (t < M) {
-          const float* src = x + t * K + kb * 32;
-          const __m512bh v = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(src + 16), _mm512_loadu_ps(src));
-          _mm512_store_si512(row, reinterpret_cast<__m512i>(v));
-        } else {
-          std::memset(row, 0, sizeof(row));
-        }
-        uint32_t pairs[16];
-        std::memcpy(pairs, row, sizeof(pairs));
-        uint32_t* blk = dst + kb * 256;
-        for (int kk = 0; kk < 16; ++kk) blk[kk * 16 + n] = pairs[kk];
-      }
-    }
-  }
-}
-
 void amx_matmul_bf16(const uint16_t* packed, int64_t M, int64_t K, const uint16_t* w, int64_t N, float* y,
                      int64_t ldy) {
   static const TileConfig cfg = full_tiles();  // tmm0-3: C (2 x 2), tmm4-5: A (weights), tmm6-7: B (tokens)

@@ -12,19 +12,19 @@ namespace strata::ops {
 
 namespace {
 
-// AMX path: pack the activations once (split over the threads by token
+// BF16 products (AMX or AVX512-BF16): pack the activations once (split over the threads by token
 // blocks), then split the weight rows in multiples of 32 over the threads.
-void matmul_amx(const kernels::Table& kt, const float* x, int64_t M, int64_t K, const uint16_t* w, int64_t N,
+void matmul_bf16_products(const kernels::Table& kt, const float* x, int64_t M, int64_t K, const uint16_t* w, int64_t N,
                 float* y) {
   static thread_local std::vector<uint16_t> packed;
-  packed.resize(static_cast<size_t>(kernels::amx_packed_elems(M, K)));
+  packed.resize(static_cast<size_t>(kernels::bf16_packed_x_elems(M, K)));
   uint16_t* p = packed.data();
-  parallel_for((M + 15) / 16, 1, [&](int64_t b, int64_t e) { kt.amx_pack_x(x, M, K, p, b, e); });
+  parallel_for((M + 15) / 16, 1, [&](int64_t b, int64_t e) { kt.bf16_pack_x(x, M, K, p, b, e); });
   const int64_t n16 = N / 16 * 16;
   const int64_t threads = num_threads();
   int64_t grain = (n16 + threads - 1) / threads;
   grain = (grain + 31) / 32 * 32;
-  parallel_for(n16, grain, [&](int64_t b, int64_t e) { kt.amx_matmul_bf16(p, M, K, w + b * K, e - b, y + b, N); });
+  parallel_for(n16, grain, [&](int64_t b, int64_t e) { kt.bf16_matmul(p, M, K, w + b * K, e - b, y + b, N); });
   if (n16 < N) kt.matmul_bf16(x, K, M, K, w + n16 * K, K, N - n16, y + n16, N);
 }
 
@@ -33,8 +33,8 @@ void matmul_amx(const kernels::Table& kt, const float* x, int64_t M, int64_t K, 
 void matmul(const Exec& ex, const float* x, int64_t M, const Tensor& w, float* y) {
   const int64_t N = w.dim(0), K = w.dim(1);
   const kernels::Table& kt = ex.kernels();
-  if (kt.amx_matmul_bf16 && w.dtype == DType::BF16 && M >= 16 && K % 32 == 0 && N >= 16)
-    return matmul_amx(kt, x, M, K, w.u16(), N, y);
+  if (kt.bf16_matmul && w.dtype == DType::BF16 && M >= 16 && K % 32 == 0 && N >= 16)
+    return matmul_bf16_products(kt, x, M, K, w.u16(), N, y);
   // Chunks of weight rows: several per thread for balance, a multiple of 16 rows.
   const int64_t threads = num_threads();
   int64_t grain = (N + threads * 4 - 1) / (threads * 4);

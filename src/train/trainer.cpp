@@ -134,7 +134,7 @@ TrainerResult train(Model& model, const TrainerOptions& o, const BatchFn& train_
   model.set_checkpoint_activations(o.checkpoint_activations);
   model.set_exec(model.exec().with_precision(o.bf16 ? ops::Precision::BF16 : ops::Precision::F32));
   if (o.bf16 && !model.exec().bf16_products())
-    std::fprintf(stderr, "note: BF16 products need AMX, which this CPU (or kernel) does not grant: training in F32\n");
+    std::fprintf(stderr, "note: BF16 products need AVX512-BF16 or AMX, which this CPU does not have: training in F32\n");
   LrSchedule sched = o.schedule;
   sched.total_steps = o.steps;
   validate(sched);

@@ -128,8 +128,8 @@ TEST_P(GemmTest, PrepackedBIsBitwiseTheSameAndThreadsDoNotMatter) {
 }
 
 TEST_P(GemmTest, Bf16MatchesTheProductOfRoundedOperands) {
-  // Without AMX the BF16 request runs in F32: compare with the F32 reference then.
-  const bool amx = bf16().bf16_products();
+  // Below AVX512-BF16 the BF16 request runs in F32: compare with the F32 reference then.
+  const bool rounded = bf16().bf16_products();
   for (int64_t M : {3, 40, 97}) {
     for (int64_t N : {17, 64, 100}) {
       for (int64_t K : {5, 32, 290}) {
@@ -138,10 +138,10 @@ TEST_P(GemmTest, Bf16MatchesTheProductOfRoundedOperands) {
         for (bool acc : {false, true}) {
           std::vector<float> c0 = randn(M * N, 8), c = c0;
           ops::gemm(bf16(), M, N, K, av, b_t, c.data(), N, acc);
-          expect_near(c, reference(M, N, K, av, b_t, c0, acc, amx), 1e-5, "bf16 gemm, b transposed");
+          expect_near(c, reference(M, N, K, av, b_t, c0, acc, rounded), 1e-5, "bf16 gemm, b transposed");
           c = c0;
           ops::gemm(bf16(), M, N, K, av, b_n, c.data(), N, acc);
-          expect_near(c, reference(M, N, K, av, b_n, c0, acc, amx), 1e-5, "bf16 gemm, b row-major");
+          expect_near(c, reference(M, N, K, av, b_n, c0, acc, rounded), 1e-5, "bf16 gemm, b row-major");
           // A transposed view of a (the weight-gradient case).
           std::vector<float> at(K * M);
           for (int64_t i = 0; i < M; ++i)
@@ -149,20 +149,25 @@ TEST_P(GemmTest, Bf16MatchesTheProductOfRoundedOperands) {
           c = c0;
           const ops::MatRef a_cols{at.data(), 1, M};
           ops::gemm(bf16(), M, N, K, a_cols, b_n, c.data(), N, acc);
-          expect_near(c, reference(M, N, K, a_cols, b_n, c0, acc, amx), 1e-5, "bf16 gemm, a transposed");
+          expect_near(c, reference(M, N, K, a_cols, b_n, c0, acc, rounded), 1e-5, "bf16 gemm, a transposed");
         }
         std::vector<float> c1(M * N), c2(M * N);
         ops::gemm(bf16(), M, N, K, av, b_t, c1.data(), N, false);
         ops::PackedB packed(bf16(), K, N, b_t);
         ops::gemm(bf16(), M, av, packed, c2.data(), N, false);
         EXPECT_EQ(c1, c2);
+        const int threads = num_threads();
+        set_num_threads(1);
+        ops::gemm(bf16(), M, N, K, av, b_t, c2.data(), N, false);
+        set_num_threads(threads);
+        EXPECT_EQ(c1, c2) << "one thread, " << M << " x " << N << " x " << K;
       }
     }
   }
 }
 
 INSTANTIATE_TEST_SUITE_P(IsaBackend, GemmTest,
-                         ::testing::Combine(::testing::Values(Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Amx),
+                         ::testing::Combine(::testing::ValuesIn(kAllIsas),
                                             ::testing::Values(ops::GemmBackend::Own, ops::GemmBackend::OneDnn)),
                          [](const auto& info) {
                            const bool onednn = std::get<1>(info.param) == ops::GemmBackend::OneDnn;

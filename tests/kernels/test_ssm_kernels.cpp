@@ -121,7 +121,7 @@ std::vector<double> scan_quadratic(const ScanCase& c) {
   return y;
 }
 
-std::vector<Isa> all_isas() { return {Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Amx}; }
+std::vector<Isa> all_isas() { return {std::begin(kAllIsas), std::end(kAllIsas)}; }
 
 class SsmKernelTest : public ::testing::TestWithParam<Isa> {
  protected:

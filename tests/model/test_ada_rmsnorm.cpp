@@ -32,7 +32,7 @@ std::vector<double> modulation(const std::vector<float>& x, const std::vector<fl
 
 TEST_P(AdaRmsNorm, ZeroCtxUpIsRmsNormBitwiseOnEveryPath) {
   const Isa saved = active_isa();
-  for (Isa isa : {Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Amx}) {
+  for (Isa isa : kAllIsas) {
     if (!isa_supported(isa)) continue;
     set_active_isa(isa);
     for (DType dt : {DType::F32, DType::BF16}) {

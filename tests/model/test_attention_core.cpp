@@ -252,7 +252,7 @@ TEST_P(AttentionCore, Bf16RunsGiveTheBitsOfTheirF32Values) {
     }
 }
 
-INSTANTIATE_TEST_SUITE_P(Isa, AttentionCore, ::testing::Values(Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Amx),
+INSTANTIATE_TEST_SUITE_P(Isa, AttentionCore, ::testing::ValuesIn(kAllIsas),
                          [](const auto& info) { return std::string(isa_name(info.param)); });
 
 TEST(AttentionCoreThreads, BackwardGivesTheSameBitsForAnyThreadCount) {

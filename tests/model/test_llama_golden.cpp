@@ -131,7 +131,7 @@ TEST_P(Stories260K, CachedDecodeEqualsNoCache) {
 
 INSTANTIATE_TEST_SUITE_P(All, Stories260K,
                          ::testing::Combine(::testing::Values("bin", "single", "sharded"),
-                                            ::testing::Values(Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Amx)),
+                                            ::testing::ValuesIn(kAllIsas)),
                          [](const auto& info) {
                            return std::get<0>(info.param) + "_" + std::string(isa_name(std::get<1>(info.param)));
                          });

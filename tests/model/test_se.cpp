@@ -18,7 +18,7 @@ class Se : public ::testing::TestWithParam<std::string> {
 
 TEST_P(Se, ZeroFc2IsTheIdentityBitwiseOnEveryPath) {
   const Isa saved = active_isa();
-  for (Isa isa : {Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Amx}) {
+  for (Isa isa : kAllIsas) {
     if (!isa_supported(isa)) continue;
     set_active_isa(isa);
     for (DType dt : {DType::F32, DType::BF16}) {
