@@ -5,6 +5,7 @@
 // (the name of a pattern) and, when they are not that recipe's own,
 // `strata_layers` (docs/formats.md describes the schema).
 #pragma once
+#include <algorithm>
 #include <cstdint>
 #include <map>
 #include <optional>
@@ -86,6 +87,23 @@ struct Config {
     bool decay_all = false;
     bool operator==(const TrainingDefaults&) const = default;
   } training;
+
+  // Recursive soft prompting (strata_hypernet, docs/hypernet.md): a
+  // bidirectional encoder at the model's width writes `soft_tokens` rows that
+  // are prepended to the input, sp(c+1) = H(sp(c), tokens of chunk c).
+  // soft_tokens 0: no hypernetwork.
+  struct Hypernet {
+    int64_t soft_tokens = 0;
+    int64_t layers = 2;
+    int64_t heads = 0;              // 0: max(1, hidden_size / 128)
+    int64_t intermediate_size = 0;  // 0: 1.5 x hidden_size
+    double rope_theta = 10000.0;
+    int64_t chunk = 16;             // answer tokens per chunk
+    bool operator==(const Hypernet&) const = default;
+    int64_t heads_for(int64_t hidden) const { return heads > 0 ? heads : std::max<int64_t>(1, hidden / 128); }
+    int64_t ffn_for(int64_t hidden) const { return intermediate_size > 0 ? intermediate_size : hidden * 3 / 2; }
+  } hypernet;
+  bool has_hypernet() const { return hypernet.soft_tokens > 0; }
 
   // Throws strata::Error naming `source` and the field when a value is
   // missing, of the wrong type, out of range, unknown or unsupported.

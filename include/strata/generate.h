@@ -27,10 +27,28 @@ struct GenerateResult {
   std::vector<int32_t> tokens;  // generated ids, without the stop token
   std::string stop_reason;      // "length", "eos", "bos", "context" or "callback"
   double prefill_seconds = 0, decode_seconds = 0;
+  // Chunked generation: prefills run (one per chunk), the rows they ran, and
+  // the time in the hypernetwork.
+  int64_t prefills = 1, prefill_rows = 0;
+  double hypernet_seconds = 0;
 };
 
 // on_token returns false to stop early. The prompt must hold at least one id.
 GenerateResult generate(Model& model, const std::vector<int32_t>& prompt, const GenerateOptions& opts,
                         const std::function<bool(int32_t)>& on_token);
+
+// What the model sees besides the soft prompt when it writes chunk c
+// (docs/hypernet.md): the query and every earlier answer token (full), or
+// only the last token before the chunk (recurrent).
+enum class ChunkContext { Full, Recurrent };
+
+// Chunked generation with the model's hypernetwork: S = H(sp0, query); then,
+// until EOS or max_new_tokens, a fresh context prefilled with [BOS] [S]
+// [query, answer so far] (full) or [BOS] [S] [last token] (recurrent), up to
+// `chunk` tokens (the config's strata_hypernet.chunk) decoded with its cache,
+// and S = H(S, those tokens). The query is the chat-formatted user turn
+// without BOS (BOS comes first, before the soft prompt).
+GenerateResult generate_hypernet(Model& model, const std::vector<int32_t>& query, const GenerateOptions& opts,
+                                 ChunkContext context, const std::function<bool(int32_t)>& on_token);
 
 }  // namespace strata

@@ -21,6 +21,7 @@ namespace strata {
 
 class LayerState;
 class Exec;
+class Hypernet;
 struct WeightSet;
 struct Stack;
 struct Batch;
@@ -131,6 +132,14 @@ class Model {
   void note_length(int64_t tokens) const;
   std::unique_ptr<State> new_state() const;
 
+  // The hypernetwork of recursive soft prompting (docs/hypernet.md), or null
+  // when the config has none (strata_hypernet).
+  Hypernet* hypernet() const { return hypernet_.get(); }
+  // Rows of the token embedding table (F32) for ids, as the model's input
+  // sees them; and, training, rows d added into the table's gradient.
+  void embed_rows(std::span<const int32_t> ids, float* out) const;
+  void add_embed_grad(std::span<const int32_t> ids, const float* d);
+
   // Runs full sequences (prefill / scoring). `logits` receives [n_seqs, vocab]
   // for Logits::Last (each sequence's last position), [total rows, vocab] for
   // Logits::All, nothing for Logits::None. Sequences with states continue
@@ -202,6 +211,7 @@ class Model {
   Config cfg_;
   std::unique_ptr<Exec> exec_;
   std::unique_ptr<Stack> stack_;
+  std::unique_ptr<Hypernet> hypernet_;
   uint64_t id_ = 0;  // hash of the configuration, stamped on its states
   mutable bool warned_length_ = false;
   Tensor embed_, head_;

@@ -61,7 +61,7 @@ void add_common(CLI::App* cmd, CommonOpts& o) {
   cmd->add_flag("--resume", o.t.resume,
                 "continue the run in the run directory from its newest complete checkpoint (the run's settings must "
                 "match; --steps may be raised)");
-  cmd->add_option("--precision", o.precision, "f32, or bf16: mixed precision (BF16 products on AMX, F32 master weights)")
+  cmd->add_option("--precision", o.precision, "f32, or bf16: mixed precision (BF16 products on AMX or AVX512-BF16, F32 master weights)")
       ->check(CLI::IsMember({"f32", "bf16"}));
   cmd->add_flag("--checkpoint-activations", o.t.checkpoint_activations,
                 "keep only block inputs and recompute the rest in backward (less memory, ~1/3 more compute)");

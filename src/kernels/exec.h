@@ -14,7 +14,8 @@ struct Table;
 
 namespace ops {
 // Precision of the training products: F32, or BF16 operands with F32 sums on
-// AMX tiles (mixed precision; F32 where the CPU has no AMX).
+// AMX tiles or AVX512-BF16 dot products (mixed precision; F32 where the CPU
+// has neither).
 enum class Precision { F32, BF16 };
 // The F32 training GEMM: the own blocked one, or oneDNN's sgemm where built in.
 enum class GemmBackend { Own, OneDnn };
@@ -31,7 +32,7 @@ class Exec {
   Isa isa() const { return isa_; }
   const kernels::Table& kernels() const { return *kt_; }
   ops::Precision precision() const { return precision_; }
-  // True when products really run in BF16 (requested, and the table has AMX).
+  // True when products really run in BF16 (requested, and the table has BF16 products).
   bool bf16_products() const;
   // The backend in use: OneDnn only where built in and the ISA is not scalar.
   ops::GemmBackend gemm() const;

@@ -200,6 +200,29 @@ Config Config::from_json_text(const std::string& text, const std::string& source
       }
     }
   }
+  if (const json* h = get(j, "strata_hypernet")) {
+    if (!h->is_object()) field_error(source, "strata_hypernet", cat("expected an object, got ", type_of(*h)));
+    for (const auto& [key, v] : h->items()) {
+      const std::string f = "strata_hypernet." + key;
+      auto count = [&](int64_t lo, int64_t hi) {
+        if (!v.is_number_integer() || v.get<int64_t>() < lo || v.get<int64_t>() > hi)
+          field_error(source, f, cat("expected an integer in [", lo, ", ", hi, "], got ", v.dump()));
+        return v.get<int64_t>();
+      };
+      if (key == "soft_tokens") c.hypernet.soft_tokens = count(1, 4096);
+      else if (key == "layers") c.hypernet.layers = count(1, 64);
+      else if (key == "heads") c.hypernet.heads = count(0, 1024);
+      else if (key == "intermediate_size") c.hypernet.intermediate_size = count(0, int64_t{1} << 20);
+      else if (key == "chunk") c.hypernet.chunk = count(1, 4096);
+      else if (key == "rope_theta") {
+        if (!v.is_number() || !(v.get<double>() > 0)) field_error(source, f, cat("expected a positive number, got ", v.dump()));
+        c.hypernet.rope_theta = v.get<double>();
+      } else {
+        field_error(source, f, "unknown field (known: soft_tokens, layers, heads, intermediate_size, rope_theta, chunk)");
+      }
+    }
+    if (c.hypernet.soft_tokens == 0) field_error(source, "strata_hypernet.soft_tokens", "missing");
+  }
 
   // The layers: spelled out (strata_layers), or a recipe's (strata_recipe;
   // files without either are Llamas, or modified decoders of an earlier strata).
@@ -271,6 +294,12 @@ void Config::validate(const std::string& source) const {
       field_error(source, "eos_token_id", cat("token id ", e, " is outside the vocabulary (", vocab_size, ")"));
   if (!std::isfinite(initializer_range) || initializer_range < 0.0)
     field_error(source, "initializer_range", "must be a non-negative number");
+  if (has_hypernet()) {
+    const int64_t heads = hypernet.heads_for(hidden_size);
+    if (hidden_size % heads != 0 || (hidden_size / heads) % 2 != 0)
+      field_error(source, "strata_hypernet.heads",
+                  cat(heads, " heads do not split hidden_size ", hidden_size, " into heads of an even width"));
+  }
   if (init_scheme != "normal" && init_scheme != "mamba" && init_scheme != "neox")
     field_error(source, "strata_init", cat("'", init_scheme, "' is not an init scheme (normal, mamba, neox)"));
   DType dt;
@@ -323,6 +352,16 @@ std::string Config::to_json_text() const {
     if (training.warmup_fraction >= 0) t["warmup_fraction"] = training.warmup_fraction;
     t["decay"] = training.decay_all ? "all" : "matrices";
     j["strata_training"] = t;
+  }
+  if (has_hypernet()) {
+    ojson h = ojson::object();
+    h["soft_tokens"] = hypernet.soft_tokens;
+    h["layers"] = hypernet.layers;
+    h["heads"] = hypernet.heads_for(hidden_size);
+    h["intermediate_size"] = hypernet.ffn_for(hidden_size);
+    h["rope_theta"] = hypernet.rope_theta;
+    h["chunk"] = hypernet.chunk;
+    j["strata_hypernet"] = h;
   }
   // The pattern is written unless it is exactly what the recipe yields by default.
   const auto def = recipe_default_unit(recipe);

@@ -10,6 +10,7 @@
 #include "kernels/exec.h"
 #include "kernels/ops.h"
 #include "model/checkpoint.h"
+#include "model/hypernet.h"
 #include "model/module.h"
 #include "model/stack.h"
 #include "strata/error.h"
@@ -94,6 +95,7 @@ bool Model::causal() const { return stack_->causal; }
 
 void Model::build() {
   stack_ = std::make_unique<Stack>(build_stack(cfg_));
+  if (cfg_.has_hypernet()) hypernet_ = std::make_unique<Hypernet>(cfg_);
   id_ = config_id(cfg_);
 }
 
@@ -105,7 +107,12 @@ void Model::bind(const WeightSet& weights) {
     for (int i = 0; i < Block::kSlots; ++i)
       if (Module* m = b->slot(i)) m->bind(binder);
   stack_->final_norm->bind(binder);
-  head_ = cfg_.tie_word_embeddings ? embed_ : binder.get(decls.back().decl);
+  head_ = embed_;
+  if (!cfg_.tie_word_embeddings) {
+    for (const DeclaredParam& d : decls)
+      if (d.decl.name == kHeadName) head_ = binder.get(d.decl);
+  }
+  if (hypernet_) hypernet_->bind(binder);
   bound_.clear();
   for (const DeclaredParam& d : decls) bound_.emplace_back(d.decl.name, binder.bound().at(d.decl.name));
 
@@ -154,6 +161,21 @@ std::unique_ptr<Model> Model::random(const Config& cfg, uint64_t seed, DType dty
   }
   m->bind(w);
   return m;
+}
+
+void Model::embed_rows(std::span<const int32_t> ids, float* out) const {
+  for (int32_t id : ids)
+    if (id < 0 || id >= cfg_.vocab_size) fail("token id ", id, " is outside the vocabulary (", cfg_.vocab_size, ")");
+  ops::embed(*exec_, embed_, ids.data(), static_cast<int64_t>(ids.size()), out);
+}
+
+void Model::add_embed_grad(std::span<const int32_t> ids, const float* d) {
+  auto it = grads_.find(kEmbedName);
+  if (it == grads_.end()) fail("add_embed_grad: training is not enabled");
+  const int64_t D = cfg_.hidden_size;
+  float* de = it->second.f32();
+  for (size_t i = 0; i < ids.size(); ++i)  // serial: the same order for any thread count
+    for (int64_t j = 0; j < D; ++j) de[ids[i] * D + j] += d[static_cast<int64_t>(i) * D + j];
 }
 
 std::unique_ptr<State> Model::new_state() const {

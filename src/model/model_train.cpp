@@ -7,6 +7,7 @@
 #include "core/parallel.h"
 #include "kernels/kernels.h"
 #include "kernels/ops.h"
+#include "model/hypernet.h"
 #include "model/module.h"
 #include "model/stack.h"
 #include "strata/error.h"
@@ -40,6 +41,7 @@ void Model::enable_training() {
     for (int i = 0; i < Block::kSlots; ++i)
       if (Module* m = b->slot(i)) m->bind_grads(gb);
   stack_->final_norm->bind_grads(gb);
+  if (hypernet_) hypernet_->bind_grads(gb);
 }
 
 void Model::zero_grads() {

@@ -91,6 +91,15 @@ Config tiny_of(const std::string& recipe, int64_t blocks) {
   return c;
 }
 
+Config with_hypernet(Config c, int64_t soft_tokens, int64_t layers, int64_t heads) {
+  c.hypernet.soft_tokens = soft_tokens;
+  c.hypernet.layers = layers;
+  c.hypernet.heads = heads;
+  c.hypernet.heads = c.hypernet.heads_for(c.hidden_size);  // (resolved, as config.json spells them out)
+  c.hypernet.intermediate_size = c.hypernet.ffn_for(c.hidden_size);
+  return c;
+}
+
 struct Preset {
   const char* name;
   std::function<Config()> make;
@@ -107,6 +116,10 @@ const std::vector<Preset>& presets() {
       {"tinyllama-1.1b-modified-nodiff", [] { return modified(tinyllama(), "standard", 64, 16); }},
       {"tiny-modified", [] { return modified(llama_config(512, 64, 160, 2, 4, 2, 256, false), "differential", 8, 4); }},
       {"stories260k-modified", [] { return modified(stories(512, 64, 172, 5, 8, 4, 512), "differential", 16, 4); }},
+      // Recursive soft prompting (docs/hypernet.md): 128 soft tokens, 2 layers.
+      {"tinyllama-1.1b-hypernet", [] { return with_hypernet(tinyllama(), 128, 2, 0); }},
+      {"tiny-hypernet", [] { return with_hypernet(llama_config(512, 64, 160, 2, 4, 2, 256, false), 8, 2, 4); }},
+      {"stories260k-hypernet", [] { return with_hypernet(stories(512, 64, 172, 5, 8, 4, 512), 16, 2, 4); }},
       // The Samba family (docs/samba.md has the table with the counts).
       {"samba-421m", [] { return samba_family("samba", 32000, 1536, 4096, 12, 12, 12, true); }},
       {"samba-1.3b", [] { return samba_family("samba", 32000, 2304, 6144, 18, 18, 18, true); }},

@@ -17,7 +17,8 @@ namespace strata {
   X(ada_rmsnorm)                  \
   X(token_mix)                    \
   X(se)                           \
-  X(mamba)
+  X(mamba)                        \
+  X(bidir_attention)
 
 #define STRATA_DECLARE_MODULE(name) ModuleType name##_module();
 STRATA_BUILTIN_MODULES(STRATA_DECLARE_MODULE)

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "model/hypernet.h"
 #include "model/registry.h"
 #include "strata/error.h"
 
@@ -63,6 +64,11 @@ Stack build_stack(const Config& cfg) {
   if (!cfg.tie_word_embeddings) {
     s.params.push_back({"lm_head", {kHeadName, {V, D}}});
     apply_init_scheme(cfg, 1, "lm_head", s.params.back().decl);
+  }
+  if (cfg.has_hypernet()) {  // its sp0 is drawn with the spread of the token embeddings
+    const ParamDecl& e = s.params.front().decl;
+    const float embed_std = e.init_std >= 0 ? e.init_std : static_cast<float>(cfg.initializer_range);
+    for (DeclaredParam& p : hypernet_params(cfg, embed_std)) s.params.push_back(std::move(p));
   }
   return s;
 }

@@ -39,7 +39,7 @@ struct TrainerOptions {
   int keep_last = 0;               // 0: keep all checkpoints
   bool resume = false;
   uint64_t seed = 0;
-  bool bf16 = false;                    // mixed precision: BF16 products (AMX) with F32 master weights
+  bool bf16 = false;                    // mixed precision: BF16 products (AMX or AVX512-BF16) with F32 master weights
   bool checkpoint_activations = false;  // recompute each block's activations in backward
   // Copied into every checkpoint as tokenizer.model before it is marked
   // complete, so each checkpoint is a runnable model directory ("": none).

@@ -45,6 +45,8 @@ void expect_same(const Config& a, const Config& b) {
   EXPECT_EQ(a.initializer_range, b.initializer_range);
   EXPECT_EQ(a.torch_dtype, b.torch_dtype);
   EXPECT_TRUE(a.layers == b.layers) << describe_layer(a.layers.layer(0)) << " vs " << describe_layer(b.layers.layer(0));
+  EXPECT_TRUE(a.training == b.training);
+  EXPECT_TRUE(a.hypernet == b.hypernet);
 }
 
 using test::error_of;
@@ -82,7 +84,7 @@ TEST(Config, TinyLlamaPresetRoundTrip) {
 }
 
 TEST(Config, EveryPresetValidatesAndRoundTrips) {
-  ASSERT_EQ(preset_names().size(), 32u);
+  ASSERT_EQ(preset_names().size(), 35u);
   for (const std::string& name : preset_names()) {
     Config c = preset_config(name);
     expect_same(Config::from_json_text(c.to_json_text(), name), c);

@@ -1,0 +1,46 @@
+// Per-chunk SFT through the hypernetwork's recursion (docs/hypernet.md).
+// An example is a query q and an answer a, cut into chunks a_1.. a_C of
+// `chunk` tokens (the last may be shorter). The soft prompts are
+//   S(1) = H(sp0, q),   S(c+1) = H(S(c), a_c)      (teacher forcing: the true chunks)
+// and chunk c is scored by the model on
+//   full:      [BOS] [S(c)] [q a_1 .. a_c]
+//   recurrent: [BOS] [S(c)] [x_prev a_c]   (x_prev: the last token of q or of a_(c-1))
+// with targets on the tokens of a_c only. The loss is
+//   L = sum over examples and chunks of the chunk's summed cross-entropy / norm_tokens
+// with norm_tokens the answer tokens of the whole global batch, so gradient
+// accumulation over micro-batches equals one large batch.
+#pragma once
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "strata/generate.h"
+#include "strata/model.h"
+
+namespace strata {
+
+struct HyperExample {
+  std::vector<int32_t> query;   // chat-formatted user turn, no BOS
+  std::vector<int32_t> answer;  // the answer's tokens (EOS included when it fits)
+};
+
+struct HyperSftOptions {
+  int64_t chunk = 16;
+  ChunkContext context = ChunkContext::Full;
+  // Truncated backpropagation: no gradient flows from S(c+1) back into S(c)
+  // for c >= 1 (sp0 still gets chunk 1's gradient through S(1) = H(sp0, q)).
+  bool detach_between_chunks = false;
+  // Add the gradient of the hypernetwork's token inputs into the embedding
+  // table's (stage 2, where the embeddings train).
+  bool embed_grads = true;
+};
+
+// Forward over every chunk of `batch` and, with backward, adds dL/dθ of the
+// model's and the hypernetwork's parameters into their gradient buffers
+// (training must be enabled). Returns the summed cross-entropy of the answer
+// tokens and their count. Errors: a model without a hypernetwork, an example
+// with an empty answer.
+Model::LossSum hypernet_sft(Model& model, std::span<const HyperExample> batch, const HyperSftOptions& opts,
+                            double norm_tokens, bool backward);
+
+}  // namespace strata
