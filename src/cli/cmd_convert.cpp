@@ -2,6 +2,8 @@
 //   --to hf        an HF directory (F32 or BF16, optionally sharded) from any model strata reads;
 //   --to modified  the modified decoder converted from a Llama model with identity inits
 //                  (docs/modified-decoder.md), then how far its logits are from the base's.
+//   --add-hypernet the same model with a freshly initialised hypernetwork of
+//                  recursive soft prompting attached (docs/hypernet.md).
 // The source is whatever -m is (--from auto), or a lit-gpt / microsoft/Samba
 // state dict in .safetensors (--from litgpt --samba-config NAME).
 #include <cstdio>
@@ -13,6 +15,7 @@
 #include "core/weights.h"
 #include "model/checkpoint.h"
 #include "model/convert_modified.h"
+#include "model/hypernet.h"
 #include "model/import_samba.h"
 #include "model/stack.h"
 #include "strata/error.h"
@@ -112,6 +115,8 @@ void register_convert(CLI::App& app) {
     std::string out, to = "hf", dtype, from = "auto", samba_config;
     ModifiedOptions modified;
     int64_t max_shard = 0;
+    bool add_hypernet = false;
+    Config::Hypernet hypernet{.soft_tokens = 128};
   };
   auto o = std::make_shared<Opts>();
   CLI::App* cmd = app.add_subcommand("convert", "convert a checkpoint");
@@ -136,15 +141,34 @@ void register_convert(CLI::App& app) {
       ->check(CLI::IsMember({"expanded", "paper"}));
   cmd->add_option("--ctx-mode", m.ctx_mode, "--to modified: causal or global context statistics")
       ->check(CLI::IsMember({"causal", "global"}));
-  cmd->add_option("--seed", m.seed, "--to modified: seed of ctx_down, SE fc1 and the lambda vectors");
+  cmd->add_option("--seed", m.seed,
+                  "--to modified: seed of ctx_down, SE fc1 and the lambda vectors; --add-hypernet: seed of sp0 and "
+                  "the hypernetwork's weights");
+  Config::Hypernet& h = o->hypernet;
+  cmd->add_flag("--add-hypernet", o->add_hypernet,
+                "attach a new hypernetwork of recursive soft prompting (out_proj = 0: the model behaves as the base "
+                "with the fixed prefix sp0)");
+  cmd->add_option("--soft-tokens", h.soft_tokens, "--add-hypernet: soft prompt tokens")->check(between(1, 4096));
+  cmd->add_option("--hypernet-layers", h.layers, "--add-hypernet: encoder layers")->check(between(1, 64));
+  cmd->add_option("--hypernet-heads", h.heads, "--add-hypernet: attention heads (default max(1, hidden / 128))")
+      ->check(between(1, 1024));
+  cmd->add_option("--hypernet-ffn", h.intermediate_size, "--add-hypernet: MLP width (default 1.5 x hidden)")
+      ->check(between(1, 1 << 20));
+  cmd->add_option("--chunk", h.chunk, "--add-hypernet: answer tokens per chunk")->check(between(1, 4096));
   cmd->add_option("--ada-rank", m.ada_rank, "--to modified: AdaRMSNorm context rank")->check(at_least(0));
   cmd->add_option("--tm-kernel", m.tm_kernel, "--to modified: token-mixing taps")->check(between(1, 8));
   cmd->add_option("--se-reduction", m.se_reduction, "--to modified: SE reduction")->check(above(0));
   cmd->callback([o, cmd] {
     const bool to_modified = o->to == "modified";
-    for (const char* opt : {"--attention", "--diff-layout", "--ctx-mode", "--seed", "--ada-rank", "--tm-kernel",
-                            "--se-reduction"})
+    for (const char* opt : {"--attention", "--diff-layout", "--ctx-mode", "--ada-rank", "--tm-kernel", "--se-reduction"})
       if (!to_modified && cmd->count(opt) > 0) fail(opt, " applies to --to modified only");
+    if (!to_modified && !o->add_hypernet && cmd->count("--seed") > 0)
+      fail("--seed applies to --to modified and --add-hypernet only");
+    for (const char* opt : {"--soft-tokens", "--hypernet-layers", "--hypernet-heads", "--hypernet-ffn", "--chunk"})
+      if (!o->add_hypernet && cmd->count(opt) > 0) fail(opt, " applies to --add-hypernet only");
+    if (to_modified && o->add_hypernet)
+      fail("--to modified and --add-hypernet: convert to the modified decoder first, then add the hypernetwork to "
+           "its output");
     const bool litgpt = o->from == "litgpt";
     if (litgpt && o->samba_config.empty())
       fail("--from litgpt needs --samba-config NAME (", litgpt_names(), ", or a strata preset)");
@@ -155,7 +179,9 @@ void register_convert(CLI::App& app) {
     auto tok = find_tokenizer(o->model.path, o->model.tokenizer, l.model->config().vocab_size);
 
     Config cfg = l.model->config();
-    NamedTensors tensors = to_modified ? convert_to_modified(*l.model, o->modified, &cfg) : l.model->named_tensors();
+    NamedTensors tensors = to_modified      ? convert_to_modified(*l.model, o->modified, &cfg)
+                           : o->add_hypernet ? add_hypernet(*l.model, o->hypernet, o->modified.seed, &cfg)
+                                             : l.model->named_tensors();
     // Default: the matrices keep the source's dtype (BF16 stays BF16); the
     // modified decoder's conversion is F32.
     DType source_dt = DType::F32;

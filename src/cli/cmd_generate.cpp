@@ -1,6 +1,7 @@
 // strata generate: stdout carries exactly the prompt, the continuation and a
 // final newline; statistics go to stderr. With --samples / --out it writes a
 // corpus of independent samples instead (one document per sample).
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 
@@ -8,6 +9,8 @@
 
 #include "cli/common.h"
 #include "strata/generate.h"
+#include "strata/error.h"
+#include "train/sft_data.h"
 
 namespace strata::cli {
 
@@ -21,7 +24,39 @@ struct GenerateOpts {
     bool no_cache = false;
     int64_t samples = 1;
     std::string out;
+    bool hypernet = false;
+    std::string chunk_context = "full", format = "zephyr";
 };
+
+// --hypernet: the prompt as a chat user turn, generated in chunks with the
+// model's hypernetwork; stderr compares the prefills with one plain prefill.
+void generate_chunked(GenerateOpts& o, Loaded& l) {
+  const SftExample q = tokenize_chat(*l.tokenizer, parse_chat_format(o.format), {{"user", o.prompt}}, true);
+  std::vector<int32_t> query = q.ids;
+  if (!query.empty() && query[0] == l.model->config().bos_token_id) query.erase(query.begin());
+  std::fwrite(o.prompt.data(), 1, o.prompt.size(), stdout);
+  std::fflush(stdout);
+  StreamDecoder dec(*l.tokenizer, query);
+  const auto context = o.chunk_context == "full" ? ChunkContext::Full : ChunkContext::Recurrent;
+  GenerateResult r = generate_hypernet(*l.model, query, o.gen, context, [&](int32_t id) {
+    const std::string piece = dec.push(id);
+    std::fwrite(piece.data(), 1, piece.size(), stdout);
+    std::fflush(stdout);
+    return true;
+  });
+  const std::string rest = dec.finish() + "\n";
+  std::fwrite(rest.data(), 1, rest.size(), stdout);
+  std::fflush(stdout);
+  const double n = static_cast<double>(r.tokens.size()), first = static_cast<double>(1 + l.model->config().hypernet.soft_tokens + query.size());
+  std::fprintf(stderr,
+               "query %zu tokens; generated %zu tokens in %lld chunks; stop: %s\n"
+               "  prefills: %lld rows in %.3f s (plain generation prefills %.0f rows once: %.1fx the rows)\n"
+               "  decode %.3f s (%.2f tok/s), hypernetwork %.3f s; %.2f tok/s overall\n",
+               query.size(), r.tokens.size(), (long long)r.prefills, r.stop_reason.c_str(), (long long)r.prefill_rows,
+               r.prefill_seconds, first, static_cast<double>(r.prefill_rows) / first, r.decode_seconds,
+               n / (r.decode_seconds > 0 ? r.decode_seconds : 1e-9), r.hypernet_seconds,
+               n / std::max(1e-9, r.prefill_seconds + r.decode_seconds + r.hypernet_seconds));
+}
 
 // Samples one after another; a blank line inside a sample would split it into
 // two documents for `strata tokenize`, so runs of newlines become one.
@@ -75,6 +110,11 @@ void register_generate(CLI::App& app) {
   cmd->add_option("--seed", o->gen.sampler.seed, "random seed");
   cmd->add_flag("--no-cache", o->no_cache, "recompute the whole sequence every step (reference mode)");
   cmd->add_option("--samples", o->samples, "independent samples (sample i uses seed + i)")->check(above(0));
+  cmd->add_flag("--hypernet", o->hypernet,
+                "chunked generation with the model's hypernetwork: the prompt is a chat user turn (--template)");
+  cmd->add_option("--chunk-context", o->chunk_context, "--hypernet: full or recurrent (as the model was trained)")
+      ->check(CLI::IsMember({"full", "recurrent"}));
+  cmd->add_option("--template", o->format, "--hypernet: chat template (zephyr, chatml, llama-2)");
   cmd->add_option("-o,--out", o->out,
                   "write the samples to this file (written atomically), each one document followed by a blank "
                   "line, ready for `strata tokenize`")
@@ -86,6 +126,10 @@ void register_generate(CLI::App& app) {
     o->gen.max_new_tokens = o->n;
     o->gen.use_cache = !o->no_cache;
     o->gen.vocab_limit = l.tokenizer->vocab_size();  // a padded vocabulary's extra rows have no text
+    if (o->hypernet) {
+      if (o->samples > 1 || !o->out.empty() || o->no_cache) fail("--hypernet: --samples, --out and --no-cache do not apply");
+      return generate_chunked(*o, l);
+    }
     if (o->samples > 1 || !o->out.empty()) return write_samples(*o, l, ids);
     std::fwrite(o->prompt.data(), 1, o->prompt.size(), stdout);
     std::fflush(stdout);

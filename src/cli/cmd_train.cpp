@@ -10,6 +10,7 @@
 #include "io/safetensors.h"
 #include "model/checkpoint.h"
 #include "strata/error.h"
+#include "train/hypernet_sft.h"
 #include "train/sft_data.h"
 #include "train/token_data.h"
 #include "train/trainer.h"
@@ -139,6 +140,107 @@ std::string train_tokenizer(const std::string& given, const std::string& data_to
   return path;
 }
 
+// The options of `sft --hypernet` (docs/hypernet.md).
+struct HyperOpts {
+  bool on = false;
+  int stage = 1;
+  int64_t chunk = 0, max_query = 256, max_answer = 256;
+  std::string context = "full";
+  bool detach = false;
+  double llm_lr = 3e-5;
+};
+
+void add_hyper_options(CLI::App* cmd, HyperOpts& h) {
+  cmd->add_flag("--hypernet", h.on,
+                "per-chunk SFT of a model with a hypernetwork (recursive soft prompting; --lr is the hypernetwork's, "
+                "default 1e-4)");
+  cmd->add_option("--stage", h.stage, "--hypernet: 1 (the model frozen, embeddings included) or 2 (both train)")
+      ->check(CLI::IsMember({1, 2}));
+  cmd->add_option("--llm-lr", h.llm_lr, "--hypernet --stage 2: the model's learning rate (default 3e-5)")
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--chunk", h.chunk, "--hypernet: answer tokens per chunk (default: the model's, 16)")
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--max-query", h.max_query, "--hypernet: longest query in tokens (longer ones are an error)")
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--max-answer", h.max_answer, "--hypernet: answers are cut to this many tokens")
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--chunk-context", h.context, "--hypernet: full (query and earlier chunks) or recurrent (last token)")
+      ->check(CLI::IsMember({"full", "recurrent"}));
+  cmd->add_flag("--detach-between-chunks", h.detach, "--hypernet: truncated backpropagation between chunks");
+}
+
+// `sft --hypernet`: micro-batches of --batch examples in a seeded epoch order;
+// each step's loss is normalised by the answer tokens of all its micro-batches.
+void run_hypernet_sft(CommonOpts& o, const HyperOpts& h, Loaded& l,
+                      std::vector<SftExample> examples, std::vector<SftExample> val) {
+  Model& model = *l.model;
+  if (!model.hypernet())
+    fail("sft --hypernet: ", o.init, " has no hypernetwork (add one with `strata convert --add-hypernet`)");
+  const Config& cfg = model.config();
+  int64_t cut = 0, val_cut = 0;
+  const auto train_ex = hyper_examples(examples, cfg.bos_token_id, h.max_query, h.max_answer, &cut);
+  const auto val_ex = hyper_examples(val, cfg.bos_token_id, h.max_query, h.max_answer, &val_cut);
+  if (cut + val_cut > 0)
+    std::fprintf(stderr, "note: %lld answers longer than --max-answer %lld were cut (without their EOS)\n",
+                 (long long)(cut + val_cut), (long long)h.max_answer);
+  HyperSftOptions so;
+  so.chunk = h.chunk > 0 ? h.chunk : cfg.hypernet.chunk;
+  so.context = h.context == "full" ? ChunkContext::Full : ChunkContext::Recurrent;
+  so.detach_between_chunks = h.detach;
+  so.embed_grads = h.stage == 2;
+  // Two parameter groups: the hypernetwork at --lr; the model frozen (stage 1)
+  // or at --llm-lr (stage 2). The user's --param-group rules come after.
+  std::vector<ParamGroupRule> rules;
+  ParamGroupRule llm{"*"}, hyper{"hypernet.*"};
+  if (h.stage == 1) llm.frozen = true;
+  else llm.lr_scale = h.llm_lr / o.lr;
+  hyper.lr_scale = 1.0;
+  rules.push_back(llm);
+  rules.push_back(hyper);
+  rules.insert(rules.end(), o.t.adamw.rules.begin(), o.t.adamw.rules.end());
+  o.t.adamw.rules = rules;
+  o.t.data_fingerprint["hypernet"] = {{"stage", h.stage}, {"chunk", so.chunk}, {"context", h.context},
+                                       {"detach", h.detach}, {"llm_lr", h.llm_lr}};
+  const int64_t B = o.t.batch, n = static_cast<int64_t>(train_ex.size());
+  const EpochOrder order(n, o.shuffle == "on", o.t.seed);
+  auto micro = [&](int64_t m) {  // example indices of global micro-batch m
+    std::vector<HyperExample> b;
+    for (int64_t r = 0; r < B; ++r) b.push_back(train_ex[order.item(m * B + r)]);
+    return b;
+  };
+  auto answer_tokens = [](const std::vector<HyperExample>& b) {
+    int64_t t = 0;
+    for (const auto& e : b) t += static_cast<int64_t>(e.answer.size());
+    return t;
+  };
+  const MicroStepFn step = [&](int64_t m) {
+    const int64_t first = m / o.t.accum * o.t.accum;
+    int64_t norm = 0;
+    for (int64_t k = first; k < first + o.t.accum; ++k) norm += answer_tokens(micro(k));
+    const auto batch = micro(m);
+    const auto r = hypernet_sft(model, batch, so, static_cast<double>(norm), true);
+    return MicroResult{r.sum / static_cast<double>(norm), answer_tokens(batch)};
+  };
+  EvalFn eval;
+  if (!val_ex.empty())
+    eval = [&](int64_t i) {
+      std::vector<HyperExample> b;
+      for (int64_t r = 0; r < B; ++r) b.push_back(val_ex[(i * B + r) % static_cast<int64_t>(val_ex.size())]);
+      return hypernet_sft(model, b, so, 1.0, false);
+    };
+  std::fprintf(stderr, "sft --hypernet stage %d: %lld examples, chunks of %lld, %s context, %lld hypernetwork "
+               "parameters%s\n", h.stage, (long long)n, (long long)so.chunk, h.context.c_str(),
+               (long long)[&] {
+                 for (const auto& [g, c] : model.param_counts().by_group)
+                   if (g == "hypernet") return c;
+                 return int64_t{0};
+               }(),
+               h.stage == 1 ? " (the model frozen)" : cat(" and the model at lr ", h.llm_lr).c_str());
+  auto r = train(model, o.t, step, eval);
+  std::printf("final step %lld  loss %.4f%s\n", (long long)r.last_step, r.last_loss,
+              r.last_val_loss >= 0 ? ("  val_loss " + std::to_string(r.last_val_loss)).c_str() : "");
+}
+
 }  // namespace
 
 void register_train(CLI::App& app) {
@@ -211,9 +313,11 @@ void register_sft(CLI::App& app) {
     std::vector<std::string> data, val_data;
     double val_fraction = 0;
     std::string format = "zephyr";
+    HyperOpts hyper;
   };
   auto o = std::make_shared<Opts>();
   CLI::App* cmd = app.add_subcommand("sft", "supervised fine-tuning on chat JSONL (loss on assistant tokens)");
+  add_hyper_options(cmd, o->hyper);
   cmd->add_option("--init", o->init, "model directory to fine-tune")->required();
   cmd->add_option("--data", o->data, "JSONL files: {\"messages\": [...]} or {\"prompt\", \"completion\"}")->required();
   cmd->add_option("--template", o->format, "chat template: zephyr, chatml, llama-2");
@@ -223,8 +327,18 @@ void register_sft(CLI::App& app) {
                  ->check(CLI::Range(0.0, 1.0));
   vd->excludes(vf);
   add_common(cmd, *o);
-  cmd->callback([o] {
+  cmd->callback([o, cmd] {
+    const HyperOpts& h = o->hyper;
+    for (const char* opt : {"--stage", "--llm-lr", "--chunk", "--max-query", "--max-answer", "--chunk-context",
+                            "--detach-between-chunks"})
+      if (!h.on && cmd->count(opt) > 0) fail(opt, " applies to --hypernet only");
+    if (h.on) {  // the documented defaults of recursive soft prompting (docs/hypernet.md)
+      if (cmd->count("--lr") == 0) o->lr = 1e-4;
+      if (cmd->count("--wd") == 0) o->wd = 0;
+      if (cmd->count("--beta2") == 0) o->beta2 = 0.999;
+    }
     finish_options(*o);
+    if (h.on && cmd->count("--warmup") == 0) o->t.schedule.warmup = std::llround(0.03 * static_cast<double>(o->t.steps));
     const bool has_val = !o->val_data.empty() || o->val_fraction > 0;
     if (o->t.eval_every > 0 && !has_val)
       fail("sft: --eval-every ", o->t.eval_every, " needs validation data: give --val-data FILE... or --val-fraction F");
@@ -233,12 +347,17 @@ void register_sft(CLI::App& app) {
     o->t.tokenizer = l.tokenizer->path();  // the one loaded (e.g. tok512.model beside a llama2.c .bin)
     const ChatFormat format = parse_chat_format(o->format);
     const std::string limit = cat("--seq ", o->t.seq, " + 1");
-    auto examples = load_sft_jsonl(o->data, *l.tokenizer, format, o->t.seq + 1, nullptr, limit);
+    const int64_t max_len = h.on ? 0 : o->t.seq + 1;  // (--hypernet: --max-query and --max-answer)
+    auto examples = load_sft_jsonl(o->data, *l.tokenizer, format, max_len, nullptr, limit);
     if (examples.empty()) fail("sft: no trainable sample in the data");
     std::vector<SftExample> val = o->val_data.empty()
                                       ? split_off_validation(examples, o->val_fraction)
-                                      : load_sft_jsonl(o->val_data, *l.tokenizer, format, o->t.seq + 1, nullptr, limit);
+                                      : load_sft_jsonl(o->val_data, *l.tokenizer, format, max_len, nullptr, limit);
     if (has_val && val.empty()) fail("sft: no sample with assistant tokens in --val-data");
+    if (h.on) {
+      set_data_identity(*o, sft_fingerprint(examples), o->data.front());
+      return run_hypernet_sft(*o, h, l, std::move(examples), std::move(val));
+    }
     const auto fp = sft_fingerprint(examples);
     std::string files;
     for (const auto& f : o->data) files += (files.empty() ? "" : " ") + f;

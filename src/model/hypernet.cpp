@@ -1,6 +1,7 @@
 #include "model/hypernet.h"
 
 #include <algorithm>
+#include <cmath>
 #include <string>
 
 #include "core/parallel.h"
@@ -85,6 +86,33 @@ std::vector<DeclaredParam> hypernet_params(const Config& cfg, float embed_std) {
   add_module(*make_module("rmsnorm", enc, "hypernet.norm", nlohmann::json::object(), 0));
   r.push_back({"hypernet", {"hypernet.out_proj.weight", {D, D}, Init::Zeros}});
   return r;
+}
+
+NamedTensors add_hypernet(const Model& base, const Config::Hypernet& shape, uint64_t seed, Config* cfg) {
+  if (base.hypernet()) fail("the model already has a hypernetwork");
+  *cfg = base.config();
+  cfg->hypernet = shape;
+  cfg->hypernet.heads = shape.heads_for(cfg->hidden_size);
+  cfg->hypernet.intermediate_size = shape.ffn_for(cfg->hidden_size);
+  cfg->validate("--add-hypernet");
+  NamedTensors out = base.named_tensors();
+  double sum = 0, sq = 0;
+  int64_t n = 0;
+  for (const auto& [name, t] : out) {
+    if (name != kEmbedName) continue;
+    const Tensor e = t.to(DType::F32);
+    n = e.numel();
+    for (int64_t i = 0; i < n; ++i) sum += e.f32()[i], sq += static_cast<double>(e.f32()[i]) * e.f32()[i];
+  }
+  if (n == 0) fail("the model has no embedding table '", kEmbedName, "'");
+  const double mean = sum / static_cast<double>(n);
+  const float embed_std = static_cast<float>(std::sqrt(std::max(0.0, sq / static_cast<double>(n) - mean * mean)));
+  const std::vector<DeclaredParam> decls = hypernet_params(*cfg, embed_std);
+  const size_t first = declared_params(*cfg).size() - decls.size();  // their place in the model's list
+  for (size_t i = 0; i < decls.size(); ++i)
+    out.emplace_back(decls[i].decl.name,
+                     random_param(decls[i].decl, first + i, seed, DType::F32, static_cast<float>(cfg->initializer_range)));
+  return out;
 }
 
 void Hypernet::bind(ParamBinder& b) {

@@ -13,6 +13,7 @@
 #include <span>
 #include <vector>
 
+#include "io/safetensors.h"
 #include "model/module.h"
 #include "model/stack.h"
 
@@ -24,6 +25,14 @@ inline constexpr const char* kSoftPromptName = "hypernet.sp0";
 // load/save order. embed_std: the spread of the token embeddings at init,
 // which sp0 is drawn with (so the initial soft prompt looks like tokens).
 std::vector<DeclaredParam> hypernet_params(const Config& cfg, float embed_std);
+
+// A freshly initialised hypernetwork for `base` (which must have none):
+// cfg (the base's config) gets `shape` as its strata_hypernet, and the
+// result holds the base's tensors followed by the hypernetwork's, drawn for
+// `seed` (sp0 with the measured spread of the base's embedding entries,
+// out_proj = 0, so the model starts out as the base behaves with the fixed
+// prefix sp0).
+NamedTensors add_hypernet(const Model& base, const Config::Hypernet& shape, uint64_t seed, Config* cfg);
 
 class Hypernet {
  public:

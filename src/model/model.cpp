@@ -139,28 +139,30 @@ std::unique_ptr<Model> Model::random(const Config& cfg, uint64_t seed, DType dty
   m->build();
   WeightSet w;
   const std::vector<DeclaredParam>& decls = m->stack_->params;
-  for (size_t pi = 0; pi < decls.size(); ++pi) {
-    const ParamDecl& d = decls[pi].decl;
-    Tensor t = Tensor::alloc(d.matrix ? dtype : DType::F32, d.shape);
-    const int64_t n = t.numel();
-    const int64_t chunk = 1 << 16;  // each chunk has its own stream: same values for any thread count
-    const float std_dev = static_cast<float>(cfg.initializer_range);
-    parallel_for((n + chunk - 1) / chunk, 1, [&](int64_t b, int64_t e) {
-      for (int64_t c = b; c < e; ++c) {
-        uint64_t s = seed ^ (0x9e3779b97f4a7c15ull * (pi + 1));
-        Rng rng(Rng::splitmix64(s) + static_cast<uint64_t>(c));
-        for (int64_t i = c * chunk; i < std::min(n, (c + 1) * chunk); ++i) {
-          const float v = declared_value(d, i, rng, std_dev);
-          if (t.dtype == DType::F32) t.f32()[i] = v;
-          else if (t.dtype == DType::BF16) t.u16()[i] = f32_to_bf16(v);
-          else t.u16()[i] = f32_to_f16(v);
-        }
-      }
-    });
-    w.add(d.name, std::move(t), "<random init>");
-  }
+  for (size_t pi = 0; pi < decls.size(); ++pi)
+    w.add(decls[pi].decl.name, random_param(decls[pi].decl, pi, seed, dtype, static_cast<float>(cfg.initializer_range)),
+          "<random init>");
   m->bind(w);
   return m;
+}
+
+Tensor random_param(const ParamDecl& d, size_t index, uint64_t seed, DType dtype, float default_std) {
+  Tensor t = Tensor::alloc(d.matrix ? dtype : DType::F32, d.shape);
+  const int64_t n = t.numel();
+  const int64_t chunk = 1 << 16;  // each chunk has its own stream: same values for any thread count
+  parallel_for((n + chunk - 1) / chunk, 1, [&](int64_t b, int64_t e) {
+    for (int64_t c = b; c < e; ++c) {
+      uint64_t s = seed ^ (0x9e3779b97f4a7c15ull * (index + 1));
+      Rng rng(Rng::splitmix64(s) + static_cast<uint64_t>(c));
+      for (int64_t i = c * chunk; i < std::min(n, (c + 1) * chunk); ++i) {
+        const float v = declared_value(d, i, rng, default_std);
+        if (t.dtype == DType::F32) t.f32()[i] = v;
+        else if (t.dtype == DType::BF16) t.u16()[i] = f32_to_bf16(v);
+        else t.u16()[i] = f32_to_f16(v);
+      }
+    }
+  });
+  return t;
 }
 
 void Model::embed_rows(std::span<const int32_t> ids, float* out) const {

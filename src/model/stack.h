@@ -42,6 +42,10 @@ struct Stack {
 // Validates cfg and builds its modules (nothing allocated for weights).
 Stack build_stack(const Config& cfg);
 std::vector<DeclaredParam> declared_params(const Config& cfg);
+// Parameter `d` (number `index` of its model's declaration list) drawn from
+// its declared init, deterministic for (seed, index) whatever the thread
+// count; matrices in `dtype`, everything else F32 (Model::random).
+Tensor random_param(const ParamDecl& d, size_t index, uint64_t seed, DType dtype, float default_std);
 ParamCounts count_params(const std::vector<DeclaredParam>& params);
 ParamCounts count_params(const Config& cfg);
 

@@ -32,6 +32,34 @@ const float* call_rows(const Track& t, int64_t c, int64_t K, int64_t D) {
 
 }  // namespace
 
+std::vector<HyperExample> hyper_examples(const std::vector<SftExample>& examples, int32_t bos, int64_t max_query,
+                                         int64_t max_answer, int64_t* truncated) {
+  std::vector<HyperExample> r;
+  int64_t cut = 0;
+  for (const SftExample& e : examples) {
+    const auto n = static_cast<int64_t>(e.ids.size());
+    int64_t end = n;
+    while (end > 0 && !e.mask[end - 1]) --end;
+    int64_t begin = end;
+    while (begin > 0 && e.mask[begin - 1]) --begin;
+    if (begin == end) fail(e.source, ": no assistant answer to train on");
+    const int64_t q0 = !e.ids.empty() && e.ids[0] == bos ? 1 : 0;
+    HyperExample h;
+    h.source = e.source;
+    h.query.assign(e.ids.begin() + q0, e.ids.begin() + begin);
+    h.answer.assign(e.ids.begin() + begin, e.ids.begin() + end);
+    if (static_cast<int64_t>(h.query.size()) > max_query)
+      fail(e.source, ": the query has ", h.query.size(), " tokens, more than --max-query ", max_query);
+    if (static_cast<int64_t>(h.answer.size()) > max_answer) {
+      h.answer.resize(static_cast<size_t>(max_answer));
+      ++cut;
+    }
+    r.push_back(std::move(h));
+  }
+  if (truncated) *truncated = cut;
+  return r;
+}
+
 Model::LossSum hypernet_sft(Model& model, std::span<const HyperExample> batch, const HyperSftOptions& o,
                             double norm_tokens, bool backward) {
   Hypernet* hyper = model.hypernet();
@@ -48,7 +76,8 @@ Model::LossSum hypernet_sft(Model& model, std::span<const HyperExample> batch, c
   for (size_t b = 0; b < batch.size(); ++b) {
     Track& t = tracks[b];
     t.ex = &batch[b];
-    if (t.ex->answer.empty()) fail("hypernetwork SFT: example ", b, " has an empty answer");
+    if (t.ex->answer.empty())
+      fail(t.ex->source.empty() ? cat("hypernetwork SFT: example ", b) : t.ex->source, ": empty answer");
     t.chunks = (static_cast<int64_t>(t.ex->answer.size()) + K - 1) / K;
     max_chunks = std::max(max_chunks, t.chunks);
     t.query_rows.resize(t.ex->query.size() * D);

@@ -12,17 +12,29 @@
 #pragma once
 #include <cstdint>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "strata/generate.h"
 #include "strata/model.h"
+#include "train/sft_data.h"
 
 namespace strata {
 
 struct HyperExample {
   std::vector<int32_t> query;   // chat-formatted user turn, no BOS
   std::vector<int32_t> answer;  // the answer's tokens (EOS included when it fits)
+  std::string source;           // "file:line", for messages
 };
+
+// Query/answer pairs from tokenized chat examples (train/sft_data.h): the
+// answer is the last run of loss tokens (the final assistant turn and its end
+// marker), the query everything before it without the leading BOS (earlier
+// turns included). A query over max_query tokens is an error naming the
+// example's file:line; an answer over max_answer tokens is cut to its first
+// max_answer (then without EOS) and counted in *truncated.
+std::vector<HyperExample> hyper_examples(const std::vector<SftExample>& examples, int32_t bos, int64_t max_query,
+                                         int64_t max_answer, int64_t* truncated);
 
 struct HyperSftOptions {
   int64_t chunk = 16;

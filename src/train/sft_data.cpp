@@ -158,8 +158,9 @@ bool SftExample::trainable() const {
   return std::find(mask.begin() + (mask.empty() ? 0 : 1), mask.end(), 1) != mask.end();
 }
 
-SftExample tokenize_chat(const Tokenizer& tok, ChatFormat f, const std::vector<ChatMessage>& msgs) {
-  const std::vector<ChatPiece> pieces = chat_pieces(f, msgs, false);
+SftExample tokenize_chat(const Tokenizer& tok, ChatFormat f, const std::vector<ChatMessage>& msgs,
+                         bool add_generation_prompt) {
+  const std::vector<ChatPiece> pieces = chat_pieces(f, msgs, add_generation_prompt);
   SftExample ex;
   if ((pieces.empty() || pieces[0].kind != ChatPiece::kBos) && tok.bos_id() >= 0) push(ex, {tok.bos_id()}, false);
   std::vector<std::pair<std::string, bool>> run;  // text between special tokens, merged by mask

@@ -51,7 +51,9 @@ struct SftExample {
 // a newline or other byte-fallback token); otherwise the two sides are encoded
 // separately. So mask boundaries are exact and, normally, the ids equal those of
 // the whole rendered text.
-SftExample tokenize_chat(const Tokenizer& tok, ChatFormat f, const std::vector<ChatMessage>& msgs);
+// add_generation_prompt: end with the assistant's opening (a prompt to answer).
+SftExample tokenize_chat(const Tokenizer& tok, ChatFormat f, const std::vector<ChatMessage>& msgs,
+                         bool add_generation_prompt = false);
 
 // Parses one JSONL record: {"messages":[{"role","content"}...]} or
 // {"prompt","completion"} (= user + assistant). Errors have no location (the

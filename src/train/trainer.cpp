@@ -127,6 +127,23 @@ std::optional<ResumePoint> open_run_dir(const TrainerOptions& o, const RunSettin
 }  // namespace
 
 TrainerResult train(Model& model, const TrainerOptions& o, const BatchFn& train_batches, const BatchFn& val_batches) {
+  const int64_t B = o.batch, T = o.seq, rows = B * T;
+  std::vector<int32_t> in(static_cast<size_t>(rows)), tg(static_cast<size_t>(rows));
+  const MicroStepFn step = [&](int64_t m) {
+    train_batches(m, in.data(), tg.data());
+    auto r = model.train_batch(in.data(), tg.data(), B, T, 1.0f / static_cast<float>(o.accum));
+    return MicroResult{r.sum / static_cast<double>(r.count) / static_cast<double>(o.accum), rows};
+  };
+  EvalFn eval;
+  if (val_batches)
+    eval = [&](int64_t i) {
+      val_batches(i, in.data(), tg.data());
+      return model.eval_batch(in.data(), tg.data(), B, T);
+    };
+  return train(model, o, step, eval);
+}
+
+TrainerResult train(Model& model, const TrainerOptions& o, const MicroStepFn& train_step, const EvalFn& eval) {
   using clock = std::chrono::steady_clock;
   model.enable_training();
   if (!model.causal())
@@ -174,8 +191,6 @@ TrainerResult train(Model& model, const TrainerOptions& o, const BatchFn& train_
   std::deque<double> recent(state.recent_losses.begin(), state.recent_losses.end());
   MetricsLog log(o.run_dir + "/" + kMetricsFile, resume_from.has_value(), res.start_step);
 
-  const int64_t B = o.batch, T = o.seq, rows = B * T;
-  std::vector<int32_t> in(static_cast<size_t>(rows)), tg(static_cast<size_t>(rows));
   auto save = [&](int64_t step) {
     state.step = step;
     state.updates = updates;
@@ -188,8 +203,7 @@ TrainerResult train(Model& model, const TrainerOptions& o, const BatchFn& train_
     double sum = 0;
     int64_t count = 0;
     for (int64_t i = 0; i < o.eval_batches; ++i) {
-      val_batches(i, in.data(), tg.data());
-      auto r = model.eval_batch(in.data(), tg.data(), B, T);
+      auto r = eval(i);
       sum += r.sum;
       count += r.count;
     }
@@ -204,11 +218,11 @@ TrainerResult train(Model& model, const TrainerOptions& o, const BatchFn& train_
     const auto t0 = clock::now();
     model.zero_grads();
     double loss = 0;
+    int64_t tokens = 0;
     for (int64_t a = 0; a < o.accum; ++a) {
-      const int64_t m = (step - 1) * o.accum + a;
-      train_batches(m, in.data(), tg.data());
-      auto r = model.train_batch(in.data(), tg.data(), B, T, 1.0f / static_cast<float>(o.accum));
-      loss += r.sum / static_cast<double>(r.count) / static_cast<double>(o.accum);
+      const MicroResult r = train_step((step - 1) * o.accum + a);
+      loss += r.loss;
+      tokens += r.tokens;
     }
     const double norm = global_grad_norm(params);
     const double lr = lr_at(step, sched);
@@ -234,7 +248,7 @@ TrainerResult train(Model& model, const TrainerOptions& o, const BatchFn& train_
     }
     const auto t1 = clock::now();
     const double dt = std::chrono::duration<double>(t1 - t0).count();
-    const double tok_s = static_cast<double>(rows * o.accum) / dt;
+    const double tok_s = static_cast<double>(tokens) / dt;
     nlohmann::ordered_json line{{"step", step}, {"loss", loss}, {"lr", lr}, {"grad_norm", norm}, {"tokens_per_s", tok_s}};
     if (!skip.empty()) line["skipped"] = skip;
     log.write(line);
@@ -244,7 +258,7 @@ TrainerResult train(Model& model, const TrainerOptions& o, const BatchFn& train_
                  (long long)o.steps, loss, lr, norm, tok_s, fmt_duration(eta).c_str());
     res.last_loss = loss;
     res.last_step = step;
-    if (o.eval_every > 0 && val_batches && step % o.eval_every == 0) res.last_val_loss = evaluate(step);
+    if (o.eval_every > 0 && eval && step % o.eval_every == 0) res.last_val_loss = evaluate(step);
     if ((o.save_every > 0 && step % o.save_every == 0) || step == o.steps) save(step);
   }
   return res;

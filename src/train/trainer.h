@@ -59,7 +59,20 @@ struct TrainerResult {
   int64_t skipped = 0;
 };
 
-// Trains `model` (training enabled here). `val` may be empty (no evaluation).
+// The general form: train_step(m) runs global micro-batch m (0-based) forward
+// and backward, adding its share of d(step loss)/dθ into the gradients, and
+// returns its share of the step's loss and the tokens it processed; eval(i)
+// returns the summed loss and count of validation micro-batch i (may be empty).
+struct MicroResult {
+  double loss = 0;
+  int64_t tokens = 0;
+};
+using MicroStepFn = std::function<MicroResult(int64_t m)>;
+using EvalFn = std::function<Model::LossSum(int64_t i)>;
+TrainerResult train(Model& model, const TrainerOptions& opts, const MicroStepFn& train_step, const EvalFn& eval);
+
+// Trains `model` on [batch, seq] token micro-batches, the step's loss the mean
+// of the micro-batches' mean losses. `val` may be empty (no evaluation).
 // With opts.resume and a complete checkpoint in run_dir, the model weights,
 // optimizer state and step are restored from it first. Errors (one line each):
 // nothing trainable, a used run directory without resume, settings that differ
