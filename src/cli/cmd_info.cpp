@@ -20,7 +20,9 @@ namespace {
 
 using json = nlohmann::ordered_json;  // keeps the declaration order of the groups
 
-bool is_layer_group(const std::string& g) { return g != "embed_tokens" && g != "final_norm" && g != "lm_head"; }
+bool is_layer_group(const std::string& g) {
+  return g != "embed_tokens" && g != "final_norm" && g != "lm_head" && g != "hypernet";
+}
 
 // Parameters of one layer on average: everything but the model's own tensors.
 int64_t layer_params(const ParamCounts& pc, int64_t layers) {
@@ -47,6 +49,11 @@ json describe(const Config& c) {
   j["layer_repeat"] = c.num_hidden_layers / static_cast<int64_t>(c.layers.unit.size());
   j["layer_overrides"] = json::object();
   for (const auto& [i, l] : c.layers.overrides) j["layer_overrides"][std::to_string(i)] = describe_layer(l);
+  if (c.has_hypernet()) {
+    const Config::Hypernet& h = c.hypernet;
+    j["hypernet"] = {{"soft_tokens", h.soft_tokens}, {"layers", h.layers}, {"heads", h.heads_for(c.hidden_size)},
+                     {"intermediate_size", h.ffn_for(c.hidden_size)}, {"rope_theta", h.rope_theta}, {"chunk", h.chunk}};
+  }
   // Decode state per sequence: per module kind, and in all at the full context.
   j["state"] = json::object();
   int64_t at_ctx = 0;
@@ -76,6 +83,14 @@ void print_text(const Config& c, const json& j) {
   std::printf("\n");
   for (const auto& [i, l] : j["layer_overrides"].items())
     std::printf("            layer %s: %s\n", i.c_str(), l.get<std::string>().c_str());
+  if (j.contains("hypernet")) {
+    const json& h = j["hypernet"];
+    std::printf("hypernet    %lld soft tokens from a %lld-layer bidirectional encoder (heads %lld, ffn %lld, "
+                "rope_theta %g), chunks of %lld answer tokens\n",
+                (long long)h["soft_tokens"].get<int64_t>(), (long long)h["layers"].get<int64_t>(),
+                (long long)h["heads"].get<int64_t>(), (long long)h["intermediate_size"].get<int64_t>(),
+                h["rope_theta"].get<double>(), (long long)h["chunk"].get<int64_t>());
+  }
   const int64_t L = c.num_hidden_layers;
   std::printf("\n%-16s %16s %14s\n", "module", "parameters", "per layer");
   for (const auto& [group, n] : j["params"].items()) {
