@@ -21,6 +21,8 @@ struct GenerateOptions {
   // A model trained with a padded vocabulary has rows past its tokenizer's
   // last id; those ids have no text, so they are never sampled.
   int32_t vocab_limit = 0;
+  // Chunked generation: tokens per chunk (0: the model's strata_hypernet.chunk).
+  int64_t chunk = 0;
 };
 
 struct GenerateResult {
@@ -48,7 +50,10 @@ enum class ChunkContext { Full, Recurrent };
 // `chunk` tokens (the config's strata_hypernet.chunk) decoded with its cache,
 // and S = H(S, those tokens). The query is the chat-formatted user turn
 // without BOS (BOS comes first, before the soft prompt).
+// soft_prompt = false: the same chunks without a soft prompt (the baseline of
+// chunked SFT without a hypernetwork; the model needs none).
 GenerateResult generate_hypernet(Model& model, const std::vector<int32_t>& query, const GenerateOptions& opts,
-                                 ChunkContext context, const std::function<bool(int32_t)>& on_token);
+                                 ChunkContext context, const std::function<bool(int32_t)>& on_token,
+                                 bool soft_prompt = true);
 
 }  // namespace strata

@@ -37,6 +37,7 @@ int run(int argc, char** argv) {
   register_train(app);
   register_sft(app);
   register_module_run(app);
+  register_exact_match(app);
   try {
     app.parse(argc, argv);
     if (app.get_subcommands().empty()) {

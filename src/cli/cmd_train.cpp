@@ -158,13 +158,16 @@ void add_hyper_options(CLI::App* cmd, HyperOpts& h) {
       ->check(CLI::IsMember({1, 2}));
   cmd->add_option("--llm-lr", h.llm_lr, "--hypernet --stage 2: the model's learning rate (default 3e-5)")
       ->check(CLI::PositiveNumber);
-  cmd->add_option("--chunk", h.chunk, "--hypernet: answer tokens per chunk (default: the model's, 16)")
+  cmd->add_option("--chunk", h.chunk, "--hypernet or chunked: answer tokens per chunk (default: the model's, 16)")
       ->check(CLI::PositiveNumber);
-  cmd->add_option("--max-query", h.max_query, "--hypernet: longest query in tokens (longer ones are an error)")
+  cmd->add_option("--max-query", h.max_query,
+                  "--hypernet or chunked: longest query in tokens (longer ones are an error)")
       ->check(CLI::PositiveNumber);
-  cmd->add_option("--max-answer", h.max_answer, "--hypernet: answers are cut to this many tokens")
+  cmd->add_option("--max-answer", h.max_answer, "--hypernet or chunked: answers are cut to this many tokens")
       ->check(CLI::PositiveNumber);
-  cmd->add_option("--chunk-context", h.context, "--hypernet: full (query and earlier chunks) or recurrent (last token)")
+  cmd->add_option("--chunk-context", h.context,
+                  "full (query and earlier chunks) or recurrent (the last token only); without --hypernet: chunked "
+                  "SFT with no soft prompt, the baseline of a hypernetwork")
       ->check(CLI::IsMember({"full", "recurrent"}));
   cmd->add_flag("--detach-between-chunks", h.detach, "--hypernet: truncated backpropagation between chunks");
 }
@@ -174,7 +177,7 @@ void add_hyper_options(CLI::App* cmd, HyperOpts& h) {
 void run_hypernet_sft(CommonOpts& o, const HyperOpts& h, Loaded& l,
                       std::vector<SftExample> examples, std::vector<SftExample> val) {
   Model& model = *l.model;
-  if (!model.hypernet())
+  if (h.on && !model.hypernet())
     fail("sft --hypernet: ", o.init, " has no hypernetwork (add one with `strata convert --add-hypernet`)");
   const Config& cfg = model.config();
   int64_t cut = 0, val_cut = 0;
@@ -188,19 +191,23 @@ void run_hypernet_sft(CommonOpts& o, const HyperOpts& h, Loaded& l,
   so.context = h.context == "full" ? ChunkContext::Full : ChunkContext::Recurrent;
   so.detach_between_chunks = h.detach;
   so.embed_grads = h.stage == 2;
+  so.soft_prompt = h.on;
   // Two parameter groups: the hypernetwork at --lr; the model frozen (stage 1)
   // or at --llm-lr (stage 2). The user's --param-group rules come after.
+  // Without --hypernet (chunked SFT, no soft prompt) every parameter trains.
   std::vector<ParamGroupRule> rules;
   ParamGroupRule llm{"*"}, hyper{"hypernet.*"};
   if (h.stage == 1) llm.frozen = true;
   else llm.lr_scale = h.llm_lr / o.lr;
   hyper.lr_scale = 1.0;
-  rules.push_back(llm);
-  rules.push_back(hyper);
+  if (h.on) {
+    rules.push_back(llm);
+    rules.push_back(hyper);
+  }
   rules.insert(rules.end(), o.t.adamw.rules.begin(), o.t.adamw.rules.end());
   o.t.adamw.rules = rules;
-  o.t.data_fingerprint["hypernet"] = {{"stage", h.stage}, {"chunk", so.chunk}, {"context", h.context},
-                                       {"detach", h.detach}, {"llm_lr", h.llm_lr}};
+  o.t.data_fingerprint["chunks"] = {{"hypernet", h.on}, {"stage", h.stage}, {"chunk", so.chunk},
+                                     {"context", h.context}, {"detach", h.detach}, {"llm_lr", h.llm_lr}};
   const int64_t B = o.t.batch, n = static_cast<int64_t>(train_ex.size());
   const EpochOrder order(n, o.shuffle == "on", o.t.seed);
   auto micro = [&](int64_t m) {  // example indices of global micro-batch m
@@ -228,14 +235,19 @@ void run_hypernet_sft(CommonOpts& o, const HyperOpts& h, Loaded& l,
       for (int64_t r = 0; r < B; ++r) b.push_back(val_ex[(i * B + r) % static_cast<int64_t>(val_ex.size())]);
       return hypernet_sft(model, b, so, 1.0, false);
     };
-  std::fprintf(stderr, "sft --hypernet stage %d: %lld examples, chunks of %lld, %s context, %lld hypernetwork "
-               "parameters%s\n", h.stage, (long long)n, (long long)so.chunk, h.context.c_str(),
-               (long long)[&] {
-                 for (const auto& [g, c] : model.param_counts().by_group)
-                   if (g == "hypernet") return c;
-                 return int64_t{0};
-               }(),
-               h.stage == 1 ? " (the model frozen)" : cat(" and the model at lr ", h.llm_lr).c_str());
+  auto hyper_params = [&] {
+    for (const auto& [g, c] : model.param_counts().by_group)
+      if (g == "hypernet") return c;
+    return int64_t{0};
+  };
+  if (h.on)
+    std::fprintf(stderr, "sft --hypernet stage %d: %lld examples, chunks of %lld, %s context, %lld hypernetwork "
+                 "parameters%s\n", h.stage, (long long)n, (long long)so.chunk, h.context.c_str(),
+                 (long long)hyper_params(),
+                 h.stage == 1 ? " (the model frozen)" : cat(" and the model at lr ", h.llm_lr).c_str());
+  else
+    std::fprintf(stderr, "chunked sft without a soft prompt: %lld examples, chunks of %lld, %s context\n",
+                 (long long)n, (long long)so.chunk, h.context.c_str());
   auto r = train(model, o.t, step, eval);
   std::printf("final step %lld  loss %.4f%s\n", (long long)r.last_step, r.last_loss,
               r.last_val_loss >= 0 ? ("  val_loss " + std::to_string(r.last_val_loss)).c_str() : "");
@@ -329,9 +341,11 @@ void register_sft(CLI::App& app) {
   add_common(cmd, *o);
   cmd->callback([o, cmd] {
     const HyperOpts& h = o->hyper;
-    for (const char* opt : {"--stage", "--llm-lr", "--chunk", "--max-query", "--max-answer", "--chunk-context",
-                            "--detach-between-chunks"})
+    const bool chunked = h.on || cmd->count("--chunk-context") > 0;
+    for (const char* opt : {"--stage", "--llm-lr", "--detach-between-chunks"})
       if (!h.on && cmd->count(opt) > 0) fail(opt, " applies to --hypernet only");
+    for (const char* opt : {"--chunk", "--max-query", "--max-answer"})
+      if (!chunked && cmd->count(opt) > 0) fail(opt, " applies to --hypernet or --chunk-context only");
     if (h.on) {  // the documented defaults of recursive soft prompting (docs/hypernet.md)
       if (cmd->count("--lr") == 0) o->lr = 1e-4;
       if (cmd->count("--wd") == 0) o->wd = 0;
@@ -347,14 +361,14 @@ void register_sft(CLI::App& app) {
     o->t.tokenizer = l.tokenizer->path();  // the one loaded (e.g. tok512.model beside a llama2.c .bin)
     const ChatFormat format = parse_chat_format(o->format);
     const std::string limit = cat("--seq ", o->t.seq, " + 1");
-    const int64_t max_len = h.on ? 0 : o->t.seq + 1;  // (--hypernet: --max-query and --max-answer)
+    const int64_t max_len = chunked ? 0 : o->t.seq + 1;  // (chunked: --max-query and --max-answer)
     auto examples = load_sft_jsonl(o->data, *l.tokenizer, format, max_len, nullptr, limit);
     if (examples.empty()) fail("sft: no trainable sample in the data");
     std::vector<SftExample> val = o->val_data.empty()
                                       ? split_off_validation(examples, o->val_fraction)
                                       : load_sft_jsonl(o->val_data, *l.tokenizer, format, max_len, nullptr, limit);
     if (has_val && val.empty()) fail("sft: no sample with assistant tokens in --val-data");
-    if (h.on) {
+    if (chunked) {
       set_data_identity(*o, sft_fingerprint(examples), o->data.front());
       return run_hypernet_sft(*o, h, l, std::move(examples), std::move(val));
     }

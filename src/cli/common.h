@@ -67,5 +67,6 @@ void register_plot(CLI::App& app);
 void register_train(CLI::App& app);
 void register_sft(CLI::App& app);
 void register_module_run(CLI::App& app);
+void register_exact_match(CLI::App& app);
 
 }  // namespace strata::cli

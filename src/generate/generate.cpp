@@ -78,11 +78,13 @@ GenerateResult generate(Model& model, const std::vector<int32_t>& prompt, const 
 }
 
 GenerateResult generate_hypernet(Model& model, const std::vector<int32_t>& query, const GenerateOptions& opts,
-                                 ChunkContext context, const std::function<bool(int32_t)>& on_token) {
-  Hypernet* hyper = model.hypernet();
-  if (!hyper) fail("chunked generation: the model has no hypernetwork (strata_hypernet in its config)");
+                                 ChunkContext context, const std::function<bool(int32_t)>& on_token,
+                                 bool soft_prompt) {
+  Hypernet* hyper = soft_prompt ? model.hypernet() : nullptr;
+  if (soft_prompt && !hyper) fail("chunked generation: the model has no hypernetwork (strata_hypernet in its config)");
   const Config& cfg = model.config();
-  const int64_t P = hyper->soft_tokens(), D = hyper->width(), K = cfg.hypernet.chunk;
+  const int64_t P = hyper ? hyper->soft_tokens() : 0, D = cfg.hidden_size,
+                K = opts.chunk > 0 ? opts.chunk : cfg.hypernet.chunk;
   const int32_t bos = cfg.bos_token_id, vocab = vocab_of(cfg, opts);
   Sampler sampler(opts.sampler);
   GenerateResult res;
@@ -91,6 +93,7 @@ GenerateResult generate_hypernet(Model& model, const std::vector<int32_t>& query
   std::vector<float> soft(static_cast<size_t>(P * D)), rows(query.size() * D), logits;
   // S = H(S, tokens), timed.
   auto update = [&](const float* s, std::span<const int32_t> tokens) {
+    if (!hyper) return;
     const auto t = clock::now();
     rows.resize(tokens.size() * D);
     model.embed_rows(tokens, rows.data());
@@ -100,7 +103,7 @@ GenerateResult generate_hypernet(Model& model, const std::vector<int32_t>& query
     soft.swap(next);
     res.hypernet_seconds += since(t);
   };
-  update(hyper->sp0(), query);
+  if (hyper) update(hyper->sp0(), query);
   std::vector<int32_t> seen = query;  // the sampler's history: query, then the answer
   std::vector<int32_t> context_tokens;
   while (static_cast<int64_t>(res.tokens.size()) < opts.max_new_tokens) {
@@ -108,7 +111,8 @@ GenerateResult generate_hypernet(Model& model, const std::vector<int32_t>& query
     if (context == ChunkContext::Full) context_tokens = seen;
     else if (!seen.empty()) context_tokens.push_back(seen.back());
     auto state = model.new_state();
-    SeqInput in{{Segment::of_tokens({&bos, 1}), Segment::of_embeds(soft.data(), P)}, state.get()};
+    SeqInput in{{Segment::of_tokens({&bos, 1})}, state.get()};
+    if (hyper) in.segments.push_back(Segment::of_embeds(soft.data(), P));
     if (!context_tokens.empty()) in.segments.push_back(Segment::of_tokens(context_tokens));
     auto t = clock::now();
     model.forward({&in, 1}, Logits::Last, logits);

@@ -62,13 +62,13 @@ std::vector<HyperExample> hyper_examples(const std::vector<SftExample>& examples
 
 Model::LossSum hypernet_sft(Model& model, std::span<const HyperExample> batch, const HyperSftOptions& o,
                             double norm_tokens, bool backward) {
-  Hypernet* hyper = model.hypernet();
-  if (!hyper) fail("hypernetwork SFT: the model has no hypernetwork (strata_hypernet in its config)");
+  Hypernet* hyper = o.soft_prompt ? model.hypernet() : nullptr;
+  if (o.soft_prompt && !hyper) fail("hypernetwork SFT: the model has no hypernetwork (strata_hypernet in its config)");
   if (o.chunk < 1) fail("hypernetwork SFT: chunk must be at least 1");
   if (backward && !model.training_enabled()) fail("hypernetwork SFT: training is not enabled");
   if (backward && !(norm_tokens > 0)) fail("hypernetwork SFT: the batch has no answer token to normalise by");
   const Exec& ex = model.exec();
-  const int64_t P = hyper->soft_tokens(), D = hyper->width(), K = o.chunk, PD = P * D;
+  const int64_t P = hyper ? hyper->soft_tokens() : 0, D = model.config().hidden_size, K = o.chunk, PD = P * D;
   const int32_t bos = model.config().bos_token_id;
 
   std::vector<Track> tracks(batch.size());
@@ -85,7 +85,7 @@ Model::LossSum hypernet_sft(Model& model, std::span<const HyperExample> batch, c
     model.embed_rows(t.ex->query, t.query_rows.data());
     model.embed_rows(t.ex->answer, t.answer_rows.data());
     t.soft.resize(static_cast<size_t>((t.chunks + 1) * PD));
-    std::copy(hyper->sp0(), hyper->sp0() + PD, t.soft.begin());
+    if (hyper) std::copy(hyper->sp0(), hyper->sp0() + PD, t.soft.begin());
     if (backward) t.d_soft.assign(static_cast<size_t>((t.chunks + 1) * PD), 0.0f);
   }
 
@@ -104,12 +104,12 @@ Model::LossSum hypernet_sft(Model& model, std::span<const HyperExample> batch, c
     hyper->forward(in, out.data(), ex, training);
   };
   std::vector<Track*> members;
-  for (int64_t c = 0; c < max_chunks; ++c) {
+  for (int64_t c = 0; hyper && c < max_chunks; ++c) {
     run_call(c, members, backward);
     for (size_t i = 0; i < members.size(); ++i)
       std::copy(out.begin() + i * PD, out.begin() + (i + 1) * PD, members[i]->soft.begin() + (c + 1) * PD);
   }
-  hyper->free_saved();
+  if (hyper) hyper->free_saved();
 
   // The model on every chunk c, the examples that have one side by side.
   Model::LossSum total;
@@ -135,7 +135,8 @@ Model::LossSum hypernet_sft(Model& model, std::span<const HyperExample> batch, c
       toks.insert(toks.end(), a.begin() + begin, a.begin() + end - 1);  // (the chunk's last token predicts nothing)
       SeqInput s;
       s.segments.push_back(Segment::of_tokens({&bos, 1}));
-      s.segments.push_back(Segment::of_embeds(t.soft.data() + c * PD, P, backward ? t.d_soft.data() + c * PD : nullptr));
+      if (hyper)
+        s.segments.push_back(Segment::of_embeds(t.soft.data() + c * PD, P, backward ? t.d_soft.data() + c * PD : nullptr));
       if (!toks.empty()) s.segments.push_back(Segment::of_tokens(toks));
       const int64_t rows = s.size(), n = end - begin;
       for (int64_t r = 0; r < rows; ++r) targets.push_back(r >= rows - n ? a[begin + r - (rows - n)] : -1);
@@ -149,7 +150,7 @@ Model::LossSum hypernet_sft(Model& model, std::span<const HyperExample> batch, c
     total.sum += r.sum;
     total.count += r.count;
   }
-  if (!backward) return total;
+  if (!backward || !hyper) return total;
 
   // Backward through the recursion, last call first: the gradient of S(c) is
   // the model's for chunk c plus what flows back from S(c + 1). Each call's

@@ -45,6 +45,10 @@ struct HyperSftOptions {
   // Add the gradient of the hypernetwork's token inputs into the embedding
   // table's (stage 2, where the embeddings train).
   bool embed_grads = true;
+  // false: the same chunks without any soft prompt ([BOS] [context of chunk
+  // c]), the baseline that shows what the soft prompt carries; the model
+  // needs no hypernetwork then.
+  bool soft_prompt = true;
 };
 
 // Forward over every chunk of `batch` and, with backward, adds dL/dθ of the

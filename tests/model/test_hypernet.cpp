@@ -137,6 +137,40 @@ TEST(Hypernet, ZeroOutProjChunkLossesEqualSinglePassSft) {
   }
 }
 
+// Without a soft prompt (the baseline), full-context chunks add up to
+// single-pass SFT on [BOS; q; a]; the recurrent context sees less, so its
+// loss differs; no hypernetwork is needed.
+TEST(Hypernet, ChunksWithoutSoftPromptAddUpToSinglePassSft) {
+  auto m = Model::random(preset_config("tiny"), 4, DType::F32);
+  m->enable_training();
+  const auto batch = examples(m->config().vocab_size);
+  HyperSftOptions o;
+  o.chunk = 4;
+  o.soft_prompt = false;
+  const Model::LossSum chunked = hypernet_sft(*m, batch, o, answer_tokens(batch), true);
+  double sum = 0;
+  for (const HyperExample& e : batch) {
+    const int32_t bos = m->config().bos_token_id;
+    std::vector<int32_t> toks = e.query;
+    toks.insert(toks.end(), e.answer.begin(), e.answer.end() - 1);
+    SeqInput s{{Segment::of_tokens({&bos, 1}), Segment::of_tokens(toks)}};
+    std::vector<int32_t> tg(static_cast<size_t>(s.size()), -1);
+    std::copy(e.answer.begin(), e.answer.end(), tg.end() - static_cast<int64_t>(e.answer.size()));
+    sum += m->evaluate({&s, 1}, tg).sum;
+  }
+  EXPECT_NEAR(chunked.sum, sum, 1e-5 * sum);
+  o.context = ChunkContext::Recurrent;
+  const Model::LossSum recurrent = hypernet_sft(*m, batch, o, answer_tokens(batch), false);
+  EXPECT_EQ(recurrent.count, chunked.count);
+  EXPECT_GT(std::fabs(recurrent.sum - sum), 1e-3 * sum);
+  GenerateOptions g;
+  g.max_new_tokens = 20;
+  g.chunk = 4;
+  g.sampler.temperature = 0;
+  const auto r = generate_hypernet(*m, batch[0].query, g, ChunkContext::Recurrent, [](int32_t) { return true; }, false);
+  EXPECT_EQ(r.prefills, static_cast<int64_t>(r.tokens.size()) / 4 + (r.stop_reason == "length" ? 0 : 1));
+}
+
 TEST(Hypernet, ZeroOutProjChunkedGenerationEqualsPlainGreedyDecoding) {
   auto m = Model::random(preset_config("tiny-hypernet"), 9, DType::F32);
   const int64_t P = m->hypernet()->soft_tokens();
