@@ -135,6 +135,9 @@ class Model {
   // The hypernetwork of recursive soft prompting (docs/hypernet.md), or null
   // when the config has none (strata_hypernet).
   Hypernet* hypernet() const { return hypernet_.get(); }
+  // The answer tokens per chunk the config records (strata_hypernet.chunk),
+  // e.g. the chunk a run trained with, so that generation uses it.
+  void set_hypernet_chunk(int64_t chunk);
   // Rows of the token embedding table (F32) for ids, as the model's input
   // sees them; and, training, rows d added into the table's gradient.
   void embed_rows(std::span<const int32_t> ids, float* out) const;

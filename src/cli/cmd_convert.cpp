@@ -179,6 +179,8 @@ void register_convert(CLI::App& app) {
     auto tok = find_tokenizer(o->model.path, o->model.tokenizer, l.model->config().vocab_size);
 
     Config cfg = l.model->config();
+    if (o->add_hypernet && cfg.has_hypernet())
+      fail(o->model.path, ": the model already has a hypernetwork (", cfg.hypernet.soft_tokens, " soft tokens)");
     NamedTensors tensors = to_modified      ? convert_to_modified(*l.model, o->modified, &cfg)
                            : o->add_hypernet ? add_hypernet(*l.model, o->hypernet, o->modified.seed, &cfg)
                                              : l.model->named_tensors();

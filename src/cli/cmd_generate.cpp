@@ -9,6 +9,7 @@
 
 #include "cli/common.h"
 #include "strata/generate.h"
+#include "model/hypernet.h"
 #include "strata/error.h"
 #include "train/sft_data.h"
 
@@ -31,6 +32,7 @@ struct GenerateOpts {
 // --hypernet: the prompt as a chat user turn, generated in chunks with the
 // model's hypernetwork; stderr compares the prefills with one plain prefill.
 void generate_chunked(GenerateOpts& o, Loaded& l) {
+  if (!l.model->hypernet()) fail("generate --hypernet: ", o.model.path, " has no hypernetwork");
   const SftExample q = tokenize_chat(*l.tokenizer, parse_chat_format(o.format), {{"user", o.prompt}}, true);
   std::vector<int32_t> query = q.ids;
   if (!query.empty() && query[0] == l.model->config().bos_token_id) query.erase(query.begin());
@@ -115,6 +117,8 @@ void register_generate(CLI::App& app) {
   cmd->add_option("--chunk-context", o->chunk_context, "--hypernet: full or recurrent (as the model was trained)")
       ->check(CLI::IsMember({"full", "recurrent"}));
   cmd->add_option("--template", o->format, "--hypernet: chat template (zephyr, chatml, llama-2)");
+  cmd->add_option("--chunk", o->gen.chunk, "--hypernet: tokens per chunk (default: the model's strata_hypernet.chunk)")
+      ->check(above(0));
   cmd->add_option("-o,--out", o->out,
                   "write the samples to this file (written atomically), each one document followed by a blank "
                   "line, ready for `strata tokenize`")
@@ -126,6 +130,7 @@ void register_generate(CLI::App& app) {
     o->gen.max_new_tokens = o->n;
     o->gen.use_cache = !o->no_cache;
     o->gen.vocab_limit = l.tokenizer->vocab_size();  // a padded vocabulary's extra rows have no text
+    if (!o->hypernet && o->gen.chunk > 0) fail("--chunk applies to --hypernet only");
     if (o->hypernet) {
       if (o->samples > 1 || !o->out.empty() || o->no_cache) fail("--hypernet: --samples, --out and --no-cache do not apply");
       return generate_chunked(*o, l);

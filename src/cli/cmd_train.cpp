@@ -186,6 +186,11 @@ void run_hypernet_sft(CommonOpts& o, const HyperOpts& h, Loaded& l,
   if (cut + val_cut > 0)
     std::fprintf(stderr, "note: %lld answers longer than --max-answer %lld were cut (without their EOS)\n",
                  (long long)(cut + val_cut), (long long)h.max_answer);
+  int64_t eos_only = 0;
+  for (const HyperExample& e : train_ex) eos_only += e.answer.size() == 1 && e.answer[0] == l.tokenizer->eos_id();
+  if (eos_only > 0)
+    std::fprintf(stderr, "note: %lld examples have an empty completion: their whole answer is the end marker\n",
+                 (long long)eos_only);
   HyperSftOptions so;
   so.chunk = h.chunk > 0 ? h.chunk : cfg.hypernet.chunk;
   so.context = h.context == "full" ? ChunkContext::Full : ChunkContext::Recurrent;
@@ -206,8 +211,12 @@ void run_hypernet_sft(CommonOpts& o, const HyperOpts& h, Loaded& l,
   }
   rules.insert(rules.end(), o.t.adamw.rules.begin(), o.t.adamw.rules.end());
   o.t.adamw.rules = rules;
-  o.t.data_fingerprint["chunks"] = {{"hypernet", h.on}, {"stage", h.stage}, {"chunk", so.chunk},
-                                     {"context", h.context}, {"detach", h.detach}, {"llm_lr", h.llm_lr}};
+  o.t.data_fingerprint["chunks"] = {{"hypernet", h.on},         {"stage", h.stage},
+                                     {"chunk", so.chunk},        {"context", h.context},
+                                     {"detach", h.detach},       {"max_query", h.max_query},
+                                     {"max_answer", h.max_answer}};
+  if (h.on && h.stage == 2) o.t.data_fingerprint["chunks"]["llm_lr"] = h.llm_lr;
+  model.set_hypernet_chunk(so.chunk);  // saved with every checkpoint: generation uses the trained chunk
   const int64_t B = o.t.batch, n = static_cast<int64_t>(train_ex.size());
   const EpochOrder order(n, o.shuffle == "on", o.t.seed);
   auto micro = [&](int64_t m) {  // example indices of global micro-batch m
@@ -352,7 +361,10 @@ void register_sft(CLI::App& app) {
       if (cmd->count("--beta2") == 0) o->beta2 = 0.999;
     }
     finish_options(*o);
-    if (h.on && cmd->count("--warmup") == 0) o->t.schedule.warmup = std::llround(0.03 * static_cast<double>(o->t.steps));
+    if (h.on && cmd->count("--warmup") == 0) {  // 3% of the steps; a resumed run keeps the warmup it started with
+      const std::optional<RunSettings> saved = o->t.resume ? read_run_file(o->out) : std::nullopt;
+      o->t.schedule.warmup = saved ? saved->warmup : std::llround(0.03 * static_cast<double>(o->t.steps));
+    }
     const bool has_val = !o->val_data.empty() || o->val_fraction > 0;
     if (o->t.eval_every > 0 && !has_val)
       fail("sft: --eval-every ", o->t.eval_every, " needs validation data: give --val-data FILE... or --val-fraction F");

@@ -89,7 +89,7 @@ std::vector<DeclaredParam> hypernet_params(const Config& cfg, float embed_std) {
 }
 
 NamedTensors add_hypernet(const Model& base, const Config::Hypernet& shape, uint64_t seed, Config* cfg) {
-  if (base.hypernet()) fail("the model already has a hypernetwork");
+  if (base.hypernet()) fail("the model already has a hypernetwork (", base.config().hypernet.soft_tokens, " soft tokens)");
   *cfg = base.config();
   cfg->hypernet = shape;
   cfg->hypernet.heads = shape.heads_for(cfg->hidden_size);

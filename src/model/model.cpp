@@ -165,6 +165,11 @@ Tensor random_param(const ParamDecl& d, size_t index, uint64_t seed, DType dtype
   return t;
 }
 
+void Model::set_hypernet_chunk(int64_t chunk) {
+  if (chunk < 1) fail("hypernetwork chunk must be at least 1 (got ", chunk, ")");
+  cfg_.hypernet.chunk = chunk;
+}
+
 void Model::embed_rows(std::span<const int32_t> ids, float* out) const {
   for (int32_t id : ids)
     if (id < 0 || id >= cfg_.vocab_size) fail("token id ", id, " is outside the vocabulary (", cfg_.vocab_size, ")");
