@@ -403,5 +403,31 @@ TEST(CliHypernet, GenerateInChunks) {
   EXPECT_NE(error_line(none.err).find("no hypernetwork"), std::string::npos) << none.err;
 }
 
+// exact-match scores greedy answers: the model's own greedy answers are an
+// exact match of themselves; the counts and the per-example file agree.
+TEST(CliHypernet, ExactMatchScoresGreedyAnswers) {
+  STRATA_REQUIRE_SHARED_DATA(data);
+  const std::string dir = test::make_temp_dir("hn-em");
+  const std::string hn = stories_with_hypernet(data, dir + "/hn");
+  const std::string qa = qa_jsonl(dir + "/qa.jsonl");
+  for (const std::string mode : {"", " --hypernet", " --chunk-context recurrent"}) {
+    auto r = run_cli("exact-match -m '" + hn + "' --data '" + qa + "' --out '" + dir + "/answers.jsonl'" + mode);
+    ASSERT_EQ(r.exit_code, 0) << mode << r.err;
+    EXPECT_EQ(r.out.rfind("exact match ", 0), 0u) << r.out;
+    EXPECT_NE(r.out.find(" / 4 = "), std::string::npos) << r.out;
+    std::istringstream lines(test::read_file(dir + "/answers.jsonl"));
+    int n = 0;
+    for (std::string line; std::getline(lines, line); ++n) {
+      const auto j = nlohmann::json::parse(line);
+      EXPECT_TRUE(j.contains("reference") && j.contains("answer") && j.contains("match")) << line;
+    }
+    EXPECT_EQ(n, 4) << mode;
+  }
+  auto bad = run_cli("exact-match -m '" + hn + "' --data '" + qa + "' --chunk 4");
+  EXPECT_EQ(bad.exit_code, 1);
+  EXPECT_NE(error_line(bad.err).find("--chunk applies to --hypernet or --chunk-context only"), std::string::npos)
+      << bad.err;
+}
+
 }  // namespace
 }  // namespace strata
