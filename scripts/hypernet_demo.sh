@@ -47,7 +47,7 @@ train() {
   section "train $name: $*"
   local t0
   t0=$(date +%s.%N)
-  $s sft --data "$out/train.jsonl" -o "$out/$name" --batch $batch --seed $seed "$@" 2>"$out/$name.log" ||
+  $s sft --data "$out/train.jsonl" -o "$out/$name" --batch $batch --seed $seed "$@" >"$out/$name.log" 2>&1 ||
     { tail -5 "$out/$name.log" >&2; exit 1; }
   grep -E "^step [0-9]+/[0-9]+ " "$out/$name.log" | tail -1 >&2
   secs[$name]=$(awk "BEGIN { print $(date +%s.%N) - $t0 + ${secs[$name]:-0} }")
@@ -58,7 +58,7 @@ train both1 --init "$out/hn" --hypernet --stage 1 --chunk-context recurrent --st
 secs[both2]=${secs[both1]}
 train both2 --init "$out/both1/checkpoint-$half" --hypernet --stage 2 --chunk-context recurrent --steps $half \
   --lr $lr --llm-lr $llm_lr
-train full --init "$out/base" --steps $steps --lr $lr --seq 96
+train full --init "$out/base" --steps $steps --lr $lr --seq 128
 
 section "greedy exact match on the held-out triples"
 # score NAME CHECKPOINT ARGS...: prints "percent|tokens" for the table.

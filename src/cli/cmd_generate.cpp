@@ -33,9 +33,7 @@ struct GenerateOpts {
 // model's hypernetwork; stderr compares the prefills with one plain prefill.
 void generate_chunked(GenerateOpts& o, Loaded& l) {
   if (!l.model->hypernet()) fail("generate --hypernet: ", o.model.path, " has no hypernetwork");
-  const SftExample q = tokenize_chat(*l.tokenizer, parse_chat_format(o.format), {{"user", o.prompt}}, true);
-  std::vector<int32_t> query = q.ids;
-  if (!query.empty() && query[0] == l.model->config().bos_token_id) query.erase(query.begin());
+  const std::vector<int32_t> query = chat_query(*l.tokenizer, l.model->config().bos_token_id, o.prompt, o.format);
   std::fwrite(o.prompt.data(), 1, o.prompt.size(), stdout);
   std::fflush(stdout);
   StreamDecoder dec(*l.tokenizer, query);

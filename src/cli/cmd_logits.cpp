@@ -7,6 +7,8 @@
 #include <numeric>
 
 #include "cli/common.h"
+#include "model/hypernet.h"
+#include "strata/error.h"
 
 namespace strata::cli {
 
@@ -15,7 +17,8 @@ void register_logits(CLI::App& app) {
     ModelFlags model;
     std::string prompt;
     int top = 5;
-    bool json = false;
+    bool json = false, hypernet = false;
+    std::string format = "zephyr";
   };
   auto o = std::make_shared<Opts>();
   CLI::App* cmd = app.add_subcommand("logits", "print the top logits at every position of a prompt");
@@ -23,13 +26,34 @@ void register_logits(CLI::App& app) {
   cmd->add_option("-p,--prompt", o->prompt, "prompt text")->required();
   cmd->add_option("--top", o->top, "logits to show per position")->check(above(0));
   cmd->add_flag("--json", o->json, "print one JSON object");
+  cmd->add_flag("--hypernet", o->hypernet,
+                "the prompt as a chat user turn after [BOS] and the soft prompt the model's hypernetwork writes from "
+                "it (the soft rows are not shown)");
+  cmd->add_option("--template", o->format, "--hypernet: chat template (zephyr, chatml, llama-2)");
   cmd->callback([o] {
     Loaded l = load(o->model, true);
-    std::vector<int32_t> ids = l.tokenizer->encode(o->prompt, l.add_bos);
-    if (ids.empty()) ids.push_back(l.model->config().bos_token_id);
-    std::vector<float> logits;
-    SeqInput in{ids};
-    l.model->forward({&in, 1}, Logits::All, logits);
+    const int32_t bos = l.model->config().bos_token_id;
+    std::vector<int32_t> ids;
+    std::vector<float> logits, soft;
+    int64_t soft_rows = 0;  // positions 1 .. soft_rows are the soft prompt (--hypernet)
+    if (o->hypernet) {
+      if (!l.model->hypernet()) fail("logits --hypernet: ", o->model.path, " has no hypernetwork");
+      const std::vector<int32_t> query = chat_query(*l.tokenizer, bos, o->prompt, o->format);
+      soft = first_soft_prompt(*l.model, query);
+      soft_rows = l.model->hypernet()->soft_tokens();
+      ids = {bos};
+      ids.insert(ids.end(), query.begin(), query.end());
+      SeqInput in{{Segment::of_tokens({&ids[0], 1}), Segment::of_embeds(soft.data(), soft_rows),
+                   Segment::of_tokens(std::span<const int32_t>(ids).subspan(1))}};
+      l.model->forward({&in, 1}, Logits::All, logits);
+      logits.erase(logits.begin() + l.model->config().vocab_size,
+                   logits.begin() + (1 + soft_rows) * l.model->config().vocab_size);
+    } else {
+      ids = l.tokenizer->encode(o->prompt, l.add_bos);
+      if (ids.empty()) ids.push_back(bos);
+      SeqInput in{ids};
+      l.model->forward({&in, 1}, Logits::All, logits);
+    }
     const int64_t V = l.model->config().vocab_size;
     const int k = static_cast<int>(std::min<int64_t>(o->top, V));
     nlohmann::json out;

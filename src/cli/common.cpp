@@ -11,6 +11,7 @@
 #include "model/convert_modified.h"
 #include "model/stack.h"
 #include "strata/error.h"
+#include "train/sft_data.h"
 
 namespace strata::cli {
 
@@ -96,6 +97,12 @@ void add_threads_option(CLI::App* cmd, int* threads) {
 void apply_threads(int threads) {
   set_num_threads(threads);
   (void)active_isa();  // reject a bad STRATA_ISA before any work
+}
+
+std::vector<int32_t> chat_query(const Tokenizer& tok, int32_t bos, const std::string& prompt, const std::string& format) {
+  std::vector<int32_t> q = tokenize_chat(tok, parse_chat_format(format), {{"user", prompt}}, true).ids;
+  if (!q.empty() && q[0] == bos) q.erase(q.begin());
+  return q;
 }
 
 }  // namespace strata::cli

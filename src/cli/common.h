@@ -54,6 +54,11 @@ void apply_threads(int threads);
 int run(int argc, char** argv);
 
 // Each subcommand registers itself on the app.
+// A prompt as the user turn of a chat (`format`: zephyr, chatml, llama-2)
+// with the assistant's opening, without BOS: the query of a model with a
+// hypernetwork (docs/hypernet.md).
+std::vector<int32_t> chat_query(const Tokenizer& tok, int32_t bos, const std::string& prompt, const std::string& format);
+
 void register_generate(CLI::App& app);
 void register_logits(CLI::App& app);
 void register_init(CLI::App& app);

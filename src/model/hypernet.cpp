@@ -115,6 +115,17 @@ NamedTensors add_hypernet(const Model& base, const Config::Hypernet& shape, uint
   return out;
 }
 
+std::vector<float> first_soft_prompt(const Model& model, std::span<const int32_t> query) {
+  Hypernet* h = model.hypernet();
+  if (!h) fail("the model has no hypernetwork (strata_hypernet in its config)");
+  const int64_t D = h->width();
+  std::vector<float> rows(query.size() * D), s(static_cast<size_t>(h->soft_tokens() * D));
+  model.embed_rows(query, rows.data());
+  const Hypernet::Input in{h->sp0(), rows.data(), static_cast<int64_t>(query.size())};
+  h->forward({&in, 1}, s.data(), model.exec(), false);
+  return s;
+}
+
 void Hypernet::bind(ParamBinder& b) {
   sp0_ = b.get({kSoftPromptName, {P_, D_}, Init::Normal, false});
   for (Layer& l : layers_) {

@@ -34,6 +34,10 @@ std::vector<DeclaredParam> hypernet_params(const Config& cfg, float embed_std);
 // prefix sp0).
 NamedTensors add_hypernet(const Model& base, const Config::Hypernet& shape, uint64_t seed, Config* cfg);
 
+// The soft prompt the model's hypernetwork writes from a query: S(1) =
+// H(sp0, E[query]) [P, D] (inference).
+std::vector<float> first_soft_prompt(const Model& model, std::span<const int32_t> query);
+
 class Hypernet {
  public:
   explicit Hypernet(const Config& cfg);

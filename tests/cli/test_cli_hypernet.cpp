@@ -429,5 +429,33 @@ TEST(CliHypernet, ExactMatchScoresGreedyAnswers) {
       << bad.err;
 }
 
+// ppl --data scores the answers chunk by chunk (with or without the soft
+// prompts); logits --hypernet shows BOS and the query, not the soft rows.
+TEST(CliHypernet, PerplexityOfAnswersAndLogitsWithTheSoftPrompt) {
+  STRATA_REQUIRE_SHARED_DATA(data);
+  const std::string dir = test::make_temp_dir("hn-ppl");
+  const std::string hn = stories_with_hypernet(data, dir + "/hn");
+  const std::string qa = qa_jsonl(dir + "/qa.jsonl");
+  auto ppl = [&](const std::string& mode) {
+    auto r = run_cli("ppl -m '" + hn + "' --data '" + qa + "' --json" + mode);
+    EXPECT_EQ(r.exit_code, 0) << mode << r.err;
+    return nlohmann::json::parse(r.out);
+  };
+  const auto with = ppl(" --hypernet"), full = ppl(""), recurrent = ppl(" --chunk-context recurrent");
+  EXPECT_EQ(with["predicted"], full["predicted"]);
+  EXPECT_GT(with["perplexity"].get<double>(), 1.0);
+  EXPECT_NE(recurrent["perplexity"], full["perplexity"]);
+  auto bad = run_cli("ppl -m '" + hn + "' --text '" + qa + "' --hypernet");
+  EXPECT_EQ(bad.exit_code, 1);
+  EXPECT_NE(error_line(bad.err).find("--hypernet applies to --data only"), std::string::npos) << bad.err;
+
+  auto l = run_cli("logits -m '" + hn + "' -p 'Hi' --hypernet --top 2 --json");
+  ASSERT_EQ(l.exit_code, 0) << l.err;
+  const auto j = nlohmann::json::parse(l.out);
+  EXPECT_EQ(j["tokens"].size(), j["positions"].size());
+  EXPECT_EQ(j["tokens"][0], 1);  // BOS, then the chat-formatted query
+  EXPECT_GT(j["tokens"].size(), 4u);
+}
+
 }  // namespace
 }  // namespace strata
