@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <functional>
 
 #include "io/safetensors.h"
 
@@ -29,16 +30,14 @@ struct GenerateOpts {
     std::string chunk_context = "full", format = "zephyr";
 };
 
-// --hypernet: the prompt as a chat user turn, generated in chunks with the
-// model's hypernetwork; stderr compares the prefills with one plain prefill.
-void generate_chunked(GenerateOpts& o, Loaded& l) {
-  if (!l.model->hypernet()) fail("generate --hypernet: ", o.model.path, " has no hypernetwork");
-  const std::vector<int32_t> query = chat_query(*l.tokenizer, l.model->config().bos_token_id, o.prompt, o.format);
-  std::fwrite(o.prompt.data(), 1, o.prompt.size(), stdout);
+// Prints the prompt, then the text of every token as `run` generates it, then
+// a newline; `context` is what the tokens continue (for the decoder's spacing).
+GenerateResult stream_to_stdout(const std::string& prompt, const Tokenizer& tok, const std::vector<int32_t>& context,
+                                const std::function<GenerateResult(const std::function<bool(int32_t)>&)>& run) {
+  std::fwrite(prompt.data(), 1, prompt.size(), stdout);
   std::fflush(stdout);
-  StreamDecoder dec(*l.tokenizer, query);
-  const auto context = o.chunk_context == "full" ? ChunkContext::Full : ChunkContext::Recurrent;
-  GenerateResult r = generate_hypernet(*l.model, query, o.gen, context, [&](int32_t id) {
+  StreamDecoder dec(tok, context);
+  GenerateResult r = run([&](int32_t id) {
     const std::string piece = dec.push(id);
     std::fwrite(piece.data(), 1, piece.size(), stdout);
     std::fflush(stdout);
@@ -47,6 +46,18 @@ void generate_chunked(GenerateOpts& o, Loaded& l) {
   const std::string rest = dec.finish() + "\n";
   std::fwrite(rest.data(), 1, rest.size(), stdout);
   std::fflush(stdout);
+  return r;
+}
+
+// --hypernet: the prompt as a chat user turn, generated in chunks with the
+// model's hypernetwork; stderr compares the prefills with one plain prefill.
+void generate_chunked(GenerateOpts& o, Loaded& l) {
+  if (!l.model->hypernet()) fail("generate --hypernet: ", o.model.path, " has no hypernetwork");
+  const std::vector<int32_t> query = chat_query(*l.tokenizer, l.model->config().bos_token_id, o.prompt, o.format);
+  const auto context = o.chunk_context == "full" ? ChunkContext::Full : ChunkContext::Recurrent;
+  const GenerateResult r = stream_to_stdout(o.prompt, *l.tokenizer, query, [&](const auto& on_token) {
+    return generate_hypernet(*l.model, query, o.gen, context, on_token);
+  });
   const double n = static_cast<double>(r.tokens.size()), first = static_cast<double>(1 + l.model->config().hypernet.soft_tokens + query.size());
   std::fprintf(stderr,
                "query %zu tokens; generated %zu tokens in %lld chunks; stop: %s\n"
@@ -134,18 +145,9 @@ void register_generate(CLI::App& app) {
       return generate_chunked(*o, l);
     }
     if (o->samples > 1 || !o->out.empty()) return write_samples(*o, l, ids);
-    std::fwrite(o->prompt.data(), 1, o->prompt.size(), stdout);
-    std::fflush(stdout);
-    StreamDecoder dec(*l.tokenizer, ids);
-    GenerateResult r = generate(*l.model, ids, o->gen, [&](int32_t id) {
-      const std::string piece = dec.push(id);
-      std::fwrite(piece.data(), 1, piece.size(), stdout);
-      std::fflush(stdout);
-      return true;
+    const GenerateResult r = stream_to_stdout(o->prompt, *l.tokenizer, ids, [&](const auto& on_token) {
+      return generate(*l.model, ids, o->gen, on_token);
     });
-    const std::string rest = dec.finish() + "\n";
-    std::fwrite(rest.data(), 1, rest.size(), stdout);
-    std::fflush(stdout);
     const double n = static_cast<double>(r.tokens.size());
     std::fprintf(stderr, "prompt %zu tokens in %.3f s (%.1f tok/s); generated %zu tokens in %.3f s (%.2f tok/s); stop: %s\n",
                  ids.size(), r.prefill_seconds, ids.size() / (r.prefill_seconds > 0 ? r.prefill_seconds : 1e-9),

@@ -8,6 +8,7 @@
 // attention of the hypernetwork's encoder (docs/hypernet.md); in a language
 // model's stack it makes the model non-causal (decoding then recomputes the
 // prefix, as for any module that looks ahead).
+#include <array>
 #include <cmath>
 
 #include "core/parallel.h"
@@ -37,11 +38,8 @@ class BidirAttention final : public Module {
             residual_out({prefix() + ".o_proj.weight", {dim_, width_}})};
   }
   void bind(ParamBinder& b) override {
-    auto p = params();
-    wq_ = b.get(p[0]);
-    wk_ = b.get(p[1]);
-    wv_ = b.get(p[2]);
-    wo_ = b.get(p[3]);
+    const auto p = params();
+    for (size_t i = 0; i < p.size(); ++i) *weights()[i] = b.get(p[i]);
   }
   int64_t out_width() const override { return dim_; }
   bool causal() const override { return false; }
@@ -86,11 +84,9 @@ class BidirAttention final : public Module {
 
   void free_saved() override { release(saved_x_, saved_q_, saved_k_, saved_v_, saved_o_, saved_p_); }
   void bind_grads(GradBinder& gb) override {
-    auto p = params();
-    dwq_ = gb.get(p[0].name);
-    dwk_ = gb.get(p[1].name);
-    dwv_ = gb.get(p[2].name);
-    dwo_ = gb.get(p[3].name);
+    const auto p = params();
+    float** grads[] = {&dwq_, &dwk_, &dwv_, &dwo_};
+    for (size_t i = 0; i < p.size(); ++i) *grads[i] = gb.get(p[i].name);
   }
 
   // do = dy Wo, dWo += dyᵀ o; per (sequence, head): dv = Pᵀ do, dP = do vᵀ,
@@ -142,6 +138,8 @@ class BidirAttention final : public Module {
   struct Item {
     int64_t seq, head, p_offset;
   };
+
+  std::array<Tensor*, 4> weights() { return {&wq_, &wk_, &wv_, &wo_}; }
 
   static float* rows_of(std::vector<float>& v, int64_t n) {
     if (static_cast<int64_t>(v.size()) < n) v.resize(static_cast<size_t>(n));
