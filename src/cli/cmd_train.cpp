@@ -219,23 +219,19 @@ void run_hypernet_sft(CommonOpts& o, const HyperOpts& h, Loaded& l,
   model.set_hypernet_chunk(so.chunk);  // saved with every checkpoint: generation uses the trained chunk
   const int64_t B = o.t.batch, n = static_cast<int64_t>(train_ex.size());
   const EpochOrder order(n, o.shuffle == "on", o.t.seed);
-  auto micro = [&](int64_t m) {  // example indices of global micro-batch m
-    std::vector<HyperExample> b;
-    for (int64_t r = 0; r < B; ++r) b.push_back(train_ex[order.item(m * B + r)]);
-    return b;
-  };
-  auto answer_tokens = [](const std::vector<HyperExample>& b) {
+  auto answer_tokens = [&](int64_t m) {  // of global micro-batch m
     int64_t t = 0;
-    for (const auto& e : b) t += static_cast<int64_t>(e.answer.size());
+    for (int64_t r = 0; r < B; ++r) t += static_cast<int64_t>(train_ex[order.item(m * B + r)].answer.size());
     return t;
   };
   const MicroStepFn step = [&](int64_t m) {
     const int64_t first = m / o.t.accum * o.t.accum;
     int64_t norm = 0;
-    for (int64_t k = first; k < first + o.t.accum; ++k) norm += answer_tokens(micro(k));
-    const auto batch = micro(m);
+    for (int64_t k = first; k < first + o.t.accum; ++k) norm += answer_tokens(k);
+    std::vector<HyperExample> batch;
+    for (int64_t r = 0; r < B; ++r) batch.push_back(train_ex[order.item(m * B + r)]);
     const auto r = hypernet_sft(model, batch, so, static_cast<double>(norm), true);
-    return MicroResult{r.sum / static_cast<double>(norm), answer_tokens(batch)};
+    return MicroResult{r.sum / static_cast<double>(norm), answer_tokens(m)};
   };
   EvalFn eval;
   if (!val_ex.empty())

@@ -62,29 +62,30 @@ Hypernet::Hypernet(const Config& cfg)
 Hypernet::~Hypernet() = default;
 
 std::vector<DeclaredParam> hypernet_params(const Config& cfg, float embed_std) {
-  const int64_t P = cfg.hypernet.soft_tokens, D = cfg.hidden_size;
+  return Hypernet(cfg).params(embed_std);
+}
+
+ParamDecl Hypernet::sp0_decl(float embed_std) const {
+  ParamDecl d{kSoftPromptName, {P_, D_}, Init::Normal, /*matrix=*/false};
+  d.init_std = embed_std;
+  return d;
+}
+
+ParamDecl Hypernet::out_proj_decl() const { return {"hypernet.out_proj.weight", {D_, D_}, Init::Zeros}; }
+
+std::vector<DeclaredParam> Hypernet::params(float embed_std) const {
   std::vector<DeclaredParam> r;
-  ParamDecl sp0{kSoftPromptName, {P, D}, Init::Normal, /*matrix=*/false};
-  sp0.init_std = embed_std;
-  r.push_back({"hypernet", sp0});
+  r.push_back({"hypernet", sp0_decl(embed_std)});
   auto add_module = [&](const Module& m) {
     for (ParamDecl& d : m.params()) {
       if (d.init == Init::Normal) d.init_std = kLinearStd;
       r.push_back({"hypernet", std::move(d)});
     }
   };
-  // (The layers' modules, built again here only to read their declarations.)
-  const Config enc = encoder_config(cfg);
-  const nlohmann::json mlp_options = {{"intermediate_size", cfg.hypernet.ffn_for(D)}};
-  for (int64_t i = 0; i < cfg.hypernet.layers; ++i) {
-    const std::string p = layer_prefix(i);
-    add_module(*make_module("rmsnorm", enc, p + ".input_layernorm", nlohmann::json::object(), i));
-    add_module(*make_module("bidir-attention", enc, p + ".self_attn", nlohmann::json::object(), i));
-    add_module(*make_module("rmsnorm", enc, p + ".post_attention_layernorm", nlohmann::json::object(), i));
-    add_module(*make_module("mlp", enc, p + ".mlp", mlp_options, i));
-  }
-  add_module(*make_module("rmsnorm", enc, "hypernet.norm", nlohmann::json::object(), 0));
-  r.push_back({"hypernet", {"hypernet.out_proj.weight", {D, D}, Init::Zeros}});
+  for (const Layer& l : layers_)
+    for (const Module* m : {l.attn_norm.get(), l.attn.get(), l.mlp_norm.get(), l.mlp.get()}) add_module(*m);
+  add_module(*final_norm_);
+  r.push_back({"hypernet", out_proj_decl()});
   return r;
 }
 
@@ -127,7 +128,7 @@ std::vector<float> first_soft_prompt(const Model& model, std::span<const int32_t
 }
 
 void Hypernet::bind(ParamBinder& b) {
-  sp0_ = b.get({kSoftPromptName, {P_, D_}, Init::Normal, false});
+  sp0_ = b.get(sp0_decl(0.0f));
   for (Layer& l : layers_) {
     l.attn_norm->bind(b);
     l.attn->bind(b);
@@ -135,7 +136,7 @@ void Hypernet::bind(ParamBinder& b) {
     l.mlp->bind(b);
   }
   final_norm_->bind(b);
-  out_proj_ = b.get({"hypernet.out_proj.weight", {D_, D_}, Init::Zeros});
+  out_proj_ = b.get(out_proj_decl());
 }
 
 void Hypernet::bind_grads(GradBinder& g) {
@@ -147,7 +148,7 @@ void Hypernet::bind_grads(GradBinder& g) {
     l.mlp->bind_grads(g);
   }
   final_norm_->bind_grads(g);
-  dout_proj_ = g.get("hypernet.out_proj.weight");
+  dout_proj_ = g.get(out_proj_decl().name);
 }
 
 void Hypernet::forward(std::span<const Input> in, float* s_out, const Exec& ex, bool training) {

@@ -44,6 +44,8 @@ class Hypernet {
   ~Hypernet();
   int64_t soft_tokens() const { return P_; }
   int64_t width() const { return D_; }
+  // Its parameters in load/save order (hypernet_params).
+  std::vector<DeclaredParam> params(float embed_std) const;
   void bind(ParamBinder& b);
   void bind_grads(GradBinder& g);
   // The learned initial soft prompt [P, D] (F32), and its gradient (training).
@@ -73,6 +75,8 @@ class Hypernet {
   struct Layer {
     std::unique_ptr<Module> attn_norm, attn, mlp_norm, mlp;
   };
+  ParamDecl sp0_decl(float embed_std) const;
+  ParamDecl out_proj_decl() const;
   Config cfg_;  // the model's, with the hypernetwork's heads, theta and eps
   int64_t P_, D_;
   std::vector<Layer> layers_;

@@ -109,7 +109,8 @@ Model::LossSum hypernet_sft(Model& model, std::span<const HyperExample> batch, c
     for (size_t i = 0; i < members.size(); ++i)
       std::copy(out.begin() + i * PD, out.begin() + (i + 1) * PD, members[i]->soft.begin() + (c + 1) * PD);
   }
-  if (hyper) hyper->free_saved();
+  // (Training keeps the last call's activations: its backward comes first.)
+  if (hyper && !backward) hyper->free_saved();
 
   // The model on every chunk c, the examples that have one side by side.
   Model::LossSum total;
@@ -154,12 +155,13 @@ Model::LossSum hypernet_sft(Model& model, std::span<const HyperExample> batch, c
 
   // Backward through the recursion, last call first: the gradient of S(c) is
   // the model's for chunk c plus what flows back from S(c + 1). Each call's
-  // forward is run again (the same bits) just before its backward.
+  // forward is run again (the same bits) just before its backward, but the
+  // last call's, whose activations the hypernetwork still holds.
   for (Track& t : tracks) t.grad.assign(static_cast<size_t>(PD), 0.0f);
   std::vector<float> g_in, g_out;
   std::vector<std::vector<float>> dx;
   for (int64_t c = max_chunks - 1; c >= 0; --c) {
-    run_call(c, members, true);
+    if (c < max_chunks - 1) run_call(c, members, true);
     g_out.resize(members.size() * PD);
     g_in.resize(members.size() * PD);
     dx.resize(members.size());

@@ -103,8 +103,8 @@ TEST(Gradients, CheckpointedActivationsGiveTheSameGradients) {
 // gradient direction stay close to F32's.
 TEST(Gradients, Bf16ProductsStayCloseToF32) {
   if (!Exec::defaults().with_precision(ops::Precision::BF16).bf16_products())
-    GTEST_SKIP() << "no AMX on this CPU (or the kernel does not grant the tile state): BF16 products run in F32 "
-                    "here, so there is nothing to compare: skipping";
+    GTEST_SKIP() << "neither AVX512-BF16 nor AMX on this CPU: BF16 products run in F32 here, so there is nothing "
+                    "to compare: skipping";
   Config c = preset_config("tiny");
   auto m = Model::random(c, 4, DType::F32);
   m->enable_training();

@@ -63,21 +63,16 @@ class BidirAttention final : public Module {
     }
     const kernels::Table& kt = ctx.kt();
     const float scale = 1.0f / std::sqrt(static_cast<float>(hd_));
-    parallel_for(static_cast<int64_t>(items_.size()), 1, [&](int64_t lo, int64_t hi) {
+    each_item(batch, [&](const Item& item, int64_t T, int64_t off) {
       thread_local std::vector<float> local;
-      for (int64_t it = lo; it < hi; ++it) {
-        const Item& item = items_[it];
-        const SeqSpan& s = batch.seqs[item.seq];
-        const int64_t T = s.len, off = s.row * width_ + item.head * hd_;
-        float* p = train ? saved_p_.data() + item.p_offset : rows_of(local, T * T);
-        // Scores, softmax over every key of the sequence, weighted sum of values.
-        kt.matmul_f32(q + off, width_, T, hd_, k + off, width_, T, p, T);
-        for (int64_t i = 0; i < T; ++i) {
-          for (int64_t j = 0; j < T; ++j) p[i * T + j] *= scale;
-          kt.softmax(p + i * T, T);
-        }
-        ops::gemm(ctx.exec, T, hd_, T, {p, T, 1}, {v + off, width_, 1}, o + off, width_, false);
+      float* p = train ? saved_p_.data() + item.p_offset : rows_of(local, T * T);
+      // Scores, softmax over every key of the sequence, weighted sum of values.
+      kt.matmul_f32(q + off, width_, T, hd_, k + off, width_, T, p, T);
+      for (int64_t i = 0; i < T; ++i) {
+        for (int64_t j = 0; j < T; ++j) p[i * T + j] *= scale;
+        kt.softmax(p + i * T, T);
       }
+      ops::gemm(ctx.exec, T, hd_, T, {p, T, 1}, {v + off, width_, 1}, o + off, width_, false);
     });
     linear(ctx, o, rows, wo_, y);
   }
@@ -103,26 +98,21 @@ class BidirAttention final : public Module {
     ops::matmul_tn_acc(ex, dy, rows, dim_, saved_o_.data(), width_, dwo_);
     const float scale = 1.0f / std::sqrt(static_cast<float>(hd_));
     const float *q = saved_q_.data(), *k = saved_k_.data(), *v = saved_v_.data();
-    parallel_for(static_cast<int64_t>(items_.size()), 1, [&](int64_t lo, int64_t hi) {
+    each_item(batch, [&](const Item& item, int64_t T, int64_t off) {
       thread_local std::vector<float> dp_buf;
-      for (int64_t it = lo; it < hi; ++it) {
-        const Item& item = items_[it];
-        const SeqSpan& s = batch.seqs[item.seq];
-        const int64_t T = s.len, off = s.row * width_ + item.head * hd_;
-        const float* p = saved_p_.data() + item.p_offset;
-        float* dp = rows_of(dp_buf, T * T);
-        ops::gemm(ex, T, hd_, T, {p, 1, T}, {dout + off, width_, 1}, dv + off, width_, false);
-        ops::gemm(ex, T, T, hd_, {dout + off, width_, 1}, {v + off, 1, width_}, dp, T, false);
-        for (int64_t i = 0; i < T; ++i) {
-          const float* pi = p + i * T;
-          float* di = dp + i * T;
-          double dot = 0;
-          for (int64_t j = 0; j < T; ++j) dot += static_cast<double>(pi[j]) * di[j];
-          for (int64_t j = 0; j < T; ++j) di[j] = pi[j] * (di[j] - static_cast<float>(dot)) * scale;
-        }
-        ops::gemm(ex, T, hd_, T, {dp, T, 1}, {k + off, width_, 1}, dq + off, width_, false);
-        ops::gemm(ex, T, hd_, T, {dp, 1, T}, {q + off, width_, 1}, dk + off, width_, false);
+      const float* p = saved_p_.data() + item.p_offset;
+      float* dp = rows_of(dp_buf, T * T);
+      ops::gemm(ex, T, hd_, T, {p, 1, T}, {dout + off, width_, 1}, dv + off, width_, false);
+      ops::gemm(ex, T, T, hd_, {dout + off, width_, 1}, {v + off, 1, width_}, dp, T, false);
+      for (int64_t i = 0; i < T; ++i) {
+        const float* pi = p + i * T;
+        float* di = dp + i * T;
+        double dot = 0;
+        for (int64_t j = 0; j < T; ++j) dot += static_cast<double>(pi[j]) * di[j];
+        for (int64_t j = 0; j < T; ++j) di[j] = pi[j] * (di[j] - static_cast<float>(dot)) * scale;
       }
+      ops::gemm(ex, T, hd_, T, {dp, T, 1}, {k + off, width_, 1}, dq + off, width_, false);
+      ops::gemm(ex, T, hd_, T, {dp, 1, T}, {q + off, width_, 1}, dk + off, width_, false);
     });
     rotate(ctx, batch, dq, dk, true);
     const float* x = saved_x_.data();
@@ -140,6 +130,19 @@ class BidirAttention final : public Module {
   };
 
   std::array<Tensor*, 4> weights() { return {&wq_, &wk_, &wv_, &wo_}; }
+
+  // fn(item, T, off) for every (sequence, head) item over the threads: T the
+  // sequence's rows, off where its head starts in the q/k/v/o rows.
+  template <class Fn>
+  void each_item(const Batch& batch, Fn&& fn) const {
+    parallel_for(static_cast<int64_t>(items_.size()), 1, [&](int64_t lo, int64_t hi) {
+      for (int64_t it = lo; it < hi; ++it) {
+        const Item& item = items_[it];
+        const SeqSpan& s = batch.seqs[item.seq];
+        fn(item, s.len, s.row * width_ + item.head * hd_);
+      }
+    });
+  }
 
   static float* rows_of(std::vector<float>& v, int64_t n) {
     if (static_cast<int64_t>(v.size()) < n) v.resize(static_cast<size_t>(n));
