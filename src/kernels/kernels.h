@@ -98,6 +98,9 @@ struct Table {
                      float* y, bool silu) = nullptr;
   // x[i] = softplus(x[i] + bias[i]) = max(v, 0) + log1p(exp(-|v|)), in place.
   void (*softplus_bias)(float* x, const float* bias, int64_t n) = nullptr;
+  // Gated linear attention's decay factors (kernels/linear_attention.h):
+  // y[i] = s * x[i] * exp(a[i] - b[i]) (b null: exp(a[i])) for i < n.
+  void (*mul_exp)(const float* x, const float* a, const float* b, float s, float* y, int64_t n) = nullptr;
 };
 
 // The BF16 kernels (pack_bf16.cpp, gemm_amx.cpp, matmul_amx.cpp, dot_bf16.cpp).

@@ -130,6 +130,7 @@ const Table& scalar_table() {
     r.scan_backward = scan_backward_scalar;
     r.dwconv_row = dwconv_row_scalar;
     r.softplus_bias = softplus_bias_scalar;
+    r.mul_exp = mul_exp_scalar;
     return r;
   }();
   return t;

@@ -192,11 +192,30 @@ void softplus_bias(float* x, const float* bias, int64_t n) {
 }
 
 template <class V>
+void mul_exp(const float* x, const float* a, const float* b, float s, float* y, int64_t n) {
+  using R = typename V::R;
+  const R sv = V::set1(s);
+  auto f = [&](int64_t i) {
+    const R e = b ? V::sub(V::load(a + i), V::load(b + i)) : V::load(a + i);
+    V::store(y + i, V::mul(V::mul(sv, V::load(x + i)), vexp<V>(e)));
+  };
+  const int64_t nv = n / V::kWidth * V::kWidth;
+  for (int64_t i = 0; i < nv; i += V::kWidth) f(i);
+  if (nv == n) return;
+  float xb[V::kWidth] = {}, ab[V::kWidth] = {}, bb[V::kWidth] = {}, yb[V::kWidth];
+  for (int64_t i = nv; i < n; ++i) xb[i - nv] = x[i], ab[i - nv] = a[i], bb[i - nv] = b ? b[i] : 0.0f;
+  const R e = V::sub(V::load(ab), V::load(bb));
+  V::store(yb, V::mul(V::mul(sv, V::load(xb)), vexp<V>(e)));
+  for (int64_t i = nv; i < n; ++i) y[i] = yb[i - nv];
+}
+
+template <class V>
 void add_ssm_kernels(Table& t) {
   t.scan_forward = scan_forward<V>;
   t.scan_backward = scan_backward<V>;
   t.dwconv_row = dwconv_row<V>;
   t.softplus_bias = softplus_bias<V>;
+  t.mul_exp = mul_exp<V>;
 }
 
 }  // namespace

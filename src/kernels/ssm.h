@@ -72,5 +72,6 @@ void scan_backward_scalar(const ScanGradArgs& a);
 void dwconv_row_scalar(const float* const* in, const float* w, int64_t ldw, const float* bias, int64_t k, int64_t n,
                        float* y, bool silu);
 void softplus_bias_scalar(float* x, const float* bias, int64_t n);
+void mul_exp_scalar(const float* x, const float* a, const float* b, float s, float* y, int64_t n);
 
 }  // namespace strata::kernels

@@ -78,4 +78,8 @@ void softplus_bias_scalar(float* x, const float* bias, int64_t n) {
   }
 }
 
+void mul_exp_scalar(const float* x, const float* a, const float* b, float s, float* y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] = s * x[i] * std::exp(b ? a[i] - b[i] : a[i]);
+}
+
 }  // namespace strata::kernels

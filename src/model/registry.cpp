@@ -18,6 +18,8 @@ namespace strata {
   X(token_mix)                    \
   X(se)                           \
   X(mamba)                        \
+  X(gla)                          \
+  X(retnet)                       \
   X(bidir_attention)
 
 #define STRATA_DECLARE_MODULE(name) ModuleType name##_module();
