@@ -35,6 +35,10 @@ const std::vector<std::pair<std::string, std::string>> kLitGptConfigs = {
     {"Samba_421M_mqa6", "samba-421m-mqa6"},
     {"Samba_421M_mqa", "samba-421m-mqa"},
     {"Samba_421M_gqa4", "samba-421m-gqa4"},
+    {"LLaMA_438M_SWA_gla", "sliding-gla-438m"},
+    {"LLaMA_1.2B_SWA_gla", "sliding-gla-1.2b"},
+    {"LLaMA_446M_SWA_ret", "sliding-retnet-446m"},
+    {"LLaMA_1.4B_SWA_ret", "sliding-retnet-1.4b"},
 };
 
 constexpr int64_t kLitGptPadding = 64;  // padding_multiple of every Samba config
@@ -67,7 +71,7 @@ bool is_kind(const SublayerConf& s, const char* kind) { return s.mixer.kind == k
 // of `kind` whose foreign prefix is `fp`.
 Entry foreign_param(const std::string& kind, const std::string& fp, const std::string& suffix) {
   Entry e;
-  if (kind == "rmsnorm" || kind == "mamba") {  // Mamba's own names are the same everywhere
+  if (kind == "rmsnorm" || kind == "mamba" || kind == "gla" || kind == "retnet") {  // their own names everywhere
     e.src = fp + "." + suffix;
   } else if (kind == "mlp") {  // xformers SwiGLU: w1 gate, w2 up, w3 down
     const char* w = suffix == "gate_proj.weight" ? "w1" : suffix == "up_proj.weight" ? "w2" : "w3";
@@ -192,12 +196,12 @@ std::vector<SubNames> litgpt_layer(const std::string& what, int64_t l, const Lay
     return false;
   };
   if (layer.size() == 1 && is_kind(layer[0], "mamba")) return {{p + "norm", p + "mixer"}};
-  if (layer.size() == 2 && any_of(layer[0], {"mamba", "attention", "mlp"}) && is_kind(layer[1], "mlp"))
+  if (layer.size() == 2 && any_of(layer[0], {"mamba", "gla", "retnet", "attention", "mlp"}) && is_kind(layer[1], "mlp"))
     return {{p + "norm_1", p + "attn"}, {p + "norm_2", p + "mlp"}};
   if (layer.size() == 3 && is_kind(layer[0], "mamba") && is_kind(layer[1], "attention") && is_kind(layer[2], "mlp"))
     return {{p + "norm_m", p + "mb"}, {p + "norm_attn", p + "attn"}, {p + "norm_2", p + "mlp"}};
   fail(what, ": layer ", l, " ", describe_layer(layer),
-       " has no lit-gpt block (known: [mamba], [mamba|attention|mlp, mlp], [mamba, attention, mlp])");
+       " has no lit-gpt block (known: [mamba], [mamba|gla|retnet|attention|mlp, mlp], [mamba, attention, mlp])");
 }
 
 Layout litgpt_layout(const std::string& what) {

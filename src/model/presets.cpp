@@ -133,6 +133,12 @@ const std::vector<Preset>& presets() {
       {"llama-438m-swa", [] { return samba_family("llama-swa", 32000, 1536, 4096, 12, 12, 12, false); }},
       {"mistral-1.6b", [] { return samba_family("llama-swa", 50304, 2048, 8192, 24, 32, 4, false); }},
       {"mlp2-swa-mlp-417m", [] { return mlp2_swa_mlp(32000, 1536, 4096, 12, 12); }},
+      // Sliding GLA / Sliding RetNet (docs/linear-attention.md): GLA at 438M
+      // keeps the NeoX init and untied embeddings, the others mamba_init.
+      {"sliding-gla-438m", [] { return samba_family("sliding-gla", 32000, 1536, 4096, 12, 12, 12, false); }},
+      {"sliding-gla-1.2b", [] { return samba_family("sliding-gla", 32000, 2304, 6144, 18, 18, 18, true); }},
+      {"sliding-retnet-446m", [] { return samba_family("sliding-retnet", 32000, 1536, 4096, 12, 12, 12, true); }},
+      {"sliding-retnet-1.4b", [] { return samba_family("sliding-retnet", 32000, 2304, 6144, 18, 18, 18, true); }},
       {"samba-421m-nope",
        [] {
          Config c = samba_family("samba", 32000, 1536, 4096, 12, 12, 12, true);
@@ -149,6 +155,13 @@ const std::vector<Preset>& presets() {
       {"tiny-mamba-mlp", [] { return tiny_of("mamba-mlp", 2); }},
       {"tiny-mamba-swa-mlp", [] { return tiny_of("mamba-swa-mlp", 2); }},
       {"tiny-llama-swa", [] { return tiny_of("llama-swa", 2); }},
+      {"tiny-sliding-gla",
+       [] {
+         Config c = tiny_of("sliding-gla", 2);
+         set_module_option(c.layers, "gla", "num_heads", int64_t{2});  // d / 384 would be 0
+         return c;
+       }},
+      {"tiny-sliding-retnet", [] { return tiny_of("sliding-retnet", 2); }},
       {"tiny-mlp2-swa-mlp",
        [] {
          Config c = mlp2_swa_mlp(512, 64, 128, 2, 4);

@@ -94,6 +94,8 @@ std::vector<LayerConf> modified_unit(const ModifiedRecipe& r) {
 std::optional<std::vector<LayerConf>> samba_family_unit(const std::string& name) {
   const SublayerConf mamba = sublayer("mamba"), mlp = sublayer("mlp"), swa = sublayer("attention", {{"window", 2048}});
   if (name == "samba") return std::vector<LayerConf>{{mamba, mlp}, {swa, mlp}};
+  if (name == "sliding-gla") return std::vector<LayerConf>{{sublayer("gla"), mlp}, {swa, mlp}};
+  if (name == "sliding-retnet") return std::vector<LayerConf>{{sublayer("retnet"), mlp}, {swa, mlp}};
   if (name == "mamba") return std::vector<LayerConf>{{mamba}};
   if (name == "mamba-mlp") return std::vector<LayerConf>{{mamba, mlp}};
   if (name == "mamba-swa-mlp") return std::vector<LayerConf>{{mamba, swa, mlp}};
@@ -102,7 +104,7 @@ std::optional<std::vector<LayerConf>> samba_family_unit(const std::string& name)
 }
 
 std::vector<std::string> recipe_names() {
-  return {"llama", "modified", "samba", "mamba", "mamba-mlp", "mamba-swa-mlp", "llama-swa"};
+  return {"llama", "modified", "samba", "mamba", "mamba-mlp", "mamba-swa-mlp", "llama-swa", "sliding-gla", "sliding-retnet"};
 }
 
 std::vector<std::string> recipe_fields(const std::string& name) {

@@ -24,7 +24,7 @@ using test::error_of;
 using test::run_cli;
 
 const char* const kTinyPresets[] = {"tiny-samba", "tiny-mamba", "tiny-mamba-swa-mlp", "tiny-llama-swa",
-                                    "tiny-mlp2-swa-mlp"};
+                                    "tiny-mlp2-swa-mlp", "tiny-sliding-gla", "tiny-sliding-retnet"};
 
 std::vector<int32_t> probe_ids() {
   std::vector<int32_t> ids;  // longer than the tiny presets' window of 16
@@ -90,8 +90,17 @@ NamedTensors litgpt_tensors(const Config& c, const Model& m) {
                                                    t.at(from + ".v_proj.weight"), c));
     put(to + ".proj.weight", from + ".o_proj.weight");
   };
+  // GLA / RetNet keep flash-linear-attention's names in both layouts.
+  auto linear_attention = [&](const std::string& kind, const std::string& to, const std::string& from) {
+    std::vector<std::string> names = {"q_proj.weight", "k_proj.weight", "v_proj.weight", "g_proj.weight",
+                                      "o_proj.weight", "g_norm_swish_gate.weight"};
+    if (kind == "gla")
+      for (const char* n : {"gk_proj.0.weight", "gk_proj.1.weight", "gk_proj.1.bias"}) names.push_back(n);
+    for (const std::string& n : names) put(to + "." + n, from + "." + n);
+  };
   auto mixer = [&](const SublayerConf& s, const std::string& to, const std::string& from_layer) {
     if (s.mixer.kind == "mamba") mamba(to, from_layer + "mamba");
+    else if (s.mixer.kind == "gla" || s.mixer.kind == "retnet") linear_attention(s.mixer.kind, to, from_layer + s.mixer.kind);
     else if (s.mixer.kind == "attention") attn(to, from_layer + "self_attn");
     else mlp(to, from_layer + "mlp");
   };
@@ -174,10 +183,13 @@ TEST(ImportLitGpt, ConfigNames) {
     EXPECT_EQ(c.layers, preset_config(preset).layers) << lit;
   }
   for (const char* lit : {"Samba_421M", "Samba_1.3B", "LLaMA_438M", "LLaMA_438M_SWA", "Mamba_430M", "Mamba_1.3B",
-                          "Mamba_SWA_MLP_400M", "Samba_421M_abl_mamba", "Samba_421M_nope"})
+                          "Mamba_SWA_MLP_400M", "Samba_421M_abl_mamba", "Samba_421M_nope", "LLaMA_438M_SWA_gla",
+                          "LLaMA_1.2B_SWA_gla", "LLaMA_446M_SWA_ret", "LLaMA_1.4B_SWA_ret"})
     EXPECT_EQ(error_of([&] { litgpt_config(lit); }), "<no error>") << lit;
   EXPECT_FALSE(litgpt_config("LLaMA_438M").tie_word_embeddings);
   EXPECT_TRUE(litgpt_config("Mamba_430M").tie_word_embeddings);
+  EXPECT_FALSE(litgpt_config("LLaMA_438M_SWA_gla").tie_word_embeddings);  // NeoX init at 438M (spec §1.6)
+  EXPECT_TRUE(litgpt_config("LLaMA_1.2B_SWA_gla").tie_word_embeddings);
   const std::string e = error_of([] { litgpt_config("Samba_9B"); });
   EXPECT_NE(e.find("unknown lit-gpt config 'Samba_9B'"), std::string::npos) << e;
   EXPECT_NE(e.find("Samba_421M"), std::string::npos) << e;
