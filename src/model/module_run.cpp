@@ -129,6 +129,19 @@ void heads_from(ShapeFacts& s, const std::string& q, const std::string& k, int64
   s.set("num_kv_heads", s.get("num_heads"), q);
 }
 
+// GLA / RetNet: the widths from q_proj and v_proj, the heads from the shared
+// norm weight (dv values), GLA's gate rank from gk_proj.0.
+void linear_attention_shapes(ShapeFacts& s) {
+  const double d = static_cast<double>(s.get("hidden_size"));
+  if (const auto kd = s.dim("q_proj.weight", 0)) s.set("expand_k", static_cast<double>(*kd) / d, "q_proj.weight");
+  if (const auto vd = s.dim("v_proj.weight", 0)) {
+    s.set("expand_v", static_cast<double>(*vd) / d, "v_proj.weight");
+    if (const auto dv = s.dim("g_norm_swish_gate.weight", 0))
+      s.set("num_heads", s.ratio(*vd, *dv, "v_proj.weight", "the g_norm_swish_gate.weight size"), "g_norm_swish_gate.weight");
+  }
+  if (const auto r = s.dim("gk_proj.0.weight", 0)) s.set("gate_low_rank_dim", *r, "gk_proj.0.weight");
+}
+
 // The one place that knows particular kinds: what each one's parameter
 // shapes determine, applied to the keys --opt did not give.
 using ShapeRule = void (*)(ShapeFacts&);
@@ -162,6 +175,8 @@ const std::map<std::string, ShapeRule>& shape_rules() {
            s.set("reduction", d / *h, "fc1.weight");
          }
        }},
+      {"gla", linear_attention_shapes},
+      {"retnet", linear_attention_shapes},
       {"mamba",
        [](ShapeFacts& s) {
          if (const auto n = s.dim("A_log", 1)) s.set("d_state", *n, "A_log");

@@ -46,4 +46,21 @@ ModuleRunRequest module_run_request(const std::string& kind, const std::string& 
 // names), then the kind's own options.
 std::vector<std::string> module_run_keys(const std::string& kind);
 
+// The bare recurrences (module_run_cores.cpp): "gla-core" and
+// "retention-core" read q, k [B, T, H, dk], v [B, T, H, dv], gk [B, T, H, dk]
+// (gla-core: the log forget gates, <= 0) or gamma [H] (retention-core,
+// optional: 1 - 2^(-5-h)), optionally initial_state [B, H, dk, dv] and dy
+// [B, T, H, dv]; q is scaled by dk^-1/2. They write output [B, T, H, dv] and
+// final_state [B, H, dk, dv], with dy grad.q, grad.k, grad.v (and grad.gk).
+struct CoreRunRequest {
+  std::string kind;
+  WeightSet params;  // must hold no tensors (origin empty: no file given)
+  WeightSet inputs;
+  std::vector<std::pair<std::string, std::string>> options;  // chunk=N only
+};
+bool is_core_kind(const std::string& kind);
+NamedTensors run_core(const CoreRunRequest& req, const Exec& exec);
+CoreRunRequest core_run_request(const std::string& kind, const std::string& params_path, const std::string& input_path,
+                                const std::vector<std::pair<std::string, std::string>>& options);
+
 }  // namespace strata

@@ -348,7 +348,12 @@ def self_check(seed=0):
     core_forms_agree(rnd(B, T2, H, dk), rnd(B, T2, H, dk), rnd(B, T2, H, dv), g, rnd(B, H, dk, dv),
                      what="extreme gates")
 
-    # RoPE: identity at position 0, norm-preserving, q'(t)·k'(s) depends only on t - s.
+    # RoPE: the spec's rotation on a unit vector (dk 4, channel 1: θ_1 = 10000^(-1/2), partner channel 3),
+    # identity at position 0, norm-preserving, q'(t)·k'(s) depends only on t - s.
+    e1 = torch.tensor([0.0, 1.0, 0.0, 0.0], dtype=torch.float64).view(1, 1, 1, 4)
+    ang = torch.tensor(3 * 0.01, dtype=torch.float64)
+    agree("rope of a unit vector", rope(e1, 3), torch.stack((0 * ang, ang.cos(), 0 * ang, ang.sin())).view(1, 1, 1, 4),
+          1e-15)
     x = rnd(1, 6, 2, 8)
     agree("rope at position 0", rope(x[:, :1]), x[:, :1], 1e-15)
     agree("rope norm", rope(x, 5).norm(dim=-1), x.norm(dim=-1), 1e-13)
