@@ -325,5 +325,77 @@ TEST(CliModuleRun, BadInputsGiveOneLineErrors) {
   expect_one_line_error(module_run_cli(Files{bad.dir, ok.p, bad.x, bad.out}, "attention", " --opt num_heads=4"), {bad.x});
 }
 
+// The bare recurrences: the core's gradients against central differences of
+// its own output (grad.gk through the log gates included), and the errors.
+TEST(CliModuleRun, CoresWriteOutputStateAndGradients) {
+  const int64_t B = 2, T = 9, H = 2, dk = 3, dv = 4;
+  Tensor gk = randn({B, T, H, dk}, 5, 1.0);
+  for (int64_t i = 0; i < gk.numel(); ++i) gk.f32()[i] = -std::fabs(gk.f32()[i]);
+  CoreRunRequest r;
+  r.kind = "gla-core";
+  r.inputs.add("q", randn({B, T, H, dk}, 1, 1.0), "X");
+  r.inputs.add("k", randn({B, T, H, dk}, 2, 1.0), "X");
+  r.inputs.add("v", randn({B, T, H, dv}, 3, 1.0), "X");
+  r.inputs.add("gk", gk, "X");
+  r.inputs.add("initial_state", randn({B, H, dk, dv}, 4, 1.0), "X");
+  r.inputs.add("dy", randn({B, T, H, dv}, 6, 1.0), "X");
+  r.options = {{"chunk", "4"}};
+  std::map<std::string, Tensor> out;
+  for (auto& [n, t] : run_core(r, Exec::defaults())) out[n] = t;
+  ASSERT_EQ(out.at("output").shape, (Shape{B, T, H, dv}));
+  ASSERT_EQ(out.at("final_state").shape, (Shape{B, H, dk, dv}));
+  auto core_loss = [&](const CoreRunRequest& req) {
+    CoreRunRequest q = req;
+    q.inputs.tensors.erase("dy");
+    const NamedTensors o = run_core(q, Exec::defaults());
+    double l = 0;
+    for (int64_t i = 0; i < o[0].second.numel(); ++i) l += double(o[0].second.f32()[i]) * r.inputs.find("dy")->f32()[i];
+    return l;
+  };
+  for (const char* name : {"q", "k", "v", "gk"}) {
+    for (int64_t i = 0; i < r.inputs.find(name)->numel(); i += 5) {
+      CoreRunRequest up = r, down = r;
+      const float h = 1e-2f;
+      up.inputs.tensors[name] = r.inputs.find(name)->to(DType::F32);
+      down.inputs.tensors[name] = r.inputs.find(name)->to(DType::F32);
+      down.inputs.tensors[name].f32()[i] -= h;
+      if (std::string(name) == "gk") {  // one-sided: gk + h may be > 0
+        const double fd = (core_loss(r) - core_loss(down)) / h;
+        EXPECT_NEAR(out.at("grad.gk").f32()[i], fd, 5e-2 * (1 + std::fabs(fd))) << i;
+        continue;
+      }
+      up.inputs.tensors[name].f32()[i] += h;
+      const double fd = (core_loss(up) - core_loss(down)) / (2 * h);
+      EXPECT_NEAR(out.at(std::string("grad.") + name).f32()[i], fd, 2e-2 * (1 + std::fabs(fd))) << name << " " << i;
+    }
+  }
+}
+
+TEST(CliModuleRun, CoreErrorsNameTheCause) {
+  const Tensor q = randn({1, 3, 2, 4}, 1, 1.0), v = randn({1, 3, 2, 5}, 2, 1.0);
+  Tensor gk = randn({1, 3, 2, 4}, 3, 1.0);
+  const Files pos = write_case("core-pos", WeightSet{}, {{"q", q}, {"k", q}, {"v", v}, {"gk", gk}});
+  expect_one_line_error(module_run_cli(pos, "gla-core"), {pos.x, "'gk'", "must be <= 0"});
+  const Files miss = write_case("core-miss", WeightSet{}, {{"q", q}, {"v", v}});
+  expect_one_line_error(module_run_cli(miss, "retention-core"), {miss.x, "missing tensor 'k'"});
+  const Files gam = write_case("core-gamma", WeightSet{}, {{"q", q}, {"k", q}, {"v", v}, {"gamma", randn({3}, 4, 1.0)}});
+  expect_one_line_error(module_run_cli(gam, "retention-core"), {gam.x, "'gamma'", "[2]"});
+  const Files par = write_case("core-params", attention_params(4, 1, 1, 4, 5), {{"q", q}, {"k", q}, {"v", v}});
+  expect_one_line_error(module_run_cli(par, "retention-core"), {par.p, "unexpected tensor", "no parameters"});
+  // Without --params at all: fine for a core, required for a module.
+  auto ok = run_cli("module-run --kind retention-core --input '" + miss.x + "' -o '" + miss.out + "'");
+  EXPECT_NE(ok.err.find("missing tensor 'k'"), std::string::npos) << ok.err;
+  expect_one_line_error(run_cli("module-run --kind gla --input '" + miss.x + "' -o '" + miss.out + "'"),
+                        {"--params is required"});
+  const Files good = write_case("core-ok", WeightSet{}, {{"q", q}, {"k", q}, {"v", v}});
+  expect_one_line_error(module_run_cli(good, "retention-core", " --opt num_heads=2"), {"--opt 'num_heads'", "chunk"});
+  auto r = run_cli("module-run --kind retention-core --input '" + good.x + "' -o '" + good.out + "'");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  WeightSet got;
+  read_safetensors(good.out, got);
+  ASSERT_TRUE(got.find("output") && got.find("final_state"));
+  EXPECT_EQ(got.find("final_state")->shape, (Shape{1, 2, 4, 5}));
+}
+
 }  // namespace
 }  // namespace strata
