@@ -12,6 +12,7 @@
 #include "core/rng.h"
 #include "kernels/exec.h"
 #include "kernels/kernels.h"
+#include "kernels/linear_attention.h"
 #include "kernels/ops.h"
 #include "kernels/ssm.h"
 #include "strata/tensor.h"
@@ -230,5 +231,77 @@ BENCHMARK(BM_SelectiveScan)
     ->Unit(benchmark::kMillisecond);
 
 }  // namespace
+
+// Chunked gated linear attention at the Sliding GLA 438M shape (4 heads,
+// dk 192, dv 384, T 4096, chunk 64), the heads spread over the threads as the
+// mixer does. Args: 0 forward, 1 forward + backward; gate 0 per channel (GLA),
+// 1 per head (RetNet's shape of gate); GEMM backend 0 own, 1 oneDNN. GFLOP/s
+// counts the chunk products as run (the intra-chunk score blocks included).
+// LinAttnGemmRef: one plain F32 GEMM of the state products' shape over all
+// heads' rows (T H x dv x dk), the matmul rate to hold it against.
+double linattn_flops(bool backward, bool scalar, int64_t T, int64_t dk, int64_t dv, int64_t C) {
+  const double n = static_cast<double>(C), chunks = static_cast<double>(T / C);
+  double sub = 0;
+  for (int64_t I1 = 16; I1 <= C; I1 += 16) sub += 2.0 * 16 * static_cast<double>(I1) * dk;
+  const double intra = scalar ? 2.0 * n * n * dk : sub;
+  const double fwd = 2 * n * dk * dv + 2 * n * n * dv + 2 * dk * n * dv + intra;
+  const double bwd = intra + 2 * n * n * dv * 2 + 2 * n * dk * dv * 4 + 2 * intra;
+  return chunks * (fwd + (backward ? bwd : 0));
+}
+
+void BM_LinAttn(benchmark::State& state) {
+  const bool backward = state.range(0) == 1, scalar = state.range(1) == 1;
+  const Exec ex = Exec::defaults().with_gemm(state.range(2) == 1 ? ops::GemmBackend::OneDnn : ops::GemmBackend::Own);
+  const int64_t T = 4096, H = 4, dk = 192, dv = 384, C = 64;
+  Rng r(3);
+  auto randv = [&](int64_t n, double sd) {
+    std::vector<float> v(static_cast<size_t>(n));
+    for (float& x : v) x = static_cast<float>(r.normal() * sd);
+    return v;
+  };
+  std::vector<float> q = randv(T * H * dk, 1), k = randv(T * H * dk, 1), v = randv(T * H * dv, 1);
+  std::vector<float> g = randv(T * H * dk, 0.01), o(T * H * dv), dO = randv(T * H * dv, 1), dq(T * H * dk),
+                     dk_(T * H * dk), dv_(T * H * dv), dg(T * H * dk), S(H * dk * dv);
+  for (float& x : g) x = -std::fabs(x) - 0.001f;
+  std::vector<float> saved(static_cast<size_t>(H * (T / C) * dk * dv));
+  for (auto _ : state) {
+    std::fill(S.begin(), S.end(), 0.0f);
+    parallel_for(H, 1, [&](int64_t lo, int64_t hi) {
+      for (int64_t h = lo; h < hi; ++h) {
+        ops::LinAttnHead a;
+        a.T = T, a.dk = dk, a.dv = dv, a.chunk = C, a.scale = 0.07f;
+        a.q = q.data() + h * dk, a.ld_q = H * dk, a.k = k.data() + h * dk, a.ld_k = H * dk;
+        a.v = v.data() + h * dv, a.ld_v = H * dv, a.o = o.data() + h * dv, a.ld_o = H * dv;
+        a.scalar_gate = scalar, a.g = g.data() + h * dk, a.ld_g = scalar ? 0 : H * dk;
+        a.S = S.data() + h * dk * dv;
+        float* sv = saved.data() + h * (T / C) * dk * dv;
+        ops::linattn_forward(ex, a, backward ? sv : nullptr);
+        if (!backward) continue;
+        ops::LinAttnGrad gr;
+        gr.dO = dO.data() + h * dv, gr.ld_do = H * dv, gr.dq = dq.data() + h * dk, gr.ld_dq = H * dk;
+        gr.dk = dk_.data() + h * dk, gr.ld_dk = H * dk, gr.dv = dv_.data() + h * dv, gr.ld_dv = H * dv;
+        if (!scalar) gr.dg = dg.data() + h * dk, gr.ld_dg = H * dk;
+        ops::linattn_backward(ex, a, sv, gr);
+      }
+    });
+    benchmark::DoNotOptimize(o.data());
+  }
+  state.counters["GFLOP/s"] = benchmark::Counter(H * linattn_flops(backward, scalar, T, dk, dv, C),
+                                                 benchmark::Counter::kIsIterationInvariantRate, benchmark::Counter::kIs1000);
+}
+BENCHMARK(BM_LinAttn)->Name("LinAttn")->ArgsProduct({{0, 1}, {0, 1}, {0, 1}})->UseRealTime()->Unit(benchmark::kMillisecond);
+
+void BM_LinAttnGemmRef(benchmark::State& state) {
+  const Exec ex = Exec::defaults().with_gemm(state.range(0) == 1 ? ops::GemmBackend::OneDnn : ops::GemmBackend::Own);
+  const int64_t M = 4096 * 4, N = 384, K = 192;
+  std::vector<float> a(M * K, 0.01f), b(K * N, 0.01f), c(M * N);
+  for (auto _ : state) {
+    ops::gemm(ex, M, N, K, {a.data(), K, 1}, {b.data(), N, 1}, c.data(), N, false);
+    benchmark::DoNotOptimize(c.data());
+  }
+  state.counters["GFLOP/s"] =
+      benchmark::Counter(2.0 * M * N * K, benchmark::Counter::kIsIterationInvariantRate, benchmark::Counter::kIs1000);
+}
+BENCHMARK(BM_LinAttnGemmRef)->Name("LinAttnGemmRef")->DenseRange(0, 1)->UseRealTime()->Unit(benchmark::kMillisecond);
 
 BENCHMARK_MAIN();

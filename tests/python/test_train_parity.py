@@ -1,15 +1,21 @@
 #!/usr/bin/env python3
 """Training parity with PyTorch (Debian's python3-torch).
 
-For a Llama (preset tiny) and a Samba (preset tiny-samba: Mamba, MLP,
+For a Llama (preset tiny), a Samba (preset tiny-samba: Mamba, MLP,
 sliding-window attention with window 16 < T, MLP; Mamba scan chunks of 12
-steps), from the same initial weights (written by `strata init`) and the
+steps), a Sliding GLA (preset tiny-sliding-gla: GLA, MLP, sliding-window
+attention with window 16, MLP) and a Sliding RetNet (preset
+tiny-sliding-retnet: RetNet, MLP, sliding-window attention with window 16,
+MLP), whose GLA and RetNet layers strata runs in chunks of 12 rows (T = 32:
+two full chunks and a short one of 8; PyTorch runs them step by step in
+float64), from the same initial weights (written by `strata init`) and the
 same batches (`--shuffle off` on a raw uint16 token file), with weight decay
 on the parameters the model's `strata_training` names (matrices; all for the
-Samba presets), strata's per-step losses for 20 AdamW steps must equal
-PyTorch's (ref_model.py) to 1e-4 relative, and the first step's gradients
-(recovered from strata's first-step optimizer state, m = (1-beta1) g with
-clipping off) must match to 1e-4 of their largest magnitude.
+Samba, Sliding GLA and Sliding RetNet presets), strata's per-step losses for
+20 AdamW steps must equal PyTorch's (ref_model.py) to 1e-4 relative, and the
+first step's gradients (recovered from strata's first-step optimizer state,
+m = (1-beta1) g with clipping off) must match to 1e-4 of their largest
+magnitude.
 
 Usage: test_train_parity.py STRATA_BINARY   (exit 77 = skipped: no torch)
 """
@@ -25,9 +31,11 @@ from ref_model import model_forward, set_module_options  # noqa: E402
 STEPS, B, T = 20, 4, 32
 LR, MIN_LR, WARMUP, WD, B1, B2, EPS = 1e-3, 1e-4, 5, 0.1, 0.9, 0.95, 1e-8
 TOL = 1e-4
-# preset, module options changed in config.json after init (scan_chunk 12:
-# the Mamba backward crosses chunk boundaries, a short chunk last).
-CASES = [("tiny", {}), ("tiny-samba", {"scan_chunk": 12})]
+# preset, module options changed in config.json after init (scan_chunk 12,
+# chunk 12: the Mamba, GLA and RetNet backwards cross chunk boundaries, a
+# short chunk last).
+CASES = [("tiny", {}), ("tiny-samba", {"scan_chunk": 12}), ("tiny-sliding-gla", {"chunk": 12}),
+         ("tiny-sliding-retnet", {"chunk": 12})]
 
 
 def lr_at(s):
