@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Decode and prefill against prompt length: Samba-421M (Mamba + SWA, constant
-# state) beside Llama-438M (full attention, a KV cache that grows), BF16,
+# state) beside Llama-438M (full attention, a KV cache that grows), or the
+# presets in $PRESETS (e.g. "samba-421m sliding-gla-438m sliding-retnet-446m"), BF16,
 # random weights, 2 threads. Run by hand; every row is one `strata bench`
 # process, so peak RSS is that run's whole process, prefill included, and the
 # roofline compares its decode traffic (weights + the state read per token)
@@ -31,7 +32,7 @@ echo "| model | prompt | prefill tok/s | decode tok/s | GB/token | decode GB/s |
 echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
 for pass in "32 $decode_lengths" "0 $prefill_lengths"; do  # decoded tokens, then the lengths
   read -r gen lengths <<<"$pass"
-  for preset in samba-421m llama-438m; do
+  for preset in ${PRESETS:-samba-421m llama-438m}; do
     for n in $lengths; do
       [[ $preset == llama-438m && $n -gt $llama_max ]] && continue
       row "$preset" "$n" "$gen"

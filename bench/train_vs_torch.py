@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Training throughput, strata vs PyTorch, side by side (run by hand, not a test).
 
-  /usr/bin/python3 bench/train_vs_torch.py [--shape stories15m|dim512|samba50m] [--precision f32|bf16]
+  /usr/bin/python3 bench/train_vs_torch.py [--shape stories15m|dim512|samba50m|gla50m|retnet50m] [--strata-only] [--precision f32|bf16]
                                            [--steps 4] [--threads 2] [--batch B] [--seq T]
                                            [--window W] [--scan-chunk L]
 
@@ -41,6 +41,15 @@ SHAPES = {
     "samba50m": ("tiny-samba", dict(hidden_size=512, intermediate_size=1792, num_hidden_layers=8,
                                     num_attention_heads=8, num_key_value_heads=8, vocab_size=32000,
                                     tie_word_embeddings=True), {"window": 256}, 8, 512),
+    # samba50m with GLA / RetNet in place of Mamba: GLA 2 heads (dk 128, dv 256; Sliding GLA's
+    # expansions), RetNet 4 heads (dk 128, dv 256). PyTorch runs them as recurrences in float64
+    # (tests/python/ref_linear_attention.py), so take these shapes with --strata-only.
+    "gla50m": ("tiny-sliding-gla", dict(hidden_size=512, intermediate_size=1792, num_hidden_layers=8,
+                                        num_attention_heads=8, num_key_value_heads=8, vocab_size=32000,
+                                        tie_word_embeddings=True), {"window": 256}, 8, 512),
+    "retnet50m": ("tiny-sliding-retnet", dict(hidden_size=512, intermediate_size=1792, num_hidden_layers=8,
+                                              num_attention_heads=8, num_key_value_heads=8, vocab_size=32000,
+                                              tie_word_embeddings=True), {"window": 256}, 8, 512),
 }
 LOSS_TOL = 1e-4
 
@@ -90,6 +99,7 @@ def main():
     ap.add_argument("--window", type=int, help="sliding window of the attention layers (Samba shapes)")
     ap.add_argument("--scan-chunk", type=int, default=64, help="torch's Mamba scan chunk (strata's: scan_chunk)")
     ap.add_argument("--strata", default=os.path.join(os.path.dirname(__file__), "..", "build", "strata"))
+    ap.add_argument("--strata-only", action="store_true", help="time strata alone (no PyTorch run)")
     args = ap.parse_args()
     args.batch = args.batch or SHAPES[args.shape][3]
     args.seq = args.seq or SHAPES[args.shape][4]
@@ -115,6 +125,9 @@ def main():
         params = {k: v.requires_grad_(True) for k, v in
                   read_safetensors(tmp + "/init/model.safetensors", torch.float32).items()}
     strata_tok_s = statistics.median(r["tokens_per_s"] for r in rows[1:])
+    if args.strata_only:
+        print(f"strata  {strata_tok_s:8.0f} tok/s, step 1 loss {rows[0]['loss']:.6f}")
+        return 0 if all(math.isfinite(r["loss"]) for r in rows) else 1
     times, losses = torch_steps(params, cfg, tokens, args)
     torch_tok_s = statistics.median(B * T / t for t in times[1:])
     rel = abs(rows[0]["loss"] - losses[0]) / abs(losses[0])

@@ -84,7 +84,7 @@ TEST(Config, TinyLlamaPresetRoundTrip) {
 }
 
 TEST(Config, EveryPresetValidatesAndRoundTrips) {
-  ASSERT_EQ(preset_names().size(), 35u);
+  ASSERT_EQ(preset_names().size(), 41u);
   for (const std::string& name : preset_names()) {
     Config c = preset_config(name);
     expect_same(Config::from_json_text(c.to_json_text(), name), c);
