@@ -265,6 +265,25 @@ inline void expect_thread_count_invariant(ModuleRig& rig, const std::vector<floa
   for (const auto& [name, g] : grads[0]) expect_bitwise(g, grads[1].at(name), name);
 }
 
+// A decode state of another shape (`foreign`, from another instance) is
+// refused with an error naming `who` (the module's prefix).
+inline void expect_foreign_state_refused(ModuleRig& rig, LayerState& foreign, const std::string& who) {
+  Exec ex = Exec::defaults();
+  Scratch scratch;
+  Context ctx{ex, scratch, false};
+  Batch batch;
+  batch.seqs.push_back({0, 1, 0});
+  batch.rows = 1;
+  std::vector<float> x(static_cast<size_t>(rig.width()), 0.5f), y(x.size());
+  LayerState* sp[1] = {&foreign};
+  try {
+    rig.module().forward(x.data(), y.data(), batch, sp, ctx);
+    FAIL() << "a state of another shape was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(who), std::string::npos) << e.what();
+  }
+}
+
 using ReferenceFn = std::function<Rows(const DoubleParams&, const Rows&, const Lens&)>;
 
 // The module's forward against the double reference, then dx and every

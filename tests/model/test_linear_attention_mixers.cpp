@@ -147,20 +147,7 @@ TEST_P(Mixer, StateOfAnotherShapeIsRefusedByName) {
   const CtxConfig other = mixer_config(mc({{"num_heads", 1}}));
   ModuleRig b(GetParam(), other, prefix_of(mc()), 15, 0.2);
   auto st = b.module().make_state();
-  Exec ex = Exec::defaults();
-  Scratch scratch;
-  Context ctx{ex, scratch, false};
-  Batch batch;
-  batch.seqs.push_back({0, 1, 0});
-  batch.rows = 1;
-  std::vector<float> x(16, 0.5f), y(16);
-  LayerState* sp[1] = {st.get()};
-  try {
-    a.module().forward(x.data(), y.data(), batch, sp, ctx);
-    FAIL() << "a state of another shape was accepted";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find(prefix_of(mc())), std::string::npos) << e.what();
-  }
+  expect_foreign_state_refused(a, *st, prefix_of(mc()));
 }
 
 // Widths that do not split into the heads are refused naming the option.

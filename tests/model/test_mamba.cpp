@@ -136,20 +136,7 @@ TEST(Mamba, StateOfAnotherShapeIsRefusedByName) {
   ModuleRig a("mamba", mamba_config(), kPrefix, 19, 0.2);
   ModuleRig b("mamba", mamba_config({{"d_state", 8}}), kPrefix, 19, 0.2);
   auto st = b.module().make_state();
-  Exec ex = Exec::defaults();
-  Scratch scratch;
-  Context ctx{ex, scratch, false};
-  Batch batch;
-  batch.seqs.push_back({0, 1, 0});
-  batch.rows = 1;
-  std::vector<float> x(16, 0.5f), y(16);
-  LayerState* sp[1] = {st.get()};
-  try {
-    a.module().forward(x.data(), y.data(), batch, sp, ctx);
-    FAIL() << "a state of another shape was accepted";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find(kPrefix), std::string::npos) << e.what();
-  }
+  expect_foreign_state_refused(a, *st, kPrefix);
 }
 
 // Spec §2.6 / invariant 11: softplus(dt bias) log-uniform in [dt_min,

@@ -377,5 +377,48 @@ def _demo():
     print("reference self-checks passed")
 
 
+# ---------------------------------------------------------------- what the parity tests share
+
+def near(check, case, what, got, want, tol):
+    """Passes when max |got - want| <= tol x max(1, max |want|) (NaN fails); that ratio goes into check.worst."""
+    want = want.detach().to(torch.float64)
+    if got is None or tuple(got.shape) != tuple(want.shape):
+        return check(case, what, got, want, tol=tol)  # reports the missing tensor or the wrong shape
+    err = (got.to(torch.float64) - want).abs().max().item() if want.numel() else 0.0
+    ref = want.abs().max().item() if want.numel() else 0.0
+    rel = err / max(1.0, ref) if err == err else float("inf")
+    check.worst = max(check.worst, rel)
+    ok = rel <= tol
+    print(f"  {what:28s} max |diff| {err:.2e} of {ref:.2e} (/max(1, ref) {rel:.1e})  {'ok' if ok else 'FAIL'}")
+    if not ok:
+        check.fail(f"{case} {what}: {err:.3e} > {tol:g} x max(1, {ref:.3e})")
+
+
+def case_runner(layer_kind, layer_case, core_case):
+    """run_case of a parity test: case ("reference",) runs self_check, (layer_kind, ...)
+    layer_case, anything else core_case."""
+    def run_case(strata, tmp, case, index, check):
+        if case[0] == "reference":
+            print("reference self-check")
+            self_check()
+        elif case[0] == layer_kind:
+            layer_case(strata, tmp, case, index, check)
+        else:
+            core_case(strata, tmp, case, index, check)
+    return run_case
+
+
+def draw_input(g, p, B, T, d, forward, gap, **kw):
+    """x, dy [B, T, d] (float32 values in float64); redrawn while a float32 run of
+    the reference is off by more than gap (ill-conditioned)."""
+    f32 = lambda t: t.to(torch.float32).to(torch.float64)  # noqa: E731
+    for _ in range(100):
+        x = f32(torch.randn(B, T, d, generator=g, dtype=torch.float64))
+        dy = f32(torch.randn(B, T, d, generator=g, dtype=torch.float64))
+        if float32_gap(forward, p, x, dy, **kw) <= gap:
+            return x.requires_grad_(), dy
+    raise AssertionError("reference: no well-conditioned input in 100 draws")
+
+
 if __name__ == "__main__":
     _demo()

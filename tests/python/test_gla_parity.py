@@ -37,7 +37,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from parity_io import f32, module_run, parity_main, torch  # noqa: E402  (exit 77 without torch)
-from ref_linear_attention import (core_forms_agree, float32_gap, gla_forward, gla_params,  # noqa: E402
+from ref_linear_attention import (case_runner, core_forms_agree, draw_input, gla_forward, gla_params, near,  # noqa: E402
                                   reference_outputs, self_check)
 
 B = 2
@@ -52,30 +52,6 @@ CORE = [("gla-core", T, H, dk, dv, init, extreme)  # T, heads, dk, dv, initial_s
 CASES = [("reference",)] + LAYER + CORE
 
 
-def near(check, case, what, got, want, tol=TOL):
-    """Passes when max |got - want| <= tol x max(1, max |want|) (NaN fails); that ratio goes into check.worst."""
-    want = want.detach().to(torch.float64)
-    if got is None or tuple(got.shape) != tuple(want.shape):
-        return check(case, what, got, want, tol=tol)  # reports the missing tensor or the wrong shape
-    err = (got.to(torch.float64) - want).abs().max().item() if want.numel() else 0.0
-    ref = want.abs().max().item() if want.numel() else 0.0
-    rel = err / max(1.0, ref) if err == err else float("inf")
-    check.worst = max(check.worst, rel)
-    ok = rel <= tol
-    print(f"  {what:28s} max |diff| {err:.2e} of {ref:.2e} (/max(1, ref) {rel:.1e})  {'ok' if ok else 'FAIL'}")
-    if not ok:
-        check.fail(f"{case} {what}: {err:.3e} > {tol:g} x max(1, {ref:.3e})")
-
-
-def draw_input(g, p, T, d, forward, **kw):
-    """x, dy [B, T, d]; redrawn while a float32 run of the reference is off by more than GAP (ill-conditioned)."""
-    for _ in range(100):
-        x = f32(torch.randn(B, T, d, generator=g, dtype=torch.float64))
-        dy = f32(torch.randn(B, T, d, generator=g, dtype=torch.float64))
-        if float32_gap(forward, p, x, dy, **kw) <= GAP:
-            return x.requires_grad_(), dy
-    raise AssertionError("reference: no well-conditioned input in 100 draws")
-
 
 def layer_case(strata, tmp, case, index, check):
     _, d, H, T = case
@@ -86,7 +62,7 @@ def layer_case(strata, tmp, case, index, check):
     g = torch.Generator().manual_seed(seed)
     p = {n: f32(t).requires_grad_() for n, t in gla_params(d, H, 0.5, 1.0, r, generator=g).items()}
     kw = {"num_heads": H, "gate_logit_normalizer": normalizer, "norm_eps": eps}
-    x, dy = draw_input(g, p, T, d, gla_forward, **kw)
+    x, dy = draw_input(g, p, B, T, d, gla_forward, GAP, **kw)
     want = reference_outputs(gla_forward, p, x, dy, **kw)
 
     # Options at their defaults are given in some cases and left out in others.
@@ -107,7 +83,7 @@ def layer_case(strata, tmp, case, index, check):
     if out is None:
         return
     for what, t in want.items():
-        near(check, name, what, out.get(what), t)
+        near(check, name, what, out.get(what), t, TOL)
 
 
 def core_gates(g, B, T, H, dk, extreme):
@@ -150,14 +126,7 @@ def core_case(strata, tmp, case, index, check):
         near(check, name, what, got, want, tol)
 
 
-def run_case(strata, tmp, case, index, check):
-    if case[0] == "reference":
-        print("reference self-check")
-        self_check()
-    elif case[0] == "gla":
-        layer_case(strata, tmp, case, index, check)
-    else:
-        core_case(strata, tmp, case, index, check)
+run_case = case_runner("gla", layer_case, core_case)
 
 
 def main():

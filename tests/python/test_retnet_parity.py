@@ -34,7 +34,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from parity_io import f32, module_run, parity_main, torch  # noqa: E402  (exit 77 without torch)
-from ref_linear_attention import (agree, core_forms_agree, float32_gap, reference_outputs,  # noqa: E402
+from ref_linear_attention import (case_runner, agree, core_forms_agree, draw_input, near, reference_outputs,  # noqa: E402
                                   retention_log_gate, retention_recurrent, retnet_forward, retnet_gamma,
                                   retnet_params, self_check)
 
@@ -50,30 +50,6 @@ CORE = [("retention-core", T, H, dk, dv, gamma, init)  # T, heads, dk, dv, gamma
 CASES = [("reference",)] + LAYER + CORE
 
 
-def near(check, case, what, got, want, tol=TOL):
-    """Passes when max |got - want| <= tol x max(1, max |want|) (NaN fails); that ratio goes into check.worst."""
-    want = want.detach().to(torch.float64)
-    if got is None or tuple(got.shape) != tuple(want.shape):
-        return check(case, what, got, want, tol=tol)  # reports the missing tensor or the wrong shape
-    err = (got.to(torch.float64) - want).abs().max().item() if want.numel() else 0.0
-    ref = want.abs().max().item() if want.numel() else 0.0
-    rel = err / max(1.0, ref) if err == err else float("inf")
-    check.worst = max(check.worst, rel)
-    ok = rel <= tol
-    print(f"  {what:28s} max |diff| {err:.2e} of {ref:.2e} (/max(1, ref) {rel:.1e})  {'ok' if ok else 'FAIL'}")
-    if not ok:
-        check.fail(f"{case} {what}: {err:.3e} > {tol:g} x max(1, {ref:.3e})")
-
-
-def draw_input(g, p, T, d, forward, **kw):
-    """x, dy [B, T, d]; redrawn while a float32 run of the reference is off by more than GAP (ill-conditioned)."""
-    for _ in range(100):
-        x = f32(torch.randn(B, T, d, generator=g, dtype=torch.float64))
-        dy = f32(torch.randn(B, T, d, generator=g, dtype=torch.float64))
-        if float32_gap(forward, p, x, dy, **kw) <= GAP:
-            return x.requires_grad_(), dy
-    raise AssertionError("reference: no well-conditioned input in 100 draws")
-
 
 def layer_case(strata, tmp, case, index, check):
     _, d, H, T = case
@@ -83,7 +59,7 @@ def layer_case(strata, tmp, case, index, check):
     g = torch.Generator().manual_seed(seed)
     p = {n: f32(t).requires_grad_() for n, t in retnet_params(d, H, 1.0, 2.0, generator=g).items()}
     kw = {"num_heads": H, "rope_theta": theta, "norm_eps": eps}
-    x, dy = draw_input(g, p, T, d, retnet_forward, **kw)
+    x, dy = draw_input(g, p, B, T, d, retnet_forward, GAP, **kw)
     want = reference_outputs(retnet_forward, p, x, dy, **kw)
 
     # Options at their defaults are given in some cases and left out in others.
@@ -102,7 +78,7 @@ def layer_case(strata, tmp, case, index, check):
     if out is None:
         return
     for what, t in want.items():
-        near(check, name, what, out.get(what), t)
+        near(check, name, what, out.get(what), t, TOL)
 
 
 def core_case(strata, tmp, case, index, check):
@@ -133,14 +109,7 @@ def core_case(strata, tmp, case, index, check):
         near(check, name, what, out.get(what), want, tol)
 
 
-def run_case(strata, tmp, case, index, check):
-    if case[0] == "reference":
-        print("reference self-check")
-        self_check()
-    elif case[0] == "retnet":
-        layer_case(strata, tmp, case, index, check)
-    else:
-        core_case(strata, tmp, case, index, check)
+run_case = case_runner("retnet", layer_case, core_case)
 
 
 def main():

@@ -19,19 +19,13 @@
 namespace strata {
 namespace {
 
-int64_t gla_heads(const Options& o, const Config& cfg) {
-  const int64_t h = opt_int(o, "num_heads");
-  return h > 0 ? h : std::max<int64_t>(1, cfg.hidden_size / 384);  // Sliding GLA: d / 384
-}
-
-LinAttnShape gla_shape(const ModuleSpec& spec, const Config& cfg) {
-  return linattn_shape(spec.options, cfg, gla_heads(spec.options, cfg));
-}
+// Sliding GLA's heads: d / 384.
+LinAttnShape gla_shape(const Options& o, const Config& cfg) { return linattn_shape(o, cfg, cfg.hidden_size / 384); }
 
 class Gla final : public LinearAttentionMixer {
  public:
   Gla(const ModuleSpec& spec, const Config& cfg)
-      : LinearAttentionMixer(spec, cfg, gla_shape(spec, cfg)),
+      : LinearAttentionMixer(spec, cfg, gla_shape(spec.options, cfg)),
         rank_(opt_int(spec.options, "gate_low_rank_dim")),
         tau_(static_cast<float>(opt_float(spec.options, "gate_logit_normalizer"))) {}
 
@@ -103,7 +97,7 @@ class Gla final : public LinearAttentionMixer {
 };
 
 void check_gla(const Options& o, const Config& cfg, const FieldName& field) {
-  check_linattn_shape(linattn_shape(o, cfg, gla_heads(o, cfg)), field, false);
+  check_linattn_shape(gla_shape(o, cfg), field, false);
 }
 
 }  // namespace
@@ -113,17 +107,10 @@ ModuleType gla_module() {
       .kind = "gla",
       .name = "gla",
       .summary = "gated linear attention (data-dependent per-channel decay, chunked form, SiLU output gate)",
-      .options =
-          {
-              int_option("num_heads", 0, 0, int64_t{1} << 16, "heads (0: hidden_size / 384, at least 1)"),
-              float_option("expand_k", 0.5, 1e-3, 64.0, "key width = expand_k x hidden_size"),
-              float_option("expand_v", 1.0, 1e-3, 64.0, "value width = expand_v x hidden_size"),
-              int_option("gate_low_rank_dim", 16, 1, int64_t{1} << 16, "rank of the forget-gate projection"),
-              float_option("gate_logit_normalizer", 16.0, 1e-6, 1e6, "log forget gate = logsigmoid(logit) / this"),
-              float_option("norm_eps", 1e-5, 0.0, 1.0, "epsilon of the per-head output RMSNorm"),
-              int_option("chunk", 64, 1, 4096,
-                         "rows per chunk of the chunked form (training, prefill); any value gives the same maths"),
-          },
+      .options = linattn_options(
+          "hidden_size / 384, at least 1", 0.5, 1.0,
+          {int_option("gate_low_rank_dim", 16, 1, int64_t{1} << 16, "rank of the forget-gate projection"),
+           float_option("gate_logit_normalizer", 16.0, 1e-6, 1e6, "log forget gate = logsigmoid(logit) / this")}),
       .make = make_as<Gla>,
       .check = check_gla,
   };

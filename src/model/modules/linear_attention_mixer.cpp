@@ -16,10 +16,24 @@ std::vector<std::pair<std::string, Tensor>> LinAttnState::export_tensors() const
   return {{"state", t}};
 }
 
-LinAttnShape linattn_shape(const Options& o, const Config& cfg, int64_t heads) {
+std::vector<OptionDecl> linattn_options(const std::string& heads_help, double expand_k, double expand_v,
+                                        std::vector<OptionDecl> own) {
+  std::vector<OptionDecl> r = {
+      int_option("num_heads", 0, 0, int64_t{1} << 16, "heads (0: " + heads_help + ")"),
+      float_option("expand_k", expand_k, 1e-3, 64.0, "key width = expand_k x hidden_size"),
+      float_option("expand_v", expand_v, 1e-3, 64.0, "value width = expand_v x hidden_size"),
+  };
+  for (OptionDecl& d : own) r.push_back(std::move(d));
+  r.push_back(float_option("norm_eps", 1e-5, 0.0, 1.0, "epsilon of the per-head output RMSNorm"));
+  r.push_back(int_option("chunk", 64, 1, 4096,
+                         "rows per chunk of the chunked form (training, prefill); any value gives the same maths"));
+  return r;
+}
+
+LinAttnShape linattn_shape(const Options& o, const Config& cfg, int64_t default_heads) {
   LinAttnShape s;
   s.d = cfg.hidden_size;
-  s.H = heads;
+  s.H = opt_int(o, "num_heads") > 0 ? opt_int(o, "num_heads") : std::max<int64_t>(1, default_heads);
   s.Kd = static_cast<int64_t>(static_cast<double>(s.d) * opt_float(o, "expand_k"));
   s.Vd = static_cast<int64_t>(static_cast<double>(s.d) * opt_float(o, "expand_v"));
   s.eps = opt_float(o, "norm_eps");

@@ -36,8 +36,13 @@ struct LinAttnShape {
   int64_t chunk = 64;
 };
 
-// The sizes from a mixer's options (expand_k, expand_v, norm_eps, chunk) and its heads.
-LinAttnShape linattn_shape(const Options& o, const Config& cfg, int64_t heads);
+// The options both mixers declare, in order: num_heads (0: the mixer's rule,
+// heads_help), expand_k, expand_v, then `own`, then norm_eps and chunk.
+std::vector<OptionDecl> linattn_options(const std::string& heads_help, double expand_k, double expand_v,
+                                        std::vector<OptionDecl> own);
+// The sizes from a mixer's options (num_heads, expand_k, expand_v, norm_eps,
+// chunk); num_heads 0 takes default_heads (the mixer's rule), at least 1.
+LinAttnShape linattn_shape(const Options& o, const Config& cfg, int64_t default_heads);
 // Checks the widths split into the heads (key heads of an even width when
 // pairs_of_keys, for RoPE), naming field("expand_k") / field("expand_v").
 void check_linattn_shape(const LinAttnShape& s, const FieldName& field, bool pairs_of_keys);

@@ -19,13 +19,9 @@
 namespace strata {
 namespace {
 
-int64_t retnet_heads(const Options& o, const Config& cfg) {
-  const int64_t h = opt_int(o, "num_heads");
-  return h > 0 ? h : std::max<int64_t>(1, cfg.num_attention_heads / 2);  // Sliding RetNet: H / 2
-}
-
-LinAttnShape retnet_shape(const ModuleSpec& spec, const Config& cfg) {
-  return linattn_shape(spec.options, cfg, retnet_heads(spec.options, cfg));
+// Sliding RetNet's heads: half the attention heads.
+LinAttnShape retnet_shape(const Options& o, const Config& cfg) {
+  return linattn_shape(o, cfg, cfg.num_attention_heads / 2);
 }
 
 // RoPE over one head's dk channels, at the model's theta.
@@ -38,7 +34,7 @@ std::shared_ptr<const RopeTable> head_rope(const Config& cfg, int64_t dk) {
 
 class RetNet final : public LinearAttentionMixer {
  public:
-  RetNet(const ModuleSpec& spec, const Config& cfg) : LinearAttentionMixer(spec, cfg, retnet_shape(spec, cfg)) {
+  RetNet(const ModuleSpec& spec, const Config& cfg) : LinearAttentionMixer(spec, cfg, retnet_shape(spec.options, cfg)) {
     rope_ = head_rope(cfg, sh_.dk);
     for (int64_t h = 0; h < sh_.H; ++h)
       log_gamma_.push_back(static_cast<float>(std::log1p(-std::exp2(-5.0 - static_cast<double>(h)))));
@@ -58,7 +54,7 @@ class RetNet final : public LinearAttentionMixer {
 };
 
 void check_retnet(const Options& o, const Config& cfg, const FieldName& field) {
-  check_linattn_shape(linattn_shape(o, cfg, retnet_heads(o, cfg)), field, true);
+  check_linattn_shape(retnet_shape(o, cfg), field, true);
 }
 
 }  // namespace
@@ -68,15 +64,7 @@ ModuleType retnet_module() {
       .kind = "retnet",
       .name = "retnet",
       .summary = "multi-scale retention (fixed per-head decay, RoPE, chunked form, SiLU output gate)",
-      .options =
-          {
-              int_option("num_heads", 0, 0, int64_t{1} << 16, "heads (0: half the attention heads, at least 1)"),
-              float_option("expand_k", 1.0, 1e-3, 64.0, "key width = expand_k x hidden_size"),
-              float_option("expand_v", 2.0, 1e-3, 64.0, "value width = expand_v x hidden_size"),
-              float_option("norm_eps", 1e-5, 0.0, 1.0, "epsilon of the per-head output RMSNorm"),
-              int_option("chunk", 64, 1, 4096,
-                         "rows per chunk of the chunked form (training, prefill); any value gives the same maths"),
-          },
+      .options = linattn_options("half the attention heads, at least 1", 1.0, 2.0, {}),
       .make = make_as<RetNet>,
       .check = check_retnet,
   };
