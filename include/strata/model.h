@@ -125,6 +125,12 @@ class Model {
   // then works but warns, and memory grows. Models whose layers are all
   // recurrent or windowed have no length limit.
   bool length_limited() const;
+  // Self-Extend for inference (docs/long-context.md): every RoPE attention
+  // layer scores keys at distance >= window at grouped positions (query
+  // i / group + window - window / group, key j / group). group 1 turns it off
+  // (plain attention, bit for bit). Throws unless group divides window and
+  // the model has RoPE attention layers. Training ignores it.
+  void set_self_extend(int64_t group, int64_t window);
   // Prefill with states runs in rounds of at most this many rows per sequence.
   static constexpr int64_t kPrefillChunk = 512;
   // Warns once per model when `tokens` exceeds the training length of a
@@ -217,6 +223,7 @@ class Model {
   std::unique_ptr<Hypernet> hypernet_;
   uint64_t id_ = 0;  // hash of the configuration, stamped on its states
   mutable bool warned_length_ = false;
+  int64_t se_group_ = 1, se_window_ = 0;  // set_self_extend
   Tensor embed_, head_;
   std::vector<std::pair<std::string, Tensor>> bound_;  // every parameter, in declaration order
 

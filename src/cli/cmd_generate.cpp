@@ -110,6 +110,7 @@ void register_generate(CLI::App& app) {
   auto o = std::make_shared<Opts>();
   CLI::App* cmd = app.add_subcommand("generate", "generate text from a prompt");
   add_model_flags(cmd, o->model);
+  add_self_extend_flag(cmd, o->model);
   cmd->add_option("-p,--prompt", o->prompt, "prompt text (default: empty, start from BOS)");
   cmd->add_option("-n,--n-tokens", o->n, "new tokens to generate")->check(at_least(0));
   cmd->add_option("--temp", o->gen.sampler.temperature, "temperature (0: greedy)")->check(at_least(0));

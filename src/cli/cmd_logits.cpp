@@ -23,6 +23,7 @@ void register_logits(CLI::App& app) {
   auto o = std::make_shared<Opts>();
   CLI::App* cmd = app.add_subcommand("logits", "print the top logits at every position of a prompt");
   add_model_flags(cmd, o->model);
+  add_self_extend_flag(cmd, o->model);
   cmd->add_option("-p,--prompt", o->prompt, "prompt text")->required();
   cmd->add_option("--top", o->top, "logits to show per position")->check(above(0));
   cmd->add_flag("--json", o->json, "print one JSON object");

@@ -28,6 +28,7 @@ void register_ppl(CLI::App& app) {
   auto o = std::make_shared<Opts>();
   CLI::App* cmd = app.add_subcommand("ppl", "perplexity of a text file");
   add_model_flags(cmd, o->model);
+  add_self_extend_flag(cmd, o->model);
   auto* text = cmd->add_option("--text", o->text, "text file");
   auto* data = cmd->add_option("--data", o->data,
                                "chat JSONL: the perplexity of the answers, chunk by chunk (with --hypernet or "

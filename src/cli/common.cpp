@@ -24,6 +24,29 @@ CLI::Option* add_model_flags(CLI::App* cmd, ModelFlags& f, bool required) {
   return m;
 }
 
+void add_self_extend_flag(CLI::App* cmd, ModelFlags& f) {
+  cmd->add_option("--self-extend", f.self_extend,
+                  "G,W: Self-Extend for RoPE attention (keys at distance >= W at positions grouped by G; G divides W)");
+}
+
+namespace {
+
+void apply_self_extend(Model& m, const std::string& spec) {
+  if (spec.empty()) return;
+  const size_t comma = spec.find(',');
+  auto number = [&](const std::string& t) {
+    char* end = nullptr;
+    const long long v = std::strtoll(t.c_str(), &end, 10);
+    if (t.empty() || end != t.c_str() + t.size() || v < 1 || v > (int64_t{1} << 40))
+      fail("--self-extend '", spec, "': expected G,W with two positive integers");
+    return static_cast<int64_t>(v);
+  };
+  if (comma == std::string::npos) fail("--self-extend '", spec, "': expected G,W (group size, neighbour window)");
+  m.set_self_extend(number(spec.substr(0, comma)), number(spec.substr(comma + 1)));
+}
+
+}  // namespace
+
 Loaded load(const ModelFlags& flags, bool need_tokenizer, std::optional<DType> matrices) {
   apply_threads(flags.threads);
   Loaded r;
@@ -41,6 +64,7 @@ Loaded load(const ModelFlags& flags, bool need_tokenizer, std::optional<DType> m
       ck.config.torch_dtype = *matrices == DType::BF16 ? "bfloat16" : "float32";
     }
     r.model = Model::from_weights(ck.config, ck.weights);
+    apply_self_extend(*r.model, flags.self_extend);
     if (!r.model->causal()) std::fprintf(stderr, "warning: %s\n", kGlobalContextWarning);
   }  // the checkpoint's own references to the mapping are released here
   if (need_tokenizer || !flags.tokenizer.empty()) {

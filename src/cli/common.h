@@ -17,9 +17,12 @@ namespace strata::cli {
 struct ModelFlags {
   std::string path, tokenizer;
   int threads = 0;
+  std::string self_extend;  // "G,W" (add_self_extend_flag): applied by load()
 };
 // Adds the three flags; returns the -m option (required unless `required` is false).
 CLI::Option* add_model_flags(CLI::App* cmd, ModelFlags& flags, bool required = true);
+// --self-extend G,W on the inference commands (docs/long-context.md).
+void add_self_extend_flag(CLI::App* cmd, ModelFlags& flags);
 
 struct Loaded {
   std::unique_ptr<Model> model;

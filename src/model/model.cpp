@@ -11,6 +11,7 @@
 #include "kernels/ops.h"
 #include "model/checkpoint.h"
 #include "model/hypernet.h"
+#include "model/options.h"
 #include "model/module.h"
 #include "model/stack.h"
 #include "strata/error.h"
@@ -238,6 +239,22 @@ bool Model::length_limited() const {
   return false;
 }
 
+void Model::set_self_extend(int64_t group, int64_t window) {
+  if (group < 1) fail("--self-extend: group size ", group, " must be at least 1");
+  if (group > 1) {
+    if (window < 1 || window % group != 0)
+      fail("--self-extend: the neighbour window ", window, " must be a positive multiple of the group size ", group);
+    bool rope_attention = false;
+    for (const auto& b : stack_->blocks)
+      if (b->mixer->kind() == "attention" && opt_bool(b->mixer->spec().options, "rope")) rope_attention = true;
+    if (!rope_attention)
+      fail("--self-extend: this model has no RoPE attention layer (", cfg_.recipe, "; Self-Extend regroups the "
+           "positions of `attention` layers)");
+  }
+  se_group_ = group;
+  se_window_ = group > 1 ? window : 0;
+}
+
 void Model::note_length(int64_t tokens) const {
   if (tokens <= cfg_.max_position_embeddings || warned_length_ || !length_limited()) return;
   warned_length_ = true;
@@ -391,7 +408,7 @@ void Model::run_block(size_t b, float* x, const Batch& batch, LayerState* const*
   h_.resize(static_cast<size_t>(n));
   o_.resize(static_cast<size_t>(n));
   Block& blk = *stack_->blocks[b];
-  Context ctx{*exec_, *scratch_, training};
+  Context ctx{*exec_, *scratch_, training, training ? SelfExtend{} : SelfExtend{se_group_, se_window_}};
   auto apply = [&](Module& m, const float* in, float* out, LayerState* const* st) {
     if (decode) m.step(in, out, batch, st, ctx);
     else m.forward(in, out, batch, st, ctx);

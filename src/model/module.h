@@ -55,6 +55,18 @@ class Scratch {
   std::vector<std::vector<float>> bufs_;
 };
 
+// Self-Extend (grouped attention for distant tokens, docs/long-context.md),
+// an inference-time setting of RoPE attention: a query at position i scores
+// a key at j as usual when i - j < window (its neighbours), and a farther one
+// with the query rotated at i / group + window - window / group and the key
+// at j / group (integer division; group divides window). group 1: off.
+struct SelfExtend {
+  int64_t group = 1, window = 0;
+  bool active() const { return group > 1; }
+  int64_t query_pos(int64_t i) const { return i / group + window - window / group; }
+  int64_t key_pos(int64_t j) const { return j / group; }
+};
+
 // What a module call may use besides its inputs: the execution context
 // (kernels, precision, GEMM library), the shared temporaries, and whether
 // this is a training forward (keep what backward needs, training products).
@@ -62,6 +74,7 @@ struct Context {
   const Exec& exec;
   Scratch& scratch;
   bool training = false;
+  SelfExtend self_extend{};  // RoPE attention's grouped positions (inference only)
   const kernels::Table& kt() const { return exec.kernels(); }
 };
 

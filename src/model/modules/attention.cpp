@@ -68,7 +68,12 @@ class Attention final : public Module {
       rope_->rotate(ctx.kt(), k_all, rows, kvd, kv_heads_, caches_.row_pos());
     }
     caches_.add(batch, k_all, v_all);
-    attention_forward(ctx.exec, layout(), sequences(batch, q_all, att));
+    AttnLayout L = layout();
+    if (rope_ && ctx.self_extend.active()) {
+      L.self_extend = ctx.self_extend;
+      L.rope = rope_.get();
+    }
+    attention_forward(ctx.exec, L, sequences(batch, q_all, att));
     caches_.commit(batch);
     if (ctx.training) {
       saved_x_.assign(x, x + rows * dim_);

@@ -71,6 +71,17 @@ void RopeTable::angles(int64_t p, float* c, float* s) const {
   }
 }
 
+void RopeTable::shift(const kernels::Table& kt, float* x, int64_t heads, int64_t by) const {
+  if (by == 0) return;
+  thread_local std::vector<float> c, s;
+  c.resize(static_cast<size_t>(half));
+  s.resize(static_cast<size_t>(half));
+  angles(by < 0 ? -by : by, c.data(), s.data());
+  if (by < 0)  // rotating by -angle is RoPE with sin negated
+    for (float& v : s) v = -v;
+  kt.rope(x, heads, head_dim, c.data(), s.data());
+}
+
 std::string KvCache::shape() const {
   return cat("k ", k_width, ", v ", v_width, ", window ", window, ", ", dtype_name(dtype));
 }
@@ -288,6 +299,45 @@ void softmax_rows(const kernels::Table& kt, float* p, int64_t m, const KeySpan& 
   }
 }
 
+// Self-Extend: the scores of keys at distance >= W from their query,
+// recomputed at the grouped positions over p (rows of ks.cols() columns). The
+// rows hold keys rotated at their position j and queries at i, so the key is
+// turned by j / G - j and the query by P_q(i) - i: each score is then one dot
+// product of the same two rows whatever the block, as in the plain path.
+void grouped_scores(const kernels::Table& kt, const AttnLayout& L, const AttnSeq& sq, int64_t g, int64_t i0,
+                    int64_t nq, const float* qg, const KeySpan& ks, float* p, std::vector<float>& wide) {
+  const SelfExtend& se = L.self_extend;
+  const int64_t group = L.heads / L.kv_heads, hd = L.head_dim, n = ks.cols(), m = nq * group;
+  const int64_t last_key = sq.first + i0 + nq - 1 - se.window;  // the farthest query's last grouped key
+  if (last_key < ks.lo) return;
+  thread_local std::vector<float> qs, keys, s;
+  qs.assign(qg, qg + m * hd);
+  for (int64_t r = 0; r < m; ++r) {
+    const int64_t i = sq.first + i0 + r / group;
+    L.rope->shift(kt, qs.data() + r * hd, 1, se.query_pos(i) - i);
+  }
+  const int64_t c0 = ks.lo, c1 = last_key + 1;
+  keys.resize(static_cast<size_t>((c1 - c0) * hd));
+  for (int k = 0; k < sq.n_runs; ++k) {
+    const KvRun& run = sq.runs[k];
+    const int64_t a = std::max(c0, run.pos), b = std::min(c1, run.pos + run.n);
+    if (a >= b) continue;
+    const auto [rows, ld] = head_rows(kt, run.k, run.kb, a - run.pos, b - a, L.k_ld, g * L.k_step, hd, wide);
+    for (int64_t j = a; j < b; ++j) {
+      float* dst = keys.data() + (j - c0) * hd;
+      std::copy(rows + (j - a) * ld, rows + (j - a) * ld + hd, dst);
+      L.rope->shift(kt, dst, 1, se.key_pos(j) - j);
+    }
+  }
+  s.resize(static_cast<size_t>(m * (c1 - c0)));
+  kt.matmul_f32(qs.data(), hd, m, hd, keys.data(), hd, c1 - c0, s.data(), c1 - c0);
+  for (int64_t r = 0; r < m; ++r) {
+    const int64_t i = sq.first + i0 + r / group;
+    for (int64_t j = std::max(c0, ks.lo + ks.begin[r]); j <= i - se.window; ++j)
+      p[r * n + (j - ks.lo)] = s[r * (c1 - c0) + (j - c0)];
+  }
+}
+
 }  // namespace
 
 void attention_forward(const Exec& ex, const AttnLayout& L, std::span<const AttnSeq> seqs) {
@@ -329,6 +379,7 @@ void attention_forward(const Exec& ex, const AttnLayout& L, std::span<const Attn
           kt.matmul_f32(qg.data(), hd, m, hd, keys, ld, b1 - b0, p.data() + (b0 - ks.lo), n);
         }
       }
+      if (L.self_extend.active()) grouped_scores(kt, L, sq, item.g, item.i0, nq, qg.data(), ks, p.data(), wide);
       softmax_rows(kt, p.data(), m, ks, hd);
       // P V run by run (block by block), each continuing the sums of the ones before it.
       bool first_run = true;

@@ -36,6 +36,9 @@ struct RopeTable {
               bool inverse = false) const;
   // cos and sin of position p (half values each).
   void angles(int64_t p, float* c, float* s) const;
+  // One row of `heads` heads rotated further by `shift` positions (any sign):
+  // R(p + shift) x from R(p) x.
+  void shift(const kernels::Table& kt, float* x, int64_t heads, int64_t shift) const;
 };
 
 // Decode state: the rotated keys and the values of every position so far
@@ -139,6 +142,10 @@ struct AttnLayout {
   int64_t v_ld = 0, v_step = 0;
   int64_t o_ld = 0, o_step = 0;
   int64_t window = 0;  // each query sees this many keys, itself included (0: all earlier ones)
+  // Self-Extend: keys at distance >= self_extend.window are scored at the
+  // grouped positions, re-rotating the (rotated) rows with `rope`.
+  SelfExtend self_extend{};
+  const RopeTable* rope = nullptr;
 };
 
 struct AttnSeqGrad {

@@ -1,0 +1,52 @@
+// Long-context commands through the binary (docs/long-context.md):
+// --self-extend on logits / ppl / generate (G = 1 and W >= the length print
+// byte-identical output; bad settings give one clear line).
+#include <gtest/gtest.h>
+
+#include <algorithm>
+
+#include "test_util.h"
+
+namespace strata {
+namespace {
+
+using test::run_cli;
+
+void expect_one_line_error(const test::CliResult& r, std::initializer_list<std::string> needles) {
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  for (const auto& n : needles) EXPECT_NE(r.err.find(n), std::string::npos) << "missing '" << n << "' in: " << r.err;
+}
+
+TEST(CliSelfExtend, IdentitiesAndErrors) {
+  STRATA_REQUIRE_SHARED_DATA(data);
+  const std::string m = "-m '" + data + "/stories260K.bin' --tokenizer '" + data + "/tok512.model' ";
+  const std::string prompt = "-p 'Once upon a time, there was a little girl named Lily. She loved to play.' ";
+  auto plain = run_cli("logits " + m + prompt + "--top 3 --json");
+  ASSERT_EQ(plain.exit_code, 0) << plain.err;
+  for (const char* se : {"1,4", "4,512", "2,64"}) {  // G = 1; W beyond the prompt
+    auto r = run_cli("logits " + m + prompt + "--top 3 --json --self-extend " + se);
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_EQ(r.out, plain.out) << se;
+  }
+  auto grouped = run_cli("logits " + m + prompt + "--top 3 --json --self-extend 2,4");
+  ASSERT_EQ(grouped.exit_code, 0) << grouped.err;
+  EXPECT_NE(grouped.out, plain.out);
+  auto g = run_cli("generate " + m + "-p 'Once upon a time' -n 40 --temp 0 --self-extend 2,8");
+  ASSERT_EQ(g.exit_code, 0) << g.err;
+  const std::string text = test::make_temp_dir("se") + "/t.txt";
+  test::write_file(text, "Once upon a time, there was a little girl named Lily. She loved to play outside.\n");
+  auto p = run_cli("ppl " + m + "--text '" + text + "' --self-extend 4,16 --json");
+  ASSERT_EQ(p.exit_code, 0) << p.err;
+  expect_one_line_error(run_cli("logits " + m + prompt + "--self-extend 3,8"), {"--self-extend", "multiple of the group size 3"});
+  expect_one_line_error(run_cli("logits " + m + prompt + "--self-extend 4"), {"--self-extend '4'", "G,W"});
+  expect_one_line_error(run_cli("logits " + m + prompt + "--self-extend a,8"), {"--self-extend 'a,8'"});
+  const std::string dir = test::make_temp_dir("se-mamba");
+  ASSERT_EQ(run_cli("init --preset tiny-mamba -o '" + dir + "/m'").exit_code, 0);
+  expect_one_line_error(run_cli("logits -m '" + dir + "/m' --tokenizer '" + data + "/tok512.model' " + prompt +
+                                "--self-extend 2,8"),
+                        {"no RoPE attention layer"});
+}
+
+}  // namespace
+}  // namespace strata
