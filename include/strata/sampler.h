@@ -4,6 +4,7 @@
 //   softmax -> top-p -> min-p -> renormalise -> draw.
 #pragma once
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "core/rng.h"
@@ -19,6 +20,19 @@ struct SamplerOptions {
   int32_t repeat_last_n = 64;   // how many recent tokens the penalty looks at (0: none, -1: all)
   uint64_t seed = 0;
 };
+
+// The decoding settings the Samba paper fixes per task (docs/long-context.md):
+// gsm8k greedy; humaneval temperature 0.2, top-p 0.95; mbpp and squad
+// temperature 0.01, top-p 0.95 (still sampling); govreport and squality
+// greedy with at most 450 and 600 new tokens.
+struct DecodingPreset {
+  const char* name;
+  float temperature;
+  float top_p;
+  int64_t max_new_tokens;  // 0: left as it is
+};
+const std::vector<DecodingPreset>& decoding_presets();
+const DecodingPreset& decoding_preset(const std::string& name);  // throws listing the names
 
 class Sampler {
  public:

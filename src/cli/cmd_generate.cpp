@@ -112,10 +112,16 @@ void register_generate(CLI::App& app) {
   add_model_flags(cmd, o->model);
   add_self_extend_flag(cmd, o->model);
   cmd->add_option("-p,--prompt", o->prompt, "prompt text (default: empty, start from BOS)");
-  cmd->add_option("-n,--n-tokens", o->n, "new tokens to generate")->check(at_least(0));
-  cmd->add_option("--temp", o->gen.sampler.temperature, "temperature (0: greedy)")->check(at_least(0));
+  CLI::Option* n_opt = cmd->add_option("-n,--n-tokens", o->n, "new tokens to generate")->check(at_least(0));
+  CLI::Option* temp_opt =
+      cmd->add_option("--temp", o->gen.sampler.temperature, "temperature (0: greedy)")->check(at_least(0));
   cmd->add_option("--top-k", o->gen.sampler.top_k, "keep the K most likely tokens (0: off)")->check(at_least(0));
-  cmd->add_option("--top-p", o->gen.sampler.top_p, "nucleus: smallest set reaching probability P")->check(between(0.0, 1.0, true));
+  CLI::Option* top_p_opt = cmd->add_option("--top-p", o->gen.sampler.top_p, "nucleus: smallest set reaching probability P")
+                               ->check(between(0.0, 1.0, true));
+  auto decoding = std::make_shared<std::string>();
+  cmd->add_option("--decoding", *decoding,
+                  "the Samba paper's settings for a task: gsm8k, humaneval, mbpp, squad, govreport, squality "
+                  "(--temp, --top-p, -n given explicitly win)");
   cmd->add_option("--min-p", o->gen.sampler.min_p, "drop tokens below P times the top probability")->check(between(0.0, 1.0));
   cmd->add_option("--repeat-penalty", o->gen.sampler.repeat_penalty, "penalty for recent tokens (1: off)")->check(above(0));
   cmd->add_option("--repeat-last-n", o->gen.sampler.repeat_last_n, "window of the repeat penalty (-1: all)");
@@ -133,7 +139,13 @@ void register_generate(CLI::App& app) {
                   "write the samples to this file (written atomically), each one document followed by a blank "
                   "line, ready for `strata tokenize`")
       ->check(CLI::NonexistentPath | CLI::ExistingFile);
-  cmd->callback([o] {
+  cmd->callback([o, decoding, n_opt, temp_opt, top_p_opt] {
+    if (!decoding->empty()) {
+      const DecodingPreset& d = decoding_preset(*decoding);
+      if (!temp_opt->count()) o->gen.sampler.temperature = d.temperature;
+      if (!top_p_opt->count()) o->gen.sampler.top_p = d.top_p;
+      if (d.max_new_tokens > 0 && !n_opt->count()) o->n = d.max_new_tokens;
+    }
     Loaded l = load(o->model, true);
     std::vector<int32_t> ids = l.tokenizer->encode(o->prompt, l.add_bos);
     if (ids.empty()) ids.push_back(l.model->config().bos_token_id);

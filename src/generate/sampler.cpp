@@ -189,4 +189,21 @@ int32_t Sampler::sample(float* logits, int32_t vocab, const std::vector<int32_t>
   return idx_[c - 1];
 }
 
+const std::vector<DecodingPreset>& decoding_presets() {
+  static const std::vector<DecodingPreset> p = {
+      {"gsm8k", 0.0f, 1.0f, 0},      {"humaneval", 0.2f, 0.95f, 0}, {"mbpp", 0.01f, 0.95f, 0},
+      {"squad", 0.01f, 0.95f, 0},    {"govreport", 0.0f, 1.0f, 450}, {"squality", 0.0f, 1.0f, 600},
+  };
+  return p;
+}
+
+const DecodingPreset& decoding_preset(const std::string& name) {
+  std::string names;
+  for (const DecodingPreset& d : decoding_presets()) {
+    if (name == d.name) return d;
+    names += (names.empty() ? "" : ", ") + std::string(d.name);
+  }
+  fail("--decoding: unknown preset '", name, "' (known: ", names, ")");
+}
+
 }  // namespace strata

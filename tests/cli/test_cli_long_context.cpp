@@ -48,5 +48,24 @@ TEST(CliSelfExtend, IdentitiesAndErrors) {
                         {"no RoPE attention layer"});
 }
 
+// --decoding sets the paper's temperature, top-p and length; explicit flags win.
+TEST(CliDecoding, PresetsEqualTheirFlags) {
+  STRATA_REQUIRE_SHARED_DATA(data);
+  const std::string g = "generate -m '" + data + "/stories260K.bin' --tokenizer '" + data +
+                        "/tok512.model' -p 'Once upon a time' --seed 3 ";
+  auto same = [&](const std::string& a, const std::string& b) {
+    auto ra = run_cli(g + a), rb = run_cli(g + b);
+    ASSERT_EQ(ra.exit_code, 0) << ra.err;
+    ASSERT_EQ(rb.exit_code, 0) << rb.err;
+    EXPECT_EQ(ra.out, rb.out) << a << " vs " << b;
+  };
+  same("-n 30 --decoding humaneval", "-n 30 --temp 0.2 --top-p 0.95");
+  same("-n 30 --decoding mbpp", "-n 30 --temp 0.01 --top-p 0.95");
+  same("-n 30 --decoding gsm8k", "-n 30 --temp 0");
+  same("--decoding govreport", "--temp 0 -n 450");
+  same("--decoding squality --temp 0.7", "--temp 0.7 -n 600");  // explicit --temp wins
+  expect_one_line_error(run_cli(g + "--decoding mmlu"), {"unknown preset 'mmlu'", "humaneval"});
+}
+
 }  // namespace
 }  // namespace strata

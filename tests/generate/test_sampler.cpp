@@ -129,6 +129,68 @@ TEST(Sampler, TopPKeepsSmallestPrefixReachingP) {
   EXPECT_NEAR(counts[0] / 4000.0, 0.5 / 0.8, 0.03);
 }
 
+// Spec invariant 14: temperature first, then top-p over the tempered
+// probabilities; the frequencies match the renormalised kept set (chi-square,
+// 5 degrees of freedom, 99.9% bound 20.5), the dropped tokens never appear,
+// and top-p 1 keeps every token.
+TEST(Sampler, TemperatureThenTopPFrequenciesPassChiSquare) {
+  const Logits l = {2.0f, 1.5f, 1.2f, 0.9f, 0.4f, 0.1f, -0.3f, -1.0f};
+  for (const auto& [tau, p] : {std::pair<float, float>{0.7f, 0.9f}, {1.3f, 0.8f}, {0.2f, 0.95f}, {1.0f, 1.0f}}) {
+    std::vector<double> q(l.size());
+    double z = 0;
+    for (size_t i = 0; i < l.size(); ++i) z += q[i] = std::exp(static_cast<double>(l[i]) / tau);
+    for (double& x : q) x /= z;
+    size_t kept = 0;  // the logits are sorted: the kept set is a prefix
+    for (double c = 0; kept < q.size() && c < p - 1e-12; ++kept) c += q[kept];
+    double mass = 0;
+    for (size_t i = 0; i < kept; ++i) mass += q[i];
+    SamplerOptions o = opts_with(tau, 99);
+    o.top_p = p;
+    Sampler s(o);
+    const int n = 40000;
+    std::vector<int> counts(l.size(), 0);
+    for (int i = 0; i < n; ++i) ++counts[draw(s, l)];
+    double chi2 = 0;
+    for (size_t i = 0; i < l.size(); ++i) {
+      if (i >= kept) {
+        EXPECT_EQ(counts[i], 0) << "tau " << tau << " p " << p << ": dropped token " << i << " drawn";
+        continue;
+      }
+      const double want = n * q[i] / mass;
+      chi2 += (counts[i] - want) * (counts[i] - want) / want;
+    }
+    if (p == 1.0f) EXPECT_EQ(kept, l.size());
+    EXPECT_LT(chi2, 20.5) << "tau " << tau << " p " << p << " kept " << kept;
+  }
+}
+
+TEST(Sampler, TemperatureToZeroCollapsesToGreedy) {
+  const Logits big = big_logits();
+  Sampler greedy(opts_with(0.0f));
+  const int32_t best = draw(greedy, big);
+  Sampler cold(opts_with(1e-4f, 5));
+  for (int i = 0; i < 100; ++i) ASSERT_EQ(draw(cold, big), best);
+}
+
+TEST(Sampler, DecodingPresetsAreThePapers) {
+  EXPECT_EQ(decoding_preset("gsm8k").temperature, 0.0f);
+  EXPECT_EQ(decoding_preset("humaneval").temperature, 0.2f);
+  EXPECT_EQ(decoding_preset("humaneval").top_p, 0.95f);
+  for (const char* n : {"mbpp", "squad"}) {
+    EXPECT_EQ(decoding_preset(n).temperature, 0.01f) << n;  // sampling, not greedy
+    EXPECT_EQ(decoding_preset(n).top_p, 0.95f) << n;
+  }
+  EXPECT_EQ(decoding_preset("govreport").max_new_tokens, 450);
+  EXPECT_EQ(decoding_preset("squality").max_new_tokens, 600);
+  EXPECT_EQ(decoding_preset("squality").temperature, 0.0f);
+  try {
+    decoding_preset("mmlu");
+    FAIL() << "unknown preset accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("gsm8k"), std::string::npos) << e.what();
+  }
+}
+
 TEST(Sampler, MinP1KeepsOnlyMax) {
   SamplerOptions o = opts_with(1.5f, 8);
   o.min_p = 1.0f;
