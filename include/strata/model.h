@@ -137,6 +137,8 @@ class Model {
   // length-limited model.
   void note_length(int64_t tokens) const;
   std::unique_ptr<State> new_state() const;
+  // Bytes of one sequence's decode state after `tokens` positions.
+  int64_t state_bytes(int64_t tokens) const;
 
   // The hypernetwork of recursive soft prompting (docs/hypernet.md), or null
   // when the config has none (strata_hypernet).

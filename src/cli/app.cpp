@@ -38,6 +38,8 @@ int run(int argc, char** argv) {
   register_sft(app);
   register_module_run(app);
   register_exact_match(app);
+  register_eval(app);
+  register_data(app);
   try {
     app.parse(argc, argv);
     if (app.get_subcommands().empty()) {

@@ -1,9 +1,5 @@
 // strata plot: train and validation loss of one run (metrics.jsonl), or of several
 // runs overlaid with a legend, to a PNG via gnuplot.
-#include <signal.h>
-#include <sys/stat.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include <cstdio>
 #include <cstdlib>
@@ -14,6 +10,7 @@
 #include <vector>
 
 #include "cli/common.h"
+#include "cli/gnuplot.h"
 #include "strata/error.h"
 #include "train/run_state.h"
 
@@ -22,32 +19,6 @@ namespace strata::cli {
 namespace {
 
 namespace fs = std::filesystem;
-
-// The gnuplot executable on PATH, or "".
-std::string find_gnuplot() {
-  const char* path = std::getenv("PATH");
-  std::stringstream ss(path ? path : "");
-  std::string dir;
-  while (std::getline(ss, dir, ':')) {
-    const std::string exe = (dir.empty() ? std::string(".") : dir) + "/gnuplot";
-    struct stat st;
-    if (::stat(exe.c_str(), &st) == 0 && S_ISREG(st.st_mode) && ::access(exe.c_str(), X_OK) == 0) return exe;
-  }
-  return {};
-}
-
-// A gnuplot single-quoted string: only ' needs escaping (doubled).
-std::string gp_quote(const std::string& s) {
-  std::string out = "'";
-  for (char c : s) out += c == '\'' ? std::string("''") : std::string(1, c);
-  return out + "'";
-}
-
-std::string sh_quote(const std::string& s) {
-  std::string out = "'";
-  for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return out + "'";
-}
 
 void append_block(std::string& script, const char* name, const std::vector<std::pair<int64_t, double>>& pts) {
   script += cat("$", name, " << EOD\n");
@@ -106,12 +77,7 @@ std::string plot_script(const std::vector<Run>& runs, const std::string& out) {
   const bool one = runs.size() == 1;
   std::string title = one ? runs[0].arg : "";
   for (size_t i = 0; !one && i < runs.size(); ++i) title += (i ? " vs " : "") + runs[i].label;
-  std::string script =
-      "if (strstrt(GPVAL_TERMINALS, 'pngcairo') > 0) {\n"
-      "  set terminal pngcairo size 1000,600 noenhanced\n"
-      "} else {\n"
-      "  set terminal png size 1000,600 noenhanced\n"
-      "}\n";
+  std::string script = png_terminal(1000, 600);
   script += "set output " + gp_quote(out) + "\n";
   script += "set title " + gp_quote(title) + "\n";
   script += "set xlabel 'step'\nset ylabel 'loss'\nset grid\nset key top right\n";
@@ -147,26 +113,7 @@ void plot(const std::vector<std::string>& args, std::string out) {
   if (out.empty())
     out = (runs[0].metrics.parent_path().empty() ? fs::path(".") : runs[0].metrics.parent_path()) / "loss.png";
 
-  const std::string gnuplot = find_gnuplot();
-  if (gnuplot.empty()) fail("gnuplot not found in PATH: install it (Debian: apt-get install gnuplot-nox)");
-  const std::string script = plot_script(runs, out);
-
-  // gnuplot dying early must give an error, not kill us with SIGPIPE.
-  struct sigaction ign {}, old {};
-  ign.sa_handler = SIG_IGN;
-  ::sigaction(SIGPIPE, &ign, &old);
-  FILE* p = ::popen(sh_quote(gnuplot).c_str(), "w");
-  if (!p) {
-    ::sigaction(SIGPIPE, &old, nullptr);
-    fail("cannot start gnuplot (", gnuplot, ")");
-  }
-  const bool wrote = std::fwrite(script.data(), 1, script.size(), p) == script.size();
-  const int status = ::pclose(p);
-  ::sigaction(SIGPIPE, &old, nullptr);
-  if (!wrote || status == -1 || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
-    fail("gnuplot failed writing ", out, " (its messages are above)");
-  std::error_code ec;
-  if (!fs::is_regular_file(out, ec) || fs::file_size(out, ec) == 0) fail(out, ": gnuplot wrote no image");
+  run_gnuplot(plot_script(runs, out), out);
   if (runs.size() == 1) {
     std::fprintf(stderr, "wrote %s (%zu train points, %zu validation points)\n", out.c_str(), runs[0].m.loss.size(),
                  runs[0].m.val_loss.size());

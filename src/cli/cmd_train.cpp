@@ -337,7 +337,9 @@ void register_sft(CLI::App& app) {
   add_hyper_options(cmd, o->hyper);
   cmd->add_option("--init", o->init, "model directory to fine-tune")->required();
   cmd->add_option("--data", o->data, "JSONL files: {\"messages\": [...]} or {\"prompt\", \"completion\"}")->required();
-  cmd->add_option("--template", o->format, "chat template: zephyr, chatml, llama-2");
+  cmd->add_option("--template", o->format,
+                  "chat template: zephyr, chatml, llama-2, or none (plain text: prompt then completion, loss on the "
+                  "completion)");
   auto* vd = cmd->add_option("--val-data", o->val_data, "held-out JSONL files (same format) for --eval-every");
   auto* vf = cmd->add_option("--val-fraction", o->val_fraction,
                              "hold out the last fraction of the --data examples for --eval-every (0: none)")

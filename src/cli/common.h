@@ -76,5 +76,7 @@ void register_train(CLI::App& app);
 void register_sft(CLI::App& app);
 void register_module_run(CLI::App& app);
 void register_exact_match(CLI::App& app);
+void register_eval(CLI::App& app);
+void register_data(CLI::App& app);
 
 }  // namespace strata::cli

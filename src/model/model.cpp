@@ -239,6 +239,12 @@ bool Model::length_limited() const {
   return false;
 }
 
+int64_t Model::state_bytes(int64_t tokens) const {
+  int64_t n = 0;
+  for (const StateUse& u : state_use(*stack_)) n += u.modules * u.each.at(tokens);
+  return n;
+}
+
 void Model::set_self_extend(int64_t group, int64_t window) {
   if (group < 1) fail("--self-extend: group size ", group, " must be at least 1");
   if (group > 1) {

@@ -94,6 +94,15 @@ std::vector<ChatPiece> llama2(const std::vector<ChatMessage>& msgs) {
   return p;
 }
 
+// None: the messages' texts back to back, no markers (plain text, e.g.
+// passkey tuning data); assistant text trained, then a trained EOS.
+std::vector<ChatPiece> plain(const std::vector<ChatMessage>& msgs, bool gen) {
+  std::vector<ChatPiece> p;
+  for (const auto& m : msgs) text(p, m.content, m.role == "assistant");
+  if (!gen && msgs.back().role == "assistant") p.push_back({ChatPiece::kEos, "", true});
+  return p;
+}
+
 void push(SftExample& ex, const std::vector<int32_t>& ids, bool train) {
   ex.ids.insert(ex.ids.end(), ids.begin(), ids.end());
   ex.mask.insert(ex.mask.end(), ids.size(), train ? 1 : 0);
@@ -134,7 +143,8 @@ ChatFormat parse_chat_format(const std::string& name) {
   if (name == "zephyr") return ChatFormat::kZephyr;
   if (name == "chatml") return ChatFormat::kChatML;
   if (name == "llama-2" || name == "llama2") return ChatFormat::kLlama2;
-  fail("unknown chat template '", name, "' (zephyr, chatml or llama-2)");
+  if (name == "none") return ChatFormat::kNone;
+  fail("unknown chat template '", name, "' (zephyr, chatml, llama-2 or none)");
 }
 
 std::vector<ChatPiece> chat_pieces(ChatFormat f, const std::vector<ChatMessage>& msgs, bool add_generation_prompt) {
@@ -143,6 +153,7 @@ std::vector<ChatPiece> chat_pieces(ChatFormat f, const std::vector<ChatMessage>&
     case ChatFormat::kZephyr: return zephyr(msgs, add_generation_prompt);
     case ChatFormat::kChatML: return chatml(msgs, add_generation_prompt);
     case ChatFormat::kLlama2: return llama2(msgs);
+    case ChatFormat::kNone: return plain(msgs, add_generation_prompt);
   }
   fail("unknown chat format");
 }

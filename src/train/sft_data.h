@@ -15,8 +15,10 @@ struct ChatMessage {
   std::string content;
 };
 
-enum class ChatFormat { kZephyr, kChatML, kLlama2 };
-// "zephyr", "chatml" or "llama-2"; anything else is an error listing them.
+// kNone: plain text, the messages back to back (loss on the assistant's
+// text and a final EOS).
+enum class ChatFormat { kZephyr, kChatML, kLlama2, kNone };
+// "zephyr", "chatml", "llama-2" or "none"; anything else is an error listing them.
 ChatFormat parse_chat_format(const std::string& name);
 
 // One piece of a rendered conversation: text, or the BOS / EOS token itself.

@@ -1,0 +1,167 @@
+// strata eval passkey: passkey retrieval over a grid of lengths and depths
+// (docs/long-context.md): the prompt of src/eval/passkey.h, greedy decoding,
+// first-digit-run scoring; a length x depth table of accuracy, the overall
+// accuracy, prompt tokens/s, and the heat map as a PNG.
+#include <nlohmann/json.hpp>
+
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+
+#include "cli/common.h"
+#include "cli/gnuplot.h"
+#include "eval/passkey.h"
+#include "strata/error.h"
+#include "strata/generate.h"
+
+namespace strata::cli {
+namespace {
+
+std::vector<std::string> split_commas(const std::string& s) {
+  std::vector<std::string> r;
+  std::stringstream ss(s);
+  for (std::string t; std::getline(ss, t, ',');) r.push_back(t);
+  return r;
+}
+
+std::vector<double> parse_depths(const std::string& s) {
+  std::vector<double> r;
+  for (const std::string& t : split_commas(s)) {
+    char* end = nullptr;
+    const double d = std::strtod(t.c_str(), &end);
+    if (t.empty() || end != t.c_str() + t.size() || !(d >= 0 && d <= 1))
+      fail("--depths: '", t, "' is not a depth in [0, 1]");
+    r.push_back(d);
+  }
+  if (r.empty()) fail("--depths: no depth given");
+  return r;
+}
+
+// Memory the machine has for new allocations (MemAvailable), or -1.
+int64_t available_bytes() {
+  std::ifstream f("/proc/meminfo");
+  for (std::string line; std::getline(f, line);)
+    if (line.rfind("MemAvailable:", 0) == 0) return std::stoll(line.substr(13)) * 1024;
+  return -1;
+}
+
+// Refuses, before any work, a length whose decode state would not fit in memory.
+void check_memory(const Model& m, int64_t length) {
+  const int64_t need = m.state_bytes(length + 16), have = available_bytes();
+  if (have > 0 && need > have * 9 / 10)
+    fail("passkey length ", length, " needs ", need / 1048576, " MiB of decode state (", m.config().recipe,
+         " keeps every position), more than the ", have / 1048576, " MiB available");
+}
+
+struct PasskeyOpts {
+  ModelFlags model;
+  std::string lengths = "1k,2k,4k", depths = "0,0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,1";
+  int64_t samples = 5, new_tokens = 8;
+  uint64_t seed = 0;
+  bool json = false;
+  std::string png;
+};
+
+void write_heatmap(const std::string& out, const std::string& title, const std::vector<int64_t>& lengths,
+                   const std::vector<double>& depths, const std::vector<std::vector<double>>& acc) {
+  std::string s = png_terminal(900, 600) + "set output " + gp_quote(out) + "\nset title " + gp_quote(title) + "\n";
+  s += "set xlabel 'context length (tokens)'\nset ylabel 'key depth'\nset cblabel 'accuracy'\n";
+  s += "set cbrange [0:1]\nset palette defined (0 '#b2182b', 0.5 '#fddbc7', 1 '#2166ac')\n";
+  s += "set xrange [-0.5:" + std::to_string(lengths.size()) + "-0.5]\nset yrange [-0.5:" +
+       std::to_string(depths.size()) + "-0.5]\nset xtics (";
+  for (size_t i = 0; i < lengths.size(); ++i) s += (i ? ", " : "") + gp_quote(std::to_string(lengths[i])) + " " + std::to_string(i);
+  s += ")\nset ytics (";
+  char buf[64];
+  for (size_t j = 0; j < depths.size(); ++j) {
+    std::snprintf(buf, sizeof buf, "'%g' %zu", depths[j], j);
+    s += (j ? ", " : "") + std::string(buf);
+  }
+  s += ")\n$acc << EOD\n";
+  for (size_t i = 0; i < lengths.size(); ++i)
+    for (size_t j = 0; j < depths.size(); ++j) {
+      std::snprintf(buf, sizeof buf, "%zu %zu %.6f\n", i, j, acc[i][j]);
+      s += buf;
+    }
+  s += "EOD\nplot $acc using 1:2:3 with image notitle, $acc using 1:2:(sprintf('%.0f%%', 100*$3)) with labels notitle\n";
+  run_gnuplot(s + "set output\n", out);
+}
+
+void eval_passkey(const PasskeyOpts& o) {
+  std::vector<int64_t> lengths;
+  for (const std::string& t : split_commas(o.lengths)) lengths.push_back(parse_length(t, "--lengths"));
+  if (lengths.empty()) fail("--lengths: no length given");
+  const std::vector<double> depths = parse_depths(o.depths);
+  Loaded l = load(o.model, true);
+  for (int64_t n : lengths) check_memory(*l.model, n);
+  GenerateOptions g;
+  g.max_new_tokens = o.new_tokens;
+  g.sampler.temperature = 0.0f;  // greedy
+  g.vocab_limit = l.tokenizer->vocab_size();
+  std::vector<std::vector<double>> acc(lengths.size(), std::vector<double>(depths.size(), 0.0));
+  nlohmann::json trials = nlohmann::json::array();
+  double prefill_s = 0, total_correct = 0;
+  int64_t prompt_tokens = 0, trial = 0;
+  const int64_t all = static_cast<int64_t>(lengths.size() * depths.size()) * o.samples;
+  const auto t0 = std::chrono::steady_clock::now();
+  for (size_t i = 0; i < lengths.size(); ++i)
+    for (size_t j = 0; j < depths.size(); ++j)
+      for (int64_t s = 0; s < o.samples; ++s, ++trial) {
+        const PasskeyPrompt p = passkey_prompt(*l.tokenizer, l.add_bos, lengths[i], depths[j], passkey_key(o.seed, trial));
+        const GenerateResult r = generate(*l.model, p.ids, g, [](int32_t) { return true; });
+        const std::string answer = l.tokenizer->decode(r.tokens);
+        const bool ok = passkey_correct(answer, p.key);
+        acc[i][j] += ok ? 1.0 / static_cast<double>(o.samples) : 0.0;
+        total_correct += ok;
+        prefill_s += r.prefill_seconds;
+        prompt_tokens += static_cast<int64_t>(p.ids.size());
+        trials.push_back({{"length", lengths[i]}, {"depth", depths[j]}, {"key", p.key},
+                          {"prompt_tokens", p.ids.size()}, {"answer", answer}, {"correct", ok}});
+        const double el = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        std::fprintf(stderr, "\rtrial %lld/%lld  length %lld depth %.2f  %s  %.0f prompt tok/s  ETA %.0fs   ",
+                     (long long)trial + 1, (long long)all, (long long)lengths[i], depths[j], ok ? "ok   " : "wrong",
+                     prompt_tokens / (prefill_s > 0 ? prefill_s : 1e-9), el / (trial + 1) * (all - trial - 1));
+      }
+  std::fprintf(stderr, "\n");
+  const double overall = total_correct / static_cast<double>(all), tok_s = prompt_tokens / (prefill_s > 0 ? prefill_s : 1e-9);
+  if (o.json) {
+    nlohmann::json j = {{"lengths", lengths}, {"depths", depths}, {"accuracy", acc}, {"overall", overall},
+                        {"samples", o.samples}, {"prompt_tokens_per_s", tok_s}, {"trials", trials}};
+    std::printf("%s\n", j.dump().c_str());
+  } else {
+    std::printf("%-8s", "depth");
+    for (int64_t n : lengths) std::printf(" %8lld", (long long)n);
+    std::printf("\n");
+    for (size_t j = 0; j < depths.size(); ++j) {
+      std::printf("%-8.2f", depths[j]);
+      for (size_t i = 0; i < lengths.size(); ++i) std::printf(" %7.0f%%", 100 * acc[i][j]);
+      std::printf("\n");
+    }
+    std::printf("overall accuracy %.1f%% over %lld trials; prompts at %.1f tok/s\n", 100 * overall, (long long)all, tok_s);
+  }
+  if (!o.png.empty()) {
+    write_heatmap(o.png, "passkey retrieval: " + o.model.path, lengths, depths, acc);
+    std::fprintf(stderr, "wrote %s\n", o.png.c_str());
+  }
+}
+
+}  // namespace
+
+void register_eval(CLI::App& app) {
+  CLI::App* eval = app.add_subcommand("eval", "long-context evaluations (docs/long-context.md)");
+  eval->require_subcommand(1);
+  auto o = std::make_shared<PasskeyOpts>();
+  CLI::App* pk = eval->add_subcommand("passkey", "passkey retrieval accuracy over lengths x depths (greedy)");
+  add_model_flags(pk, o->model);
+  add_self_extend_flag(pk, o->model);
+  pk->add_option("--lengths", o->lengths, "prompt lengths in tokens, comma-separated (k = 1024)");
+  pk->add_option("--depths", o->depths, "key depths in [0, 1], comma-separated");
+  pk->add_option("--samples", o->samples, "keys per (length, depth) cell")->check(above(0));
+  pk->add_option("--new-tokens", o->new_tokens, "tokens generated per answer")->check(above(0));
+  pk->add_option("--seed", o->seed, "seed of the keys");
+  pk->add_flag("--json", o->json, "print one JSON object (with every trial)");
+  pk->add_option("-o,--output", o->png, "heat map PNG to write (needs gnuplot)");
+  pk->callback([o] { eval_passkey(*o); });
+}
+
+}  // namespace strata::cli
