@@ -6,11 +6,13 @@
 
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
 #include "cli/common.h"
 #include "cli/gnuplot.h"
+#include "eval/length_eval.h"
 #include "eval/passkey.h"
 #include "strata/error.h"
 #include "strata/generate.h"
@@ -145,6 +147,100 @@ void eval_passkey(const PasskeyOpts& o) {
   }
 }
 
+struct LengthOpts {
+  std::vector<std::string> models;
+  std::string tokenizer, text, lengths = "512,1k,2k,4k", self_extend, png;
+  int threads = 0;
+  bool json = false;
+};
+
+void write_length_plot(const std::string& out, const std::vector<std::string>& labels,
+                       const std::vector<std::vector<LengthPoint>>& pts) {
+  std::string s = png_terminal(1000, 600) + "set output " + gp_quote(out) + "\n";
+  s += "set title 'perplexity against evaluation length'\nset xlabel 'evaluation length (tokens)'\n";
+  s += "set ylabel 'perplexity'\nset logscale x 2\nset logscale y\nset grid\nset key top left\n";
+  std::string plots;
+  char buf[96];
+  for (size_t m = 0; m < pts.size(); ++m) {
+    s += "$m" + std::to_string(m) + " << EOD\n";
+    for (const LengthPoint& p : pts[m])
+      if (p.scored > 0) {
+        std::snprintf(buf, sizeof buf, "%lld %.9g\n", (long long)p.length, p.perplexity());
+        s += buf;
+      }
+    s += "EOD\n";
+    plots += (m ? ", " : "") + std::string("$m") + std::to_string(m) + " using 1:2 with linespoints lw 2 pt 7 title " +
+             gp_quote(labels[m]);
+  }
+  run_gnuplot(s + "plot " + plots + "\nset output\n", out);
+}
+
+void eval_length(const LengthOpts& o) {
+  std::vector<int64_t> lengths;
+  for (const std::string& t : split_commas(o.lengths)) lengths.push_back(parse_length(t, "--lengths"));
+  if (lengths.empty()) fail("--lengths: no length given");
+  std::ifstream f(o.text, std::ios::binary);
+  if (!f) fail(o.text, ": cannot read the text file");
+  const std::string text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  std::vector<std::string> labels;
+  std::vector<std::vector<LengthPoint>> all;
+  for (const std::string& path : o.models) {
+    Loaded l = load(ModelFlags{path, o.tokenizer, o.threads, o.self_extend}, true);
+    const std::vector<int32_t> tokens = l.tokenizer->encode(text, false);
+    const int64_t n = static_cast<int64_t>(tokens.size());
+    // The same tokens at every length: the most whole windows of the longest
+    // length that fits; a length longer than the text scores nothing.
+    int64_t longest = 0;
+    for (int64_t L : lengths)
+      if (L <= n) longest = std::max(longest, L);
+    if (longest == 0) fail(o.text, ": ", n, " tokens, shorter than every evaluation length");
+    const int64_t scored = n / longest * longest;
+    std::vector<LengthPoint> pts;
+    for (int64_t L : lengths) {
+      if (L > n) {
+        std::fprintf(stderr, "%s: length %lld skipped: the text has %lld tokens\n", path.c_str(), (long long)L, (long long)n);
+        pts.push_back(LengthPoint{L});
+        continue;
+      }
+      pts.push_back(length_perplexity(*l.model, tokens, l.model->config().bos_token_id, L, scored / L * L,
+                                      [&](int64_t done, int64_t total) {
+                                        std::fprintf(stderr, "\r%s length %lld: %lld/%lld tokens   ", path.c_str(),
+                                                     (long long)L, (long long)done, (long long)total);
+                                      }));
+      std::fprintf(stderr, "\n");
+    }
+    std::error_code ec;
+    std::string label = std::filesystem::path(path).lexically_normal().filename().string();
+    if (label.empty() || label == ".") label = path;
+    labels.push_back(label);
+    all.push_back(std::move(pts));
+  }
+  if (o.json) {
+    nlohmann::json j = nlohmann::json::array();
+    for (size_t m = 0; m < all.size(); ++m)
+      for (const LengthPoint& p : all[m])
+        j.push_back({{"model", o.models[m]}, {"length", p.length}, {"windows", p.windows}, {"scored", p.scored},
+                     {"perplexity", p.scored ? nlohmann::json(p.perplexity()) : nlohmann::json()},
+                     {"tokens_per_s", p.seconds > 0 ? p.scored / p.seconds : 0.0}});
+    std::printf("%s\n", j.dump().c_str());
+  } else {
+    std::printf("%-8s", "length");
+    for (const std::string& l : labels) std::printf(" %14s", l.c_str());
+    std::printf("\n");
+    for (size_t i = 0; i < lengths.size(); ++i) {
+      std::printf("%-8lld", (long long)lengths[i]);
+      for (const auto& pts : all)
+        pts[i].scored ? std::printf(" %14.3f", pts[i].perplexity()) : std::printf(" %14s", "-");
+      std::printf("\n");
+    }
+    std::printf("(%lld tokens scored at every length)\n", (long long)(all.empty() ? 0 : all[0][0].scored));
+  }
+  if (!o.png.empty()) {
+    write_length_plot(o.png, labels, all);
+    std::fprintf(stderr, "wrote %s\n", o.png.c_str());
+  }
+}
+
 }  // namespace
 
 void register_eval(CLI::App& app) {
@@ -162,6 +258,20 @@ void register_eval(CLI::App& app) {
   pk->add_flag("--json", o->json, "print one JSON object (with every trial)");
   pk->add_option("-o,--output", o->png, "heat map PNG to write (needs gnuplot)");
   pk->callback([o] { eval_passkey(*o); });
+
+  auto lo = std::make_shared<LengthOpts>();
+  CLI::App* len = eval->add_subcommand("length", "perplexity against the evaluation length, one line per model");
+  len->add_option("-m,--model", lo->models, "model(s): HF directory, .safetensors or llama2.c .bin (repeat -m)")
+      ->required()
+      ->take_all();
+  len->add_option("--tokenizer", lo->tokenizer, "SentencePiece .model or tokenizer.json (default: each model's own)");
+  len->add_option("--text", lo->text, "text file")->required();
+  len->add_option("--lengths", lo->lengths, "evaluation lengths in tokens, comma-separated (k = 1024)");
+  len->add_option("--self-extend", lo->self_extend, "G,W: Self-Extend for the models' RoPE attention");
+  len->add_flag("--json", lo->json, "print one JSON array (one object per model and length)");
+  len->add_option("-o,--output", lo->png, "PNG plot to write (needs gnuplot)");
+  add_threads_option(len, &lo->threads);
+  len->callback([lo] { eval_length(*lo); });
 }
 
 }  // namespace strata::cli

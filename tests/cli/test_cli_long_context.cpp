@@ -5,6 +5,8 @@
 
 #include <algorithm>
 
+#include <nlohmann/json.hpp>
+
 #include "test_util.h"
 
 namespace strata {
@@ -65,6 +67,59 @@ TEST(CliDecoding, PresetsEqualTheirFlags) {
   same("--decoding govreport", "--temp 0 -n 450");
   same("--decoding squality --temp 0.7", "--temp 0.7 -n 600");  // explicit --temp wins
   expect_one_line_error(run_cli(g + "--decoding mmlu"), {"unknown preset 'mmlu'", "humaneval"});
+}
+
+// eval passkey's table and JSON, data passkey's lines and sft --template none
+// on them, eval length's table, JSON and plot for two models.
+TEST(CliLongContext, PasskeyDataTuningAndLengthEval) {
+  STRATA_REQUIRE_SHARED_DATA(data);
+  const std::string dir = test::make_temp_dir("longctx");
+  const std::string tok = "--tokenizer '" + data + "/tok512.model' ";
+  const std::string m260 = "-m '" + data + "/stories260K.bin' " + tok;
+  auto r = run_cli("eval passkey " + m260 + "--lengths 200,300 --depths 0,1 --samples 2 --json");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["lengths"], nlohmann::json({200, 300}));
+  EXPECT_EQ(j["trials"].size(), 8u);
+  for (const auto& t : j["trials"]) EXPECT_LE(t["prompt_tokens"].get<int64_t>(), t["length"].get<int64_t>());
+  EXPECT_GE(j["overall"].get<double>(), 0.0);
+  r = run_cli("eval passkey " + m260 + "--lengths 200 --depths 0.5 --samples 1");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("overall accuracy"), std::string::npos) << r.out;
+  expect_one_line_error(run_cli("eval passkey " + m260 + "--lengths 20"), {"shorter than the prompt without filler"});
+  expect_one_line_error(run_cli("eval passkey " + m260 + "--depths 0,2"), {"--depths", "'2'"});
+  expect_one_line_error(run_cli("eval passkey " + m260 + "--lengths 64m"), {"--lengths", "'64m'"});
+
+  // Tuning data and one SFT run on it with the plain template.
+  r = run_cli("data passkey " + tok + "--length 256 --count 6 -o '" + dir + "/pk.jsonl'");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const std::string lines = test::read_file(dir + "/pk.jsonl");
+  EXPECT_EQ(std::count(lines.begin(), lines.end(), '\n'), 6);
+  const auto first = nlohmann::json::parse(lines.substr(0, lines.find('\n')));
+  EXPECT_NE(first["prompt"].get<std::string>().find("The pass key is"), std::string::npos);
+  EXPECT_EQ(first["completion"].get<std::string>().size(), 7u);  // " 12345."
+  ASSERT_EQ(run_cli("init --preset tiny-samba -o '" + dir + "/s'").exit_code, 0);
+  r = run_cli("sft --init '" + dir + "/s' " + tok + "--data '" + dir + "/pk.jsonl' --template none --batch 2 --seq 256 "
+              "--steps 2 -o '" + dir + "/tuned'");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+
+  // Two models, one line each.
+  const std::string text = dir + "/t.txt";
+  std::string words;
+  for (int i = 0; i < 600; ++i) words += i % 7 == 0 ? "Lily played in the park. " : "the dog ran ";
+  test::write_file(text, words);
+  r = run_cli("eval length -m '" + data + "/stories260K.bin' -m '" + dir + "/s' " + tok + "--text '" + text +
+              "' --lengths 64,128,256 --json");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto pts = nlohmann::json::parse(r.out);
+  ASSERT_EQ(pts.size(), 6u);
+  for (const auto& p : pts) {
+    EXPECT_EQ(p["scored"], pts[0]["scored"]) << "not the same tokens at every length";
+    EXPECT_GT(p["perplexity"].get<double>(), 1.0);
+  }
+  r = run_cli("eval length -m '" + data + "/stories260K.bin' " + tok + "--text '" + text + "' --lengths 64,100000");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("length 100000 skipped"), std::string::npos) << r.err;
 }
 
 }  // namespace
