@@ -89,6 +89,9 @@ TEST(CliLongContext, PasskeyDataTuningAndLengthEval) {
   expect_one_line_error(run_cli("eval passkey " + m260 + "--lengths 20"), {"shorter than the prompt without filler"});
   expect_one_line_error(run_cli("eval passkey " + m260 + "--depths 0,2"), {"--depths", "'2'"});
   expect_one_line_error(run_cli("eval passkey " + m260 + "--lengths 64m"), {"--lengths", "'64m'"});
+  // A KV cache that would not fit is refused before any work.
+  expect_one_line_error(run_cli("eval passkey " + m260 + "--lengths 1k,500000k"),
+                        {"passkey length 512000000 needs", "MiB of decode state", "available"});
 
   // Tuning data and one SFT run on it with the plain template.
   r = run_cli("data passkey " + tok + "--length 256 --count 6 -o '" + dir + "/pk.jsonl'");
