@@ -8,6 +8,9 @@
 #                       train_docs and val_docs
 #   section TEXT        a section header on stderr
 #   eval_interval STEPS validation interval: about STEPS/5, a divisor of STEPS
+#   model_config FILE FFN CONTEXT [EXTRA_FIELDS]
+#                       the demos' model shape into FILE: hidden 256, 4 layers, 4 heads / 2 KV
+#                       heads, tied embeddings, vocab $vocab; FFN width, context and extra fields
 #
 # s is the strata binary. Re-running reuses the npm download and redoes the rest.
 
@@ -71,4 +74,14 @@ brown_prep() {
     return 1
   fi
   vocab=$(json_field "$data/meta.json" vocab_size)
+}
+
+model_config() {
+  cat >"$1" <<EOF
+{"vocab_size": $vocab, "hidden_size": 256, "intermediate_size": $2,
+ "num_hidden_layers": 4, "num_attention_heads": 4, "num_key_value_heads": 2,
+ "max_position_embeddings": $3, "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
+ "tie_word_embeddings": true, "bos_token_id": 1, "eos_token_id": 2, "torch_dtype": "float32"${4:+,
+ $4}}
+EOF
 }

@@ -44,26 +44,15 @@ brown_prep "$root"  # sets work, data, vocab, train_docs, val_docs
 lengths=512
 for ((n = 1024; n <= max_len; n *= 2)); do lengths+=",$n"; done
 
-# model_config FILE FFN [EXTRA_FIELDS]: hidden 256, 4 layers, 4 heads / 2 KV
-# heads, tied embeddings, trained at 512 positions.
-model_config() {
-  cat >"$1" <<EOF
-{"vocab_size": $vocab, "hidden_size": 256, "intermediate_size": $2,
- "num_hidden_layers": 4, "num_attention_heads": 4, "num_key_value_heads": 2,
- "max_position_embeddings": $seq, "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
- "tie_word_embeddings": true, "bos_token_id": 1, "eos_token_id": 2, "torch_dtype": "float32"${3:+,
- $3}}
-EOF
-}
 
 section "models: Samba, Llama-SWA (window $window), Llama; hidden 256, 4 layers, vocab $vocab"
 # Samba's Mamba sub-layers hold 2.2x an attention sub-layer's parameters, so
 # its MLPs are narrower (528 against 688) to match the others' count.
-model_config "$work/samba.json" 528 '"strata_recipe": "samba", "strata_init": "mamba",
+model_config "$work/samba.json" 528 $seq '"strata_recipe": "samba", "strata_init": "mamba",
  "strata_layers": {"unit": [[{"kind": "mamba"}, "mlp"], [{"kind": "attention", "window": '$window'}, "mlp"]]}'
-model_config "$work/swa.json" 688 '"strata_recipe": "llama-swa",
+model_config "$work/swa.json" 688 $seq '"strata_recipe": "llama-swa",
  "strata_layers": {"unit": [[{"kind": "attention", "window": '$window'}, "mlp"]]}'
-model_config "$work/llama.json" 688
+model_config "$work/llama.json" 688 $seq
 names=(samba swa llama)
 for m in "${names[@]}"; do
   echo "-- $m" >&2

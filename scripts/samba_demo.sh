@@ -29,25 +29,14 @@ window=$((seq / 2))  # as Samba's 2048 window at training length 4096
 
 brown_prep "$out"  # sets work, data, vocab, train_docs, val_docs
 
-# model_config FILE FFN [EXTRA_FIELDS]: the shape both models share (hidden 256,
-# 4 layers, 4 heads / 2 KV heads, tied embeddings, context 256), FFN width and extras.
-model_config() {
-  cat >"$1" <<EOF
-{"vocab_size": $vocab, "hidden_size": 256, "intermediate_size": $2,
- "num_hidden_layers": 4, "num_attention_heads": 4, "num_key_value_heads": 2,
- "max_position_embeddings": 256, "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
- "tie_word_embeddings": true, "bos_token_id": 1, "eos_token_id": 2, "torch_dtype": "float32"${3:+,
- $3}}
-EOF
-}
 
 section "models: Samba and Llama, hidden 256, 4 layers, 4 heads (2 KV), vocab $vocab, tied embeddings"
 # Samba: 2 x ([Mamba, MLP], [SWA, MLP]); a Mamba sub-layer (expand 2, state 16) has 2.2x
 # the parameters of an attention one, so its MLPs are narrower (528 against 688) to
 # match the Llama's count.
-model_config "$work/samba.json" 528 '"strata_recipe": "samba", "strata_init": "mamba",
+model_config "$work/samba.json" 528 256 '"strata_recipe": "samba", "strata_init": "mamba",
  "strata_layers": {"unit": [[{"kind": "mamba"}, "mlp"], [{"kind": "attention", "window": '$window'}, "mlp"]]}'
-model_config "$work/llama.json" 688  # demo.sh's Llama
+model_config "$work/llama.json" 688 256  # demo.sh's Llama
 names=(samba llama)
 for m in "${names[@]}"; do
   echo "-- $m" >&2
