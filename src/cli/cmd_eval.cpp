@@ -209,7 +209,6 @@ void eval_length(const LengthOpts& o) {
                                       }));
       std::fprintf(stderr, "\n");
     }
-    std::error_code ec;
     std::string label = std::filesystem::path(path).lexically_normal().filename().string();
     if (label.empty() || label == ".") label = path;
     labels.push_back(label);
