@@ -209,7 +209,11 @@ void eval_length(const LengthOpts& o) {
                                       }));
       std::fprintf(stderr, "\n");
     }
-    std::string label = std::filesystem::path(path).lexically_normal().filename().string();
+    // The model's name: its directory, or the run's for a checkpoint-N of a run.
+    const std::filesystem::path fp = std::filesystem::path(path).lexically_normal();
+    std::string label = fp.filename().string();
+    if (label.rfind("checkpoint-", 0) == 0 && !fp.parent_path().filename().empty())
+      label = fp.parent_path().filename().string();
     if (label.empty() || label == ".") label = path;
     labels.push_back(label);
     all.push_back(std::move(pts));
