@@ -36,7 +36,7 @@ void register_data(CLI::App& app) {
     std::string lines;
     int64_t tokens = 0;
     for (int64_t i = 0; i < o->count; ++i) {
-      const int64_t key = 10000 + static_cast<int64_t>(rng.next() % 90000);
+      const int64_t key = passkey_key(o->seed, i);
       const double depth = rng.uniform_double();
       const std::string completion = " " + std::to_string(key) + ".";
       const int64_t answer = static_cast<int64_t>(tok->encode(completion, false).size()) + 1;  // and EOS

@@ -27,6 +27,13 @@ std::vector<std::string> split_commas(const std::string& s) {
   return r;
 }
 
+std::vector<int64_t> parse_lengths(const std::string& s) {
+  std::vector<int64_t> r;
+  for (const std::string& t : split_commas(s)) r.push_back(parse_length(t, "--lengths"));
+  if (r.empty()) fail("--lengths: no length given");
+  return r;
+}
+
 std::vector<double> parse_depths(const std::string& s) {
   std::vector<double> r;
   for (const std::string& t : split_commas(s)) {
@@ -90,9 +97,7 @@ void write_heatmap(const std::string& out, const std::string& title, const std::
 }
 
 void eval_passkey(const PasskeyOpts& o) {
-  std::vector<int64_t> lengths;
-  for (const std::string& t : split_commas(o.lengths)) lengths.push_back(parse_length(t, "--lengths"));
-  if (lengths.empty()) fail("--lengths: no length given");
+  const std::vector<int64_t> lengths = parse_lengths(o.lengths);
   const std::vector<double> depths = parse_depths(o.depths);
   Loaded l = load(o.model, true);
   for (int64_t n : lengths) check_memory(*l.model, n);
@@ -176,9 +181,7 @@ void write_length_plot(const std::string& out, const std::vector<std::string>& l
 }
 
 void eval_length(const LengthOpts& o) {
-  std::vector<int64_t> lengths;
-  for (const std::string& t : split_commas(o.lengths)) lengths.push_back(parse_length(t, "--lengths"));
-  if (lengths.empty()) fail("--lengths: no length given");
+  const std::vector<int64_t> lengths = parse_lengths(o.lengths);
   std::ifstream f(o.text, std::ios::binary);
   if (!f) fail(o.text, ": cannot read the text file");
   const std::string text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());

@@ -73,10 +73,17 @@ void RopeTable::angles(int64_t p, float* c, float* s) const {
 
 void RopeTable::shift(const kernels::Table& kt, float* x, int64_t heads, int64_t by) const {
   if (by == 0) return;
+  // The table's row for |by| (the values angles() would compute), or the formula past it.
   thread_local std::vector<float> c, s;
+  const int64_t p = by < 0 ? -by : by;
   c.resize(static_cast<size_t>(half));
   s.resize(static_cast<size_t>(half));
-  angles(by < 0 ? -by : by, c.data(), s.data());
+  if (p < positions) {
+    std::copy(cos.begin() + p * half, cos.begin() + (p + 1) * half, c.begin());
+    std::copy(sin.begin() + p * half, sin.begin() + (p + 1) * half, s.begin());
+  } else {
+    angles(p, c.data(), s.data());
+  }
   if (by < 0)  // rotating by -angle is RoPE with sin negated
     for (float& v : s) v = -v;
   kt.rope(x, heads, head_dim, c.data(), s.data());
