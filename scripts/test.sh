@@ -5,6 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
+# A real llama.cpp for the interoperability tests (they skip, saying so, without it).
+if libs=$(scripts/setup_llamacpp.sh); then export STRATA_LLAMACPP_LIBS=$libs; fi
 jobs=$(nproc 2>/dev/null || echo 2)
 
 echo "== Release build and tests" >&2

@@ -26,6 +26,18 @@ std::string shared_data_dir() {
   return {};
 }
 
+std::string llamacpp_lib_dir() {
+  if (const char* env = std::getenv("STRATA_LLAMACPP_LIBS"); env && *env)
+    return fs::exists(fs::path(env) / "libggml-base.so") ? std::string(env) : std::string();
+  fs::path home;
+  if (const char* x = std::getenv("XDG_CACHE_HOME"); x && *x) home = x;
+  else if (const char* h = std::getenv("HOME"); h && *h) home = fs::path(h) / ".cache";
+  else return {};
+  const fs::path p = home / "strata" / "node-llama-cpp-3.21.1" / "node_modules" / "@node-llama-cpp" / "linux-x64" /
+                     "bins" / "linux-x64";
+  return fs::exists(p / "libggml-base.so") ? p.string() : std::string();
+}
+
 namespace {
 struct TempRoot {
   fs::path root;

@@ -15,6 +15,15 @@ std::string shared_data_dir();
   if (var.empty()) GTEST_SKIP() << "shared test data not found (../shared/data or "        \
                                    "STRATA_SHARED_DATA): skipping"
 
+// The folder of llama.cpp's prebuilt libraries (libggml-base.so, libllama*.so)
+// that scripts/setup_llamacpp.sh installs: $STRATA_LLAMACPP_LIBS, else that
+// script's default folder. Empty if absent.
+std::string llamacpp_lib_dir();
+#define STRATA_REQUIRE_LLAMACPP(var)                                                              \
+  const std::string var = ::strata::test::llamacpp_lib_dir();                                     \
+  if (var.empty()) GTEST_SKIP() << "llama.cpp libraries not found (scripts/setup_llamacpp.sh or " \
+                                   "STRATA_LLAMACPP_LIBS): skipping the comparison with llama.cpp"
+
 // A fresh empty directory under the build's temp area, removed at exit.
 std::string make_temp_dir(const std::string& tag);
 

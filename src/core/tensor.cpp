@@ -7,32 +7,69 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "kernels/quant.h"
 #include "strata/error.h"
 
 namespace strata {
 
+namespace {
+
+struct DTypeInfo {
+  DType type;
+  const char* name;
+  const char* lower;
+  int64_t block;
+  size_t block_bytes;
+};
+constexpr DTypeInfo kDTypes[] = {
+    {DType::F32, "F32", "f32", 1, 4},
+    {DType::BF16, "BF16", "bf16", 1, 2},
+    {DType::F16, "F16", "f16", 1, 2},
+    {DType::Q8_0, "Q8_0", "q8_0", quant::kBlock, sizeof(quant::BlockQ8_0)},
+    {DType::Q4_0, "Q4_0", "q4_0", quant::kBlock, sizeof(quant::BlockQ4_0)},
+    {DType::Q4_1, "Q4_1", "q4_1", quant::kBlock, sizeof(quant::BlockQ4_1)},
+    {DType::Q4_K, "Q4_K", "q4_k", quant::kSuper, sizeof(quant::BlockQ4_K)},
+    {DType::Q5_K, "Q5_K", "q5_k", quant::kSuper, sizeof(quant::BlockQ5_K)},
+    {DType::Q6_K, "Q6_K", "q6_k", quant::kSuper, sizeof(quant::BlockQ6_K)},
+};
+
+const DTypeInfo& info(DType t) {
+  const auto i = static_cast<size_t>(t);
+  if (i >= std::size(kDTypes)) fail("unknown dtype code ", i);
+  return kDTypes[i];
+}
+
+}  // namespace
+
 size_t dtype_size(DType t) {
-  switch (t) {
-    case DType::F32: return 4;
-    case DType::BF16: return 2;
-    case DType::F16: return 2;
-  }
-  return 0;
+  if (is_quantized(t)) fail("dtype_size: ", dtype_name(t), " is a block type (use row_bytes)");
+  return info(t).block_bytes;
+}
+
+int64_t dtype_block(DType t) { return info(t).block; }
+size_t dtype_block_bytes(DType t) { return info(t).block_bytes; }
+
+size_t row_bytes(DType t, int64_t n) {
+  const DTypeInfo& d = info(t);
+  if (n % d.block != 0) fail(d.name, ": ", n, " values are not a whole number of blocks of ", d.block);
+  return static_cast<size_t>(n / d.block) * d.block_bytes;
 }
 
 std::string_view dtype_name(DType t) {
-  switch (t) {
-    case DType::F32: return "F32";
-    case DType::BF16: return "BF16";
-    case DType::F16: return "F16";
-  }
-  return "?";
+  const auto i = static_cast<size_t>(t);
+  return i < std::size(kDTypes) ? kDTypes[i].name : "?";
 }
 
 bool parse_dtype(std::string_view s, DType* out) {
-  if (s == "F32" || s == "f32" || s == "float32") { *out = DType::F32; return true; }
-  if (s == "BF16" || s == "bf16" || s == "bfloat16") { *out = DType::BF16; return true; }
-  if (s == "F16" || s == "f16" || s == "float16") { *out = DType::F16; return true; }
+  for (const DTypeInfo& d : kDTypes) {
+    if (s == d.name || s == d.lower) {
+      *out = d.type;
+      return true;
+    }
+  }
+  if (s == "float32") { *out = DType::F32; return true; }
+  if (s == "bfloat16") { *out = DType::BF16; return true; }
+  if (s == "float16") { *out = DType::F16; return true; }
   return false;
 }
 
@@ -116,6 +153,17 @@ Tensor Tensor::to(DType target) const {
     std::memcpy(out.data, data, nbytes());
   } else if (target == DType::F32) {
     to_f32(dtype, data, out.f32(), n);
+  } else if (is_quantized(target)) {
+    const int64_t cols = shape.empty() ? 1 : shape.back();
+    if (cols % dtype_block(target) != 0)
+      fail("cannot convert a tensor of shape ", shape_str(shape), " to ", dtype_name(target), ": rows of ", cols,
+           " values are not whole blocks of ", dtype_block(target));
+    std::vector<float> row(static_cast<size_t>(cols));
+    const size_t in_row = row_bytes(dtype, cols), out_row = row_bytes(target, cols);
+    for (int64_t r = 0; cols > 0 && r < n / cols; ++r) {
+      to_f32(dtype, static_cast<const char*>(data) + r * in_row, row.data(), cols);
+      quant::quantize_row(target, row.data(), static_cast<char*>(out.data) + r * out_row, cols);
+    }
   } else {
     std::vector<float> tmp(static_cast<size_t>(n));
     to_f32(dtype, data, tmp.data(), n);
@@ -176,6 +224,7 @@ void to_f32(DType src_type, const void* src, float* dst, int64_t n) {
       for (int64_t i = 0; i < n; ++i) dst[i] = f16_to_f32(s[i]);
       return;
     }
+    default: quant::dequantize_row(src_type, src, dst, n); return;
   }
 }
 

@@ -7,6 +7,7 @@
 
 #include "core/cpu.h"
 #include "kernels/ssm.h"
+#include "strata/tensor.h"
 
 namespace strata::kernels {
 
@@ -101,6 +102,13 @@ struct Table {
   // Gated linear attention's decay factors (kernels/linear_attention.h):
   // y[i] = s * x[i] * exp(a[i] - b[i]) (b null: exp(a[i])) for i < n.
   void (*mul_exp)(const float* x, const float* a, const float* b, float s, float* y, int64_t n) = nullptr;
+
+  // Products with block-quantized weights (kernels/quant.h): activation rows
+  // quantized by quant::quantize_act_row for `type`, weight rows `row_bytes`
+  // apart; y[i*ldy + j] = dot(act row i, weight row j) for i < M, j < N,
+  // computed alike whatever M and N. AVX-512 uses VNNI where the CPU has it.
+  void (*quant_matmul)(DType type, const void* act, int64_t M, int64_t K, const uint8_t* w, size_t row_bytes,
+                       int64_t N, float* y, int64_t ldy) = nullptr;
 };
 
 // The BF16 kernels (pack_bf16.cpp, gemm_amx.cpp, matmul_amx.cpp, dot_bf16.cpp).

@@ -1,4 +1,5 @@
 // AVX-512 kernels (compiled with -mavx512f/bw/vl/dq; used only when the CPU has them).
+#include "kernels/quant.h"
 #include "kernels/simd_avx512.h"
 #include "kernels/simd_kernels.h"
 #include "kernels/simd_ssm.h"
@@ -9,6 +10,7 @@ const Table& avx512_table() {
   static const Table t = [] {
     Table r = make_table<VecAvx512>();
     add_ssm_kernels<VecAvx512>(r);
+    r.quant_matmul = __builtin_cpu_supports("avx512vnni") ? quant::matmul_vnni : quant::matmul_avx2;
     return r;
   }();
   return t;

@@ -4,6 +4,7 @@
 
 #include "kernels/gemm_pack.h"
 #include "kernels/kernels.h"
+#include "kernels/quant.h"
 #include "strata/tensor.h"
 
 namespace strata::kernels {
@@ -131,6 +132,7 @@ const Table& scalar_table() {
     r.dwconv_row = dwconv_row_scalar;
     r.softplus_bias = softplus_bias_scalar;
     r.mul_exp = mul_exp_scalar;
+    r.quant_matmul = quant::matmul_scalar;
     return r;
   }();
   return t;

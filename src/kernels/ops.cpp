@@ -6,6 +6,7 @@
 
 #include "core/parallel.h"
 #include "kernels/kernels.h"
+#include "kernels/quant.h"
 #include "strata/error.h"
 
 namespace strata::ops {
@@ -46,6 +47,17 @@ void matmul(const Exec& ex, const float* x, int64_t M, const Tensor& w, float* y
   } else if (w.dtype == DType::BF16) {
     const uint16_t* wd = w.u16();
     parallel_for(N, grain, [&](int64_t b, int64_t e) { kt.matmul_bf16(x, K, M, K, wd + b * K, K, e - b, y + b, N); });
+  } else if (is_quantized(w.dtype)) {
+    // Activations quantized once per call (per token), then integer products.
+    const size_t arow = quant::act_row_bytes(w.dtype, K), wrow = row_bytes(w.dtype, K);
+    thread_local std::vector<uint8_t> act;
+    if (act.size() < arow * static_cast<size_t>(M)) act.resize(arow * static_cast<size_t>(M));
+    uint8_t* a = act.data();
+    parallel_for(M, M * K < (1 << 16) ? M : 4, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) quant::quantize_act_row(w.dtype, x + i * K, a + i * arow, K);
+    });
+    const uint8_t* wd = static_cast<const uint8_t*>(w.data);
+    parallel_for(N, grain, [&](int64_t b, int64_t e) { kt.quant_matmul(w.dtype, a, M, K, wd + b * wrow, wrow, e - b, y + b, N); });
   } else {
     fail("matmul: unsupported weight dtype ", dtype_name(w.dtype));
   }
@@ -75,6 +87,8 @@ void embed(const Exec& ex, const Tensor& table, const int32_t* ids, int64_t n, f
       for (int64_t j = 0; j < D; ++j) out[i * D + j] = src[j];
     } else if (table.dtype == DType::BF16) {
       kt.bf16_to_f32(table.u16() + row * D, out + i * D, D);
+    } else if (table.dtype == DType::F16 || is_quantized(table.dtype)) {
+      to_f32(table.dtype, static_cast<const uint8_t*>(table.data) + row * row_bytes(table.dtype, D), out + i * D, D);
     } else {
       fail("embedding: unsupported dtype ", dtype_name(table.dtype));
     }
