@@ -13,7 +13,7 @@ namespace strata {
 
 // Float types, and GGUF's block-quantized types (src/kernels/quant.h): a row
 // of a quantized tensor is a whole number of blocks of dtype_block values.
-enum class DType : uint8_t { F32, BF16, F16, Q8_0, Q4_0, Q4_1, Q4_K, Q5_K, Q6_K };
+enum class DType : uint8_t { F32, BF16, F16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K };
 
 inline bool is_quantized(DType t) { return t >= DType::Q8_0; }
 size_t dtype_size(DType t);   // bytes per value of a float type (quantized types: fails)

@@ -13,7 +13,8 @@ enum class TokenizerKind { kSentencePiece, kByteLevelBpe };
 
 class Tokenizer {
  public:
-  // `path`: a tokenizer.json (or any file that is a JSON object) loads as byte-level BPE, anything else
+  // `path`: a tokenizer.json (or any file that is a JSON object) loads as byte-level BPE; a GGUF file
+  // loads the SentencePiece-style vocabulary of its tokenizer.ggml.* metadata; anything else loads
   // as a SentencePiece model; a directory loads find_in_dir's file. Throws strata::Error naming the
   // file (and, for tokenizer.json, the field) when it is missing, malformed or asks for something unsupported.
   static std::unique_ptr<Tokenizer> load(const std::string& path);
@@ -31,6 +32,8 @@ class Tokenizer {
   // into UTF-8; byte-level BPE gives back the exact bytes). An id outside the vocabulary is an error.
   std::string decode(const std::vector<int32_t>& ids) const;
   std::string piece(int32_t id) const;
+  // The serialized SentencePiece ModelProto (SentencePiece tokenizers only; fails otherwise).
+  std::string spm_model_proto() const;
   const std::string& path() const { return path_; }  // the file loaded (inside a directory given to load)
 
  private:

@@ -40,6 +40,7 @@ int run(int argc, char** argv) {
   register_exact_match(app);
   register_eval(app);
   register_data(app);
+  register_quantize(app);
   try {
     app.parse(argc, argv);
     if (app.get_subcommands().empty()) {

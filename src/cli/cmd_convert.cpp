@@ -15,6 +15,7 @@
 #include "core/weights.h"
 #include "model/checkpoint.h"
 #include "model/convert_modified.h"
+#include "model/export_gguf.h"
 #include "model/hypernet.h"
 #include "model/import_samba.h"
 #include "model/stack.h"
@@ -32,26 +33,6 @@ constexpr const char* kProbeText =
     "Once upon a time, there was a little girl named Lily. She loved to play outside in the park with her "
     "friends. One day, she saw a big red ball under a tree and ran to get it.";
 constexpr int64_t kProbeRandomTokens = 64;
-
-// The tokenizer that goes with the output: --tokenizer (it must fit the
-// model's vocabulary, check_tokenizer_fits), else one beside the model that
-// fits (llama2.c names custom ones tok<V>.model). Null if there is none.
-std::unique_ptr<Tokenizer> find_tokenizer(const std::string& model_path, const std::string& given, int64_t vocab) {
-  if (!given.empty()) {
-    auto tok = Tokenizer::load(given);
-    check_tokenizer_fits(given, tok->vocab_size(), vocab);
-    return tok;
-  }
-  const fs::path p(model_path);
-  const fs::path dir = fs::is_directory(p) ? p : p.parent_path();
-  for (const fs::path& cand : {dir / ("tok" + std::to_string(vocab) + ".model"), dir / "tokenizer.model", dir / "tokenizer.json"}) {
-    std::error_code ec;
-    if (!fs::is_regular_file(cand, ec)) continue;
-    auto tok = Tokenizer::load(cand.string());
-    if (tok->vocab_size() <= vocab) return tok;
-  }
-  return nullptr;
-}
 
 std::vector<int32_t> probe_ids(const Config& cfg, const Tokenizer* tok, bool add_bos, std::string* what) {
   std::vector<int32_t> ids;
@@ -109,10 +90,38 @@ std::string litgpt_names() {
 
 }  // namespace
 
+// The tokenizer that goes with the output: --tokenizer (it must fit the
+// model's vocabulary, check_tokenizer_fits), else one beside the model that
+// fits (llama2.c names custom ones tok<V>.model). Null if there is none.
+std::unique_ptr<Tokenizer> find_model_tokenizer(const std::string& model_path, const std::string& given, int64_t vocab) {
+  if (!given.empty()) {
+    auto tok = Tokenizer::load(given);
+    check_tokenizer_fits(given, tok->vocab_size(), vocab);
+    return tok;
+  }
+  if (is_gguf_path(model_path)) {  // a GGUF carries its own vocabulary, if any
+    try {
+      auto tok = Tokenizer::load(model_path);
+      if (tok->vocab_size() <= vocab) return tok;
+    } catch (const Error&) {
+    }
+    return nullptr;
+  }
+  const fs::path p(model_path);
+  const fs::path dir = fs::is_directory(p) ? p : p.parent_path();
+  for (const fs::path& cand : {dir / ("tok" + std::to_string(vocab) + ".model"), dir / "tokenizer.model", dir / "tokenizer.json"}) {
+    std::error_code ec;
+    if (!fs::is_regular_file(cand, ec)) continue;
+    auto tok = Tokenizer::load(cand.string());
+    if (tok->vocab_size() <= vocab) return tok;
+  }
+  return nullptr;
+}
+
 void register_convert(CLI::App& app) {
   struct Opts {
     ModelFlags model;
-    std::string out, to = "hf", dtype, from = "auto", samba_config;
+    std::string out, to = "hf", dtype, from = "auto", samba_config, gguf_type = "f32";
     ModifiedOptions modified;
     int64_t max_shard = 0;
     bool add_hypernet = false;
@@ -121,9 +130,12 @@ void register_convert(CLI::App& app) {
   auto o = std::make_shared<Opts>();
   CLI::App* cmd = app.add_subcommand("convert", "convert a checkpoint");
   add_model_flags(cmd, o->model);
-  cmd->add_option("-o,--out", o->out, "output directory")->required();
-  cmd->add_option("--to", o->to, "target: hf (same model, HF layout) or modified (the modified decoder)")
-      ->check(CLI::IsMember({"hf", "modified"}));
+  cmd->add_option("-o,--out", o->out, "output directory (--to gguf: the file)")->required();
+  cmd->add_option("--to", o->to,
+                  "target: hf (same model, HF layout), gguf (one GGUF file, --type) or modified (the modified decoder)")
+      ->check(CLI::IsMember({"hf", "gguf", "modified"}));
+  cmd->add_option("--type", o->gguf_type, "--to gguf: f32, f16, bf16, q8_0, q4_0 or q4_k_m (docs/quantization.md)")
+      ->check(CLI::IsMember(std::vector<std::string>(std::begin(kGgufFileTypes), std::end(kGgufFileTypes))));
   cmd->add_option("--dtype", o->dtype,
                   "f32 or bf16 for the matrices (default: the source's dtype; the modified decoder: f32)")
       ->check(CLI::IsMember({"f32", "bf16"}));
@@ -159,6 +171,12 @@ void register_convert(CLI::App& app) {
   cmd->add_option("--tm-kernel", m.tm_kernel, "--to modified: token-mixing taps")->check(between(1, 8));
   cmd->add_option("--se-reduction", m.se_reduction, "--to modified: SE reduction")->check(above(0));
   cmd->callback([o, cmd] {
+    if (o->to == "gguf") {
+      for (const char* opt : {"--dtype", "--max-shard-size", "--add-hypernet", "--from", "--samba-config"})
+        if (cmd->count(opt) > 0) fail(opt, " does not apply to --to gguf");
+      return export_gguf(o->model, o->out, o->gguf_type);
+    }
+    if (cmd->count("--type") > 0) fail("--type applies to --to gguf only (use --dtype for --to hf)");
     const bool to_modified = o->to == "modified";
     for (const char* opt : {"--attention", "--diff-layout", "--ctx-mode", "--ada-rank", "--tm-kernel", "--se-reduction"})
       if (!to_modified && cmd->count(opt) > 0) fail(opt, " applies to --to modified only");
@@ -176,7 +194,7 @@ void register_convert(CLI::App& app) {
     ModelFlags flags = o->model;
     flags.tokenizer.clear();  // checked below against the vocabulary, with a fallback search
     Loaded l = litgpt ? load_litgpt(flags, o->samba_config) : load(flags, false);
-    auto tok = find_tokenizer(o->model.path, o->model.tokenizer, l.model->config().vocab_size);
+    auto tok = find_model_tokenizer(o->model.path, o->model.tokenizer, l.model->config().vocab_size);
 
     Config cfg = l.model->config();
     if (o->add_hypernet && cfg.has_hypernet())

@@ -38,7 +38,7 @@ void register_init(CLI::App& app) {
       cfg.vocab_size = tok->vocab_size();
     }
     DType dtype = cfg.torch_dtype == "bfloat16" ? DType::BF16 : DType::F32;
-    if (!o->dtype.empty() && (!parse_dtype(o->dtype, &dtype) || dtype == DType::F16))
+    if (!o->dtype.empty() && (!parse_dtype(o->dtype, &dtype) || (dtype != DType::F32 && dtype != DType::BF16)))
       fail("--dtype '", o->dtype, "': expected bf16 or f32");
     cfg.torch_dtype = dtype == DType::BF16 ? "bfloat16" : "float32";
     auto model = Model::random(cfg, o->seed, dtype);

@@ -42,6 +42,15 @@ Loaded load(const ModelFlags& flags, bool need_tokenizer, std::optional<DType> m
 // pieces than rows is an error naming the tokenizer file.
 void check_tokenizer_fits(const std::string& tok_path, int64_t pieces, int64_t model_vocab);
 
+// The tokenizer that goes with a model being written out: `given` (it must fit
+// the vocabulary), else one beside the model (or inside a GGUF) that fits; null if none.
+std::unique_ptr<Tokenizer> find_model_tokenizer(const std::string& model_path, const std::string& given, int64_t vocab);
+bool is_gguf_path(const std::string& path);  // an existing file that starts with the GGUF magic
+
+// Writes the model of `flags` as one GGUF file of file type `type` (strata
+// quantize, convert --to gguf) and says what it wrote on stderr.
+void export_gguf(const ModelFlags& flags, const std::string& out, const std::string& type);
+
 // Number checks for options: NaN is refused, and the message says what is
 // allowed in plain numbers ("must be >= 0", "must be in [0, 1]").
 CLI::Validator at_least(double lo);
@@ -78,5 +87,6 @@ void register_module_run(CLI::App& app);
 void register_exact_match(CLI::App& app);
 void register_eval(CLI::App& app);
 void register_data(CLI::App& app);
+void register_quantize(CLI::App& app);
 
 }  // namespace strata::cli

@@ -28,6 +28,8 @@ constexpr DTypeInfo kDTypes[] = {
     {DType::Q8_0, "Q8_0", "q8_0", quant::kBlock, sizeof(quant::BlockQ8_0)},
     {DType::Q4_0, "Q4_0", "q4_0", quant::kBlock, sizeof(quant::BlockQ4_0)},
     {DType::Q4_1, "Q4_1", "q4_1", quant::kBlock, sizeof(quant::BlockQ4_1)},
+    {DType::Q5_0, "Q5_0", "q5_0", quant::kBlock, sizeof(quant::BlockQ5_0)},
+    {DType::Q5_1, "Q5_1", "q5_1", quant::kBlock, sizeof(quant::BlockQ5_1)},
     {DType::Q4_K, "Q4_K", "q4_k", quant::kSuper, sizeof(quant::BlockQ4_K)},
     {DType::Q5_K, "Q5_K", "q5_k", quant::kSuper, sizeof(quant::BlockQ5_K)},
     {DType::Q6_K, "Q6_K", "q6_k", quant::kSuper, sizeof(quant::BlockQ6_K)},

@@ -155,6 +155,7 @@ CheckpointFiles read_checkpoint_files(const std::string& path, const ConfigCheck
     const fs::path dir = p.parent_path().empty() ? fs::path(".") : p.parent_path();
     return load_hf(dir, &p, on_config);
   }
+  if (is_gguf(path)) return read_gguf(path, on_config);
   return read_llama2c(path);  // .bin or any other regular file
 }
 

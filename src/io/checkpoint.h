@@ -3,6 +3,8 @@
 //    model-0000k-of-0000N.safetensors with model.safetensors.index.json;
 //    tokenizer.model and tokenizer_config.json (add_bos_token) beside them;
 //  - a .safetensors file with config.json in the same directory;
+//  - a GGUF file (src/io/gguf_checkpoint.cpp: llama.cpp's llama architecture,
+//    or strata's own models under architecture "strata");
 //  - a llama2.c legacy .bin (7 int32 header; q/k rows are permuted at load from
 //    the interleaved RoPE layout to HF's rotate_half layout, so the engine has
 //    one RoPE convention).
@@ -24,7 +26,7 @@ struct CheckpointFiles {
   std::string config_json;     // the text of config.json (for llama2.c, made from its header)
   std::string config_source;   // the path to name in errors about it
   WeightSet weights;
-  std::string format;          // "hf" or "llama2c"
+  std::string format;          // "hf", "gguf" or "llama2c"
   std::string tokenizer_path;  // tokenizer.model (else tokenizer.json) found beside the model, or ""
   bool add_bos = true;         // tokenizer_config.json add_bos_token
 };
@@ -34,6 +36,8 @@ struct CheckpointFiles {
 using ConfigCheck = std::function<void(const std::string& text, const std::string& source)>;
 CheckpointFiles read_checkpoint_files(const std::string& path, const ConfigCheck& on_config = {});
 CheckpointFiles read_llama2c(const std::string& path);
+bool is_gguf(const std::string& path);  // starts with the GGUF magic
+CheckpointFiles read_gguf(const std::string& path, const ConfigCheck& on_config = {});
 
 // Writes an HF-layout directory: config.json (the given text) and
 // model.safetensors, or, when the tensors exceed `max_shard_bytes` (> 0),
@@ -46,5 +50,7 @@ void write_hf_files(const std::string& dir, const std::string& config_json, cons
 // projection [n_heads * head_dim, in], spec §1.4. Returns a new F32 tensor.
 Tensor permute_interleaved_to_half(const Tensor& w, int64_t n_heads);
 Tensor permute_half_to_interleaved(const Tensor& w, int64_t n_heads);
+// The same permutation moving whole rows of any dtype (quantized rows stay as stored).
+Tensor permute_rows_interleaved(const Tensor& w, int64_t n_heads, bool to_half);
 
 }  // namespace strata

@@ -13,6 +13,7 @@
 #include <set>
 
 #include "core/mapped_file.h"
+#include "io/atomic_writer.h"
 #include "strata/error.h"
 
 namespace strata {
@@ -40,68 +41,6 @@ bool as_u64(const json& v, uint64_t* out) {
   }
   return false;
 }
-
-// Writes to a temp file beside `path`; commit() fsyncs and renames it into place.
-// The destructor removes the temp file if commit() was not reached.
-class AtomicWriter {
- public:
-  explicit AtomicWriter(const std::string& path) : path_(path) {
-    namespace fs = std::filesystem;
-    fs::path p(path);
-    dir_ = p.parent_path().empty() ? std::string(".") : p.parent_path().string();
-    std::string name = p.filename().string();  // hidden ".NAME.tmp.XXXXXX" beside the target
-    name.insert(0, 1, '.');
-    name.append(".tmp.XXXXXX");
-    tmp_ = (fs::path(dir_) / name).string();
-    fd_ = mkstemp(tmp_.data());
-    if (fd_ < 0) fail(path, ": cannot create a temporary file in ", dir_, ": ", std::strerror(errno));
-    fchmod(fd_, 0644);  // mkstemp creates 0600; checkpoints should be readable like normal files
-  }
-  ~AtomicWriter() {
-    if (fd_ >= 0) ::close(fd_);
-    if (!committed_) ::unlink(tmp_.c_str());
-  }
-  AtomicWriter(const AtomicWriter&) = delete;
-  AtomicWriter& operator=(const AtomicWriter&) = delete;
-
-  void write(const void* data, size_t n) {
-    const char* p = static_cast<const char*>(data);
-    while (n > 0) {
-      // Large tensors are written in chunks: some kernels cap a single write at ~2 GiB.
-      const size_t chunk = n < (size_t{1} << 30) ? n : (size_t{1} << 30);
-      ssize_t w = ::write(fd_, p, chunk);
-      if (w < 0) {
-        if (errno == EINTR) continue;
-        fail(path_, ": write failed: ", std::strerror(errno));
-      }
-      p += w;
-      n -= static_cast<size_t>(w);
-    }
-  }
-
-  void commit() {
-    if (::fsync(fd_) != 0) fail(path_, ": fsync failed: ", std::strerror(errno));
-    if (::close(fd_) != 0) {
-      fd_ = -1;
-      fail(path_, ": close failed: ", std::strerror(errno));
-    }
-    fd_ = -1;
-    if (::rename(tmp_.c_str(), path_.c_str()) != 0)
-      fail(path_, ": cannot rename temporary file: ", std::strerror(errno));
-    committed_ = true;
-    // fsync the directory so the rename itself survives a crash.
-    int dfd = ::open(dir_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd >= 0) {
-      ::fsync(dfd);
-      ::close(dfd);
-    }
-  }
-
- private:
-  std::string path_, dir_, tmp_;
-  int fd_ = -1;
-  bool committed_ = false;
-};
 
 template <class... Args>
 [[noreturn]] void bad(const std::string& path, const std::string& name, const Args&... what) {
@@ -156,7 +95,8 @@ void read_safetensors(const std::string& path, WeightSet& out) {
     if (dt_it == e.end() || !dt_it->is_string()) bad(path, name, "missing or non-string 'dtype'");
     DType dtype;
     const std::string dts = dt_it->get<std::string>();
-    if (!parse_dtype(dts, &dtype)) bad(path, name, "unsupported dtype '", dts, "' (supported: F32, BF16, F16)");
+    if (!parse_dtype(dts, &dtype) || is_quantized(dtype))
+      bad(path, name, "unsupported dtype '", dts, "' (supported: F32, BF16, F16)");
 
     auto sh_it = e.find("shape");
     if (sh_it == e.end() || !sh_it->is_array()) bad(path, name, "'shape' is missing or not a list");
@@ -218,6 +158,8 @@ void write_safetensors(const std::string& path, const NamedTensors& tensors,
     if (!names.insert(name).second) fail(path, ": tensor '", name, "': duplicate name");
     for (int64_t d : t.shape)
       if (d < 0) fail(path, ": tensor '", name, "': negative dimension in shape ", shape_str(t.shape));
+    if (is_quantized(t.dtype))
+      fail(path, ": tensor '", name, "': ", dtype_name(t.dtype), " has no safetensors dtype (write GGUF instead)");
     if (t.nbytes() > 0 && !t.data) fail(path, ": tensor '", name, "': has no data");
     header[name] = ojson{{"dtype", std::string(dtype_name(t.dtype))},
                          {"shape", t.shape},

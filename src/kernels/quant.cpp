@@ -72,6 +72,61 @@ void quantize_q4_1(const float* x, BlockQ4_1* y, int64_t nb) {
   }
 }
 
+// Q5_0 (symmetric, like Q4_0 with 16 levels each side) and Q5_1 (scale and min).
+template <bool kMin, class Block>
+void quantize_q5(const float* x, Block* y, int64_t nb) {
+  for (int64_t i = 0; i < nb; ++i, x += kBlock) {
+    float d, id, min = 0;
+    if constexpr (kMin) {
+      float max = x[0];
+      min = x[0];
+      for (int j = 1; j < kBlock; ++j) {
+        min = std::min(min, x[j]);
+        max = std::max(max, x[j]);
+      }
+      d = (max - min) / 31.0f;
+      y[i].m = f2h(min);
+    } else {
+      float amax = 0.0f, max = 0.0f;
+      for (int j = 0; j < kBlock; ++j) {
+        if (amax < std::fabs(x[j])) {
+          amax = std::fabs(x[j]);
+          max = x[j];
+        }
+      }
+      d = max / -16.0f;
+    }
+    id = d != 0.0f ? 1.0f / d : 0.0f;
+    y[i].d = f2h(d);
+    uint32_t qh = 0;
+    for (int j = 0; j < kBlock / 2; ++j) {
+      int lo, hi;
+      if constexpr (kMin) {
+        lo = static_cast<uint8_t>((x[j] - min) * id + 0.5f);
+        hi = static_cast<uint8_t>((x[j + kBlock / 2] - min) * id + 0.5f);
+      } else {
+        lo = std::min(31, static_cast<int>(static_cast<int8_t>(x[j] * id + 16.5f)));
+        hi = std::min(31, static_cast<int>(static_cast<int8_t>(x[j + kBlock / 2] * id + 16.5f)));
+      }
+      y[i].qs[j] = static_cast<uint8_t>((lo & 0x0F) | ((hi & 0x0F) << 4));
+      qh |= static_cast<uint32_t>((lo & 0x10) >> 4) << j;
+      qh |= static_cast<uint32_t>((hi & 0x10) >> 4) << (j + kBlock / 2);
+    }
+    std::memcpy(y[i].qh, &qh, 4);
+  }
+}
+
+// The 32 levels of a Q5_0 / Q5_1 block (0..31, value j at j).
+template <class Block>
+void unpack_q5(const Block& b, int* q) {
+  uint32_t qh;
+  std::memcpy(&qh, b.qh, 4);
+  for (int j = 0; j < kBlock / 2; ++j) {
+    q[j] = (b.qs[j] & 0xF) | static_cast<int>(((qh >> j) & 1) << 4);
+    q[j + kBlock / 2] = (b.qs[j] >> 4) | static_cast<int>(((qh >> (j + kBlock / 2)) & 1) << 4);
+  }
+}
+
 // --- K-quants ---------------------------------------------------------------
 
 // Scale and min (returned negated in *neg_min) of n values on levels
@@ -327,6 +382,8 @@ void quantize_row(DType type, const float* x, void* out, int64_t n) {
     case DType::Q8_0: return quantize_q8_0(x, static_cast<BlockQ8_0*>(out), nb);
     case DType::Q4_0: return quantize_q4_0(x, static_cast<BlockQ4_0*>(out), nb);
     case DType::Q4_1: return quantize_q4_1(x, static_cast<BlockQ4_1*>(out), nb);
+    case DType::Q5_0: return quantize_q5<false>(x, static_cast<BlockQ5_0*>(out), nb);
+    case DType::Q5_1: return quantize_q5<true>(x, static_cast<BlockQ5_1*>(out), nb);
     case DType::Q4_K: return quantize_q4_k(x, static_cast<BlockQ4_K*>(out), nb);
     case DType::Q5_K: return quantize_q5_k(x, static_cast<BlockQ5_K*>(out), nb);
     case DType::Q6_K: return quantize_q6_k(x, static_cast<BlockQ6_K*>(out), nb);
@@ -363,6 +420,22 @@ void dequantize_row(DType type, const void* in, float* y, int64_t n) {
           y[j + kBlock / 2] = d * (b.qs[j] >> 4) + m;
         }
         y += kBlock;
+        break;
+      }
+      case DType::Q5_0: {
+        const BlockQ5_0& b = static_cast<const BlockQ5_0*>(in)[i];
+        int q[kBlock];
+        unpack_q5(b, q);
+        const float d = h2f(b.d);
+        for (int j = 0; j < kBlock; ++j) *y++ = d * (q[j] - 16);
+        break;
+      }
+      case DType::Q5_1: {
+        const BlockQ5_1& b = static_cast<const BlockQ5_1*>(in)[i];
+        int q[kBlock];
+        unpack_q5(b, q);
+        const float d = h2f(b.d), m = h2f(b.m);
+        for (int j = 0; j < kBlock; ++j) *y++ = d * q[j] + m;
         break;
       }
       case DType::Q4_K: {
@@ -448,6 +521,18 @@ float dot_scalar(DType type, const void* w_row, const void* act_row, int64_t K) 
         const BlockQ8_0& w = static_cast<const BlockQ8_0*>(w_row)[b];
         for (int j = 0; j < kBlock; ++j) isum += w.qs[j] * a[b].qs[j];
         sum += h2f(w.d) * a[b].d * static_cast<float>(isum);
+      } else if (type == DType::Q5_0 || type == DType::Q5_1) {
+        int q[kBlock];
+        if (type == DType::Q5_0) unpack_q5(static_cast<const BlockQ5_0*>(w_row)[b], q);
+        else unpack_q5(static_cast<const BlockQ5_1*>(w_row)[b], q);
+        for (int j = 0; j < kBlock; ++j) isum += q[j] * a[b].qs[j];
+        if (type == DType::Q5_0) {
+          const BlockQ5_0& w = static_cast<const BlockQ5_0*>(w_row)[b];
+          sum += h2f(w.d) * a[b].d * static_cast<float>(isum - 16 * a[b].sum);
+        } else {
+          const BlockQ5_1& w = static_cast<const BlockQ5_1*>(w_row)[b];
+          sum += h2f(w.d) * a[b].d * static_cast<float>(isum) + h2f(w.m) * a[b].d * static_cast<float>(a[b].sum);
+        }
       } else {
         const uint8_t* qs = type == DType::Q4_0 ? static_cast<const BlockQ4_0*>(w_row)[b].qs
                                                 : static_cast<const BlockQ4_1*>(w_row)[b].qs;

@@ -1,5 +1,5 @@
 // Block-quantized weights in GGUF's layouts (docs/quantization.md): the block
-// formats Q8_0, Q4_0, Q4_1 (32 values a block) and the K-quants Q4_K, Q5_K,
+// formats Q8_0, Q4_0, Q4_1, Q5_0, Q5_1 (32 values a block) and the K-quants Q4_K, Q5_K,
 // Q6_K (256 values a super-block), byte for byte as llama.cpp stores them, so
 // a GGUF tensor is used in place from the file mapping.
 //
@@ -34,6 +34,16 @@ struct BlockQ4_1 {
   uint16_t d, m;  // value = q * d + m
   uint8_t qs[kBlock / 2];
 };
+struct BlockQ5_0 {
+  uint16_t d;
+  uint8_t qh[4];  // fifth bits: bit j for value j
+  uint8_t qs[kBlock / 2];
+};
+struct BlockQ5_1 {
+  uint16_t d, m;
+  uint8_t qh[4];
+  uint8_t qs[kBlock / 2];
+};
 struct BlockQ4_K {
   uint16_t d, dmin;     // super-block scales of the 6-bit sub-block scales and mins
   uint8_t scales[12];   // 8 scales and 8 mins of 6 bits (packing: scale_min_k4)
@@ -52,6 +62,7 @@ struct BlockQ6_K {
   uint16_t d;
 };
 static_assert(sizeof(BlockQ8_0) == 34 && sizeof(BlockQ4_0) == 18 && sizeof(BlockQ4_1) == 20);
+static_assert(sizeof(BlockQ5_0) == 22 && sizeof(BlockQ5_1) == 24);
 static_assert(sizeof(BlockQ4_K) == 144 && sizeof(BlockQ5_K) == 176 && sizeof(BlockQ6_K) == 210);
 
 // Activations quantized for the products: per 32 values (Q8_0 / Q4_0 / Q4_1

@@ -66,8 +66,24 @@ void rows_q8_0(const ActQ8* a, int64_t nb, const uint8_t* const* w, float* out) 
   for (int r = 0; r < R; ++r) out[r] = hsum(acc[r]);
 }
 
-template <bool kVnni, int R, bool kMin>
-void rows_q4(const ActQ8* a, int64_t nb, const uint8_t* const* w, float* out) {
+// 0x10 in byte i where bit i of x is set (the fifth bits of Q5_0 / Q5_1).
+inline __m256i fifth_bits(const uint8_t* qh) {
+  uint32_t x;
+  std::memcpy(&x, qh, 4);
+  // Byte i takes byte i/8 of x (both 128-bit lanes hold x), then tests its bit i%8.
+  const __m256i spread = _mm256_shuffle_epi8(
+      _mm256_set1_epi32(static_cast<int32_t>(x)),
+      _mm256_setr_epi64x(0x0000000000000000, 0x0101010101010101, 0x0202020202020202, 0x0303030303030303));
+  const __m256i bit = _mm256_set1_epi64x(static_cast<int64_t>(0x8040201008040201ull));
+  const __m256i set = _mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit);
+  return _mm256_and_si256(set, _mm256_set1_epi8(0x10));
+}
+
+// Q4_0, Q4_1, Q5_0, Q5_1: levels q (4 or 5 bits) with value (q - offset) * d, or q * d + m.
+template <bool kVnni, int R, DType kType>
+void rows_q45(const ActQ8* a, int64_t nb, const uint8_t* const* w, float* out) {
+  constexpr bool kMin = kType == DType::Q4_1 || kType == DType::Q5_1;
+  constexpr float kOffset = kType == DType::Q4_0 ? 8.0f : kType == DType::Q5_0 ? 16.0f : 0.0f;
   __m256 acc[R];
   float bias[R] = {};
   for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
@@ -75,19 +91,25 @@ void rows_q4(const ActQ8* a, int64_t nb, const uint8_t* const* w, float* out) {
     const __m256i av = load(a[b].qs);
     for (int r = 0; r < R; ++r) {
       float d, m = 0;
-      const uint8_t* qs;
-      if constexpr (kMin) {
-        const BlockQ4_1* blk = reinterpret_cast<const BlockQ4_1*>(w[r]) + b;
-        d = half(blk->d), m = half(blk->m), qs = blk->qs;
-      } else {
+      __m256i q;
+      if constexpr (kType == DType::Q4_0) {
         const BlockQ4_0* blk = reinterpret_cast<const BlockQ4_0*>(w[r]) + b;
-        d = half(blk->d), qs = blk->qs;
+        d = half(blk->d), q = nibbles(blk->qs);
+      } else if constexpr (kType == DType::Q4_1) {
+        const BlockQ4_1* blk = reinterpret_cast<const BlockQ4_1*>(w[r]) + b;
+        d = half(blk->d), m = half(blk->m), q = nibbles(blk->qs);
+      } else if constexpr (kType == DType::Q5_0) {
+        const BlockQ5_0* blk = reinterpret_cast<const BlockQ5_0*>(w[r]) + b;
+        d = half(blk->d), q = _mm256_or_si256(nibbles(blk->qs), fifth_bits(blk->qh));
+      } else {
+        const BlockQ5_1* blk = reinterpret_cast<const BlockQ5_1*>(w[r]) + b;
+        d = half(blk->d), m = half(blk->m), q = _mm256_or_si256(nibbles(blk->qs), fifth_bits(blk->qh));
       }
-      const __m256i i = dot_u8s8<kVnni>(_mm256_setzero_si256(), nibbles(qs), av);
-      // Q4_0 levels are q - 8: the -8 rides on the activations' sum.
+      const __m256i i = dot_u8s8<kVnni>(_mm256_setzero_si256(), q, av);
+      // Offset levels (q - 8, q - 16): the offset rides on the activations' sum.
       const float s = d * a[b].d;
       acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(s), _mm256_cvtepi32_ps(i), acc[r]);
-      bias[r] += kMin ? m * a[b].d * static_cast<float>(a[b].sum) : -8.0f * s * static_cast<float>(a[b].sum);
+      bias[r] += kMin ? m * a[b].d * static_cast<float>(a[b].sum) : -kOffset * s * static_cast<float>(a[b].sum);
     }
   }
   for (int r = 0; r < R; ++r) out[r] = hsum(acc[r]) + bias[r];
@@ -186,8 +208,10 @@ template <bool kVnni, int R>
 void rows(DType type, const void* act, int64_t K, const uint8_t* const* w, float* out) {
   switch (type) {
     case DType::Q8_0: return rows_q8_0<kVnni, R>(static_cast<const ActQ8*>(act), K / kBlock, w, out);
-    case DType::Q4_0: return rows_q4<kVnni, R, false>(static_cast<const ActQ8*>(act), K / kBlock, w, out);
-    case DType::Q4_1: return rows_q4<kVnni, R, true>(static_cast<const ActQ8*>(act), K / kBlock, w, out);
+    case DType::Q4_0: return rows_q45<kVnni, R, DType::Q4_0>(static_cast<const ActQ8*>(act), K / kBlock, w, out);
+    case DType::Q4_1: return rows_q45<kVnni, R, DType::Q4_1>(static_cast<const ActQ8*>(act), K / kBlock, w, out);
+    case DType::Q5_0: return rows_q45<kVnni, R, DType::Q5_0>(static_cast<const ActQ8*>(act), K / kBlock, w, out);
+    case DType::Q5_1: return rows_q45<kVnni, R, DType::Q5_1>(static_cast<const ActQ8*>(act), K / kBlock, w, out);
     case DType::Q4_K: return rows_q45_k<kVnni, R, false>(static_cast<const ActQ8K*>(act), K / kSuper, w, out);
     case DType::Q5_K: return rows_q45_k<kVnni, R, true>(static_cast<const ActQ8K*>(act), K / kSuper, w, out);
     case DType::Q6_K: return rows_q6_k<kVnni, R>(static_cast<const ActQ8K*>(act), K / kSuper, w, out);

@@ -13,12 +13,12 @@ namespace strata {
 struct Checkpoint {
   Config config;
   WeightSet weights;
-  std::string format;          // "hf", "hf-mamba" (a Hugging Face Mamba, renamed) or "llama2c"
+  std::string format;          // "hf", "hf-mamba" (a Hugging Face Mamba, renamed), "gguf" or "llama2c"
   std::string tokenizer_path;  // tokenizer.model (else tokenizer.json) found beside the model, or ""
   bool add_bos = true;         // tokenizer_config.json add_bos_token
 };
 
-// An HF directory, a .safetensors file (config.json beside it) or a llama2.c .bin.
+// An HF directory, a .safetensors file (config.json beside it), a GGUF file or a llama2.c .bin.
 Checkpoint load_checkpoint(const std::string& path);
 
 // Writes an HF-layout directory (see write_hf_files) after validating the config.

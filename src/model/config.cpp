@@ -303,7 +303,7 @@ void Config::validate(const std::string& source) const {
   if (init_scheme != "normal" && init_scheme != "mamba" && init_scheme != "neox")
     field_error(source, "strata_init", cat("'", init_scheme, "' is not an init scheme (normal, mamba, neox)"));
   DType dt;
-  if (!parse_dtype(torch_dtype, &dt))
+  if (!parse_dtype(torch_dtype, &dt) || is_quantized(dt))
     field_error(source, "torch_dtype", cat("dtype '", torch_dtype, "' is not supported (float32, bfloat16, float16)"));
   check_layer_pattern(*this, source);
   // (model_type is not checked against the layers here: config.json gets the

@@ -14,8 +14,12 @@ Tensor ParamBinder::get(const ParamDecl& decl) {
     fail(src, ": tensor '", decl.name, "' has shape ", shape_str(t->shape), ", the config implies ",
          shape_str(decl.shape));
   // Matrices stay in their stored dtype when a kernel reads it directly (F32,
-  // BF16: used in place from the mapping); F16 and all vectors become F32.
-  const bool keep = t->dtype == DType::F32 || (decl.matrix && t->dtype == DType::BF16);
+  // BF16 and the quantized types: used in place from the mapping); F16 and all
+  // vectors become F32. Quantized matrices must be made of whole blocks.
+  const bool quantized_matrix = decl.matrix && is_quantized(t->dtype);
+  if (quantized_matrix && t->shape.size() != 2)
+    fail(src, ": tensor '", decl.name, "' is ", dtype_name(t->dtype), " but only 2-D matrices may be quantized");
+  const bool keep = t->dtype == DType::F32 || (decl.matrix && t->dtype == DType::BF16) || quantized_matrix;
   if (keep && relocate_ && decl.matrix && t->mapped) return bound_[decl.name] = t->relocate(true);
   return bound_[decl.name] = keep ? *t : t->to(DType::F32);
 }

@@ -8,13 +8,16 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <thread>
 #include <unordered_map>
 
 #include "strata/error.h"
+#include "io/gguf.h"
 #include "text/bpe_tokenizer.h"
+#include "text/spm_proto.h"
 
 namespace fs = std::filesystem;
 
@@ -45,6 +48,57 @@ namespace {
 // A tokenizer.json is a JSON object; a SentencePiece model is a protobuf, which never starts with '{'.
 // Looking at the content keeps a tokenizer.json working under another name (e.g. copied into a
 // checkpoint as tokenizer.model).
+bool is_gguf_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  char magic[4] = {};
+  return in.read(magic, 4) && std::memcmp(magic, "GGUF", 4) == 0;
+}
+
+// The SentencePiece model a GGUF file's tokenizer.ggml.* metadata describes,
+// read the way llama.cpp reads it: scores merge pieces (BPE), no Unicode
+// normalization, a leading space unless tokenizer.ggml.add_space_prefix is false.
+std::string gguf_vocab_proto(const std::string& path) {
+  const GgufFile g = GgufFile::open(path);
+  const std::string model = g.get_string("tokenizer.ggml.model");
+  if (model != "llama")
+    fail(path, ": key 'tokenizer.ggml.model': '", model,
+         "' vocabularies are not supported (SentencePiece-style 'llama' is); pass --tokenizer with a "
+         "tokenizer.json or tokenizer.model");
+  const auto& tokens = g.get_array("tokenizer.ggml.tokens", GgufType::String);
+  if (tokens.empty()) fail(path, ": key 'tokenizer.ggml.tokens': empty vocabulary");
+  const std::vector<GgufValue>* scores = g.has("tokenizer.ggml.scores") ? &g.get_array("tokenizer.ggml.scores", GgufType::F32) : nullptr;
+  const std::vector<GgufValue>* types = g.has("tokenizer.ggml.token_type") ? &g.get_array("tokenizer.ggml.token_type", GgufType::I32) : nullptr;
+  if (scores && scores->size() != tokens.size())
+    fail(path, ": key 'tokenizer.ggml.scores': ", scores->size(), " scores for ", tokens.size(), " tokens");
+  if (types && types->size() != tokens.size())
+    fail(path, ": key 'tokenizer.ggml.token_type': ", types->size(), " types for ", tokens.size(), " tokens");
+  text::SpmVocab v;
+  v.pieces.resize(tokens.size());
+  for (size_t i = 0; i < tokens.size(); ++i) {
+    text::SpmVocab::Piece& p = v.pieces[i];
+    p.text = tokens[i].s;
+    p.score = scores ? static_cast<float>((*scores)[i].f) : 0.0f;
+    const int64_t t = types ? (*types)[i].i : 1;
+    if (t < 1 || t > 6) fail(path, ": key 'tokenizer.ggml.token_type': token ", i, " has type ", t, " (1 to 6 expected)");
+    p.type = static_cast<text::PieceType>(t);
+    if (p.type == text::PieceType::kByte) v.byte_fallback = true;
+  }
+  const int64_t n = static_cast<int64_t>(tokens.size());
+  auto id = [&](const char* key, int64_t dflt) {
+    const int64_t x = g.has(key) ? static_cast<int64_t>(g.get_uint(key)) : dflt;
+    if (x >= n) fail(path, ": key '", key, "': token id ", x, " is outside the vocabulary of ", n);
+    return static_cast<int32_t>(x);
+  };
+  v.unk_id = id("tokenizer.ggml.unknown_token_id", 0);
+  v.bos_id = id("tokenizer.ggml.bos_token_id", 1);
+  v.eos_id = id("tokenizer.ggml.eos_token_id", 2);
+  v.pad_id = g.has("tokenizer.ggml.padding_token_id") ? id("tokenizer.ggml.padding_token_id", -1) : -1;
+  if (v.pieces[static_cast<size_t>(v.unk_id)].type != text::PieceType::kUnknown)
+    fail(path, ": key 'tokenizer.ggml.unknown_token_id': token ", v.unk_id, " is not of the unknown type (2)");
+  v.add_dummy_prefix = g.get_bool("tokenizer.ggml.add_space_prefix", true);
+  return text::serialize_spm(v);
+}
+
 bool looks_like_json(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   char c = 0;
@@ -77,6 +131,12 @@ std::unique_ptr<Tokenizer> Tokenizer::load(const std::string& given) {
   if (json) {
     tok->impl_->bpe = text::BpeTokenizer::load(path);
     tok->impl_->vocab = tok->impl_->bpe->vocab_size();
+    return tok;
+  }
+  if (is_gguf_file(path)) {
+    const auto status = tok->impl_->sp.LoadFromSerializedProto(gguf_vocab_proto(path));
+    if (!status.ok()) fail(path, ": cannot build a tokenizer from its tokenizer.ggml metadata: ", status_text(status));
+    tok->impl_->vocab = tok->impl_->sp.GetPieceSize();
     return tok;
   }
   // Check existence ourselves: a directory or special file would otherwise give a confusing status.
@@ -118,6 +178,11 @@ std::string Tokenizer::decode(const std::vector<int32_t>& ids) const {
   const auto status = impl_->sp.Decode(std::vector<int>(ids.begin(), ids.end()), &text);
   if (!status.ok()) fail(path_, ": cannot decode ids: ", status_text(status));
   return text;
+}
+
+std::string Tokenizer::spm_model_proto() const {
+  if (impl_->bpe) fail(path_, ": a byte-level BPE tokenizer has no SentencePiece model");
+  return impl_->sp.serialized_model_proto();
 }
 
 std::string Tokenizer::piece(int32_t id) const {
