@@ -267,7 +267,7 @@ void register_eval(CLI::App& app) {
 
   auto lo = std::make_shared<LengthOpts>();
   CLI::App* len = eval->add_subcommand("length", "perplexity against the evaluation length, one line per model");
-  len->add_option("-m,--model", lo->models, "model(s): HF directory, .safetensors or llama2.c .bin (repeat -m)")
+  len->add_option("-m,--model", lo->models, "model(s): HF directory, .safetensors, .gguf or llama2.c .bin (repeat -m)")
       ->required()
       ->take_all();
   len->add_option("--tokenizer", lo->tokenizer, "SentencePiece .model or tokenizer.json (default: each model's own)");

@@ -16,7 +16,7 @@
 namespace strata::cli {
 
 CLI::Option* add_model_flags(CLI::App* cmd, ModelFlags& f, bool required) {
-  CLI::Option* m = cmd->add_option("-m,--model", f.path, "model: HF directory, .safetensors or llama2.c .bin");
+  CLI::Option* m = cmd->add_option("-m,--model", f.path, "model: HF directory, .safetensors, .gguf or llama2.c .bin");
   if (required) m->required();
   cmd->add_option("--tokenizer", f.tokenizer,
                   "SentencePiece .model or tokenizer.json (default: the one beside the model)");

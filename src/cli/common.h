@@ -28,7 +28,7 @@ struct Loaded {
   std::unique_ptr<Model> model;
   std::unique_ptr<Tokenizer> tokenizer;  // null when neither needed nor given
   bool add_bos = true;
-  std::string format;  // "hf" or "llama2c"
+  std::string format;  // "hf", "hf-mamba", "gguf" or "llama2c"
 };
 
 // Applies --threads, loads the model and, when needed or given, its
