@@ -46,6 +46,9 @@ inline __m256i nibbles(const uint8_t* q) {
   return _mm256_and_si256(both, _mm256_set1_epi8(0x0F));
 }
 
+// Blocks ahead of the one in use that each weight stream asks the memory for.
+inline constexpr int kPrefetchBlocks = 12;
+
 // --- 32-value blocks: y = sum over blocks of scale * integer dot ------------
 
 template <bool kVnni, int R>
@@ -56,6 +59,7 @@ void rows_q8_0(const ActQ8* a, int64_t nb, const uint8_t* const* w, float* out) 
     const __m256i av = load(a[b].qs);
     for (int r = 0; r < R; ++r) {
       const BlockQ8_0* blk = reinterpret_cast<const BlockQ8_0*>(w[r]) + b;
+      if ((b & 1) == 0) _mm_prefetch(reinterpret_cast<const char*>(blk + kPrefetchBlocks), _MM_HINT_T0);
       const __m256i wv = load(blk->qs);
       // |w| x (a with w's sign): u8 x s8 without the -128 corner.
       const __m256i sa = _mm256_sign_epi8(av, wv);
@@ -219,22 +223,27 @@ void rows(DType type, const void* act, int64_t K, const uint8_t* const* w, float
   }
 }
 
-// The Table::quant_matmul entry: groups of four weight rows, each against every activation row.
+// The Table::quant_matmul entry. The weight rows are cut into four stripes of
+// consecutive rows, walked side by side (row j of every stripe at once):
+// four long sequential streams, which the prefetchers follow (four rows next
+// to each other would be four streams of a single row each). Every group is
+// dotted against every activation row.
 template <bool kVnni>
 void matmul(DType type, const void* act, int64_t M, int64_t K, const uint8_t* w, size_t row_bytes_w, int64_t N,
             float* y, int64_t ldy) {
   const size_t arow = act_row_bytes(type, K);
-  int64_t j = 0;
-  for (; j + 4 <= N; j += 4) {
-    const uint8_t* wr[4] = {w + j * row_bytes_w, w + (j + 1) * row_bytes_w, w + (j + 2) * row_bytes_w,
-                            w + (j + 3) * row_bytes_w};
+  const int64_t L = N / 4;  // rows per stripe; the N % 4 rows past the stripes go one at a time
+  for (int64_t j = 0; j < L; ++j) {
+    const int64_t rows_j[4] = {j, j + L, j + 2 * L, j + 3 * L};
+    const uint8_t* wr[4];
+    for (int s = 0; s < 4; ++s) wr[s] = w + rows_j[s] * row_bytes_w;
     for (int64_t i = 0; i < M; ++i) {
       float out[4];
       rows<kVnni, 4>(type, static_cast<const char*>(act) + i * arow, K, wr, out);
-      std::memcpy(y + i * ldy + j, out, sizeof out);
+      for (int s = 0; s < 4; ++s) y[i * ldy + rows_j[s]] = out[s];
     }
   }
-  for (; j < N; ++j) {
+  for (int64_t j = 4 * L; j < N; ++j) {
     const uint8_t* wr[1] = {w + j * row_bytes_w};
     for (int64_t i = 0; i < M; ++i) rows<kVnni, 1>(type, static_cast<const char*>(act) + i * arow, K, wr, y + i * ldy + j);
   }
