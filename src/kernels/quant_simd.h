@@ -223,6 +223,199 @@ void rows(DType type, const void* act, int64_t K, const uint8_t* const* w, float
   }
 }
 
+// --- prefill: tiles of 4 activation rows x 4 weight rows ------------------------
+//
+// The same arithmetic as rows_q8_0 / rows_q45 (so every element gets the
+// bits it gets one token at a time), with each weight block loaded once for
+// four activation rows. Q8_0 takes the activations offset to unsigned (a + 128)
+// and takes back 128 * (the weight sums), so the lanes hold the same integers
+// as the sign trick gives.
+template <int MR, int R>
+void tile_q8_0(const ActQ8* const* a, int64_t nb, const uint8_t* const* w, float (*out)[4]) {
+  __m256 acc[MR][R];
+  for (int i = 0; i < MR; ++i)
+    for (int r = 0; r < R; ++r) acc[i][r] = _mm256_setzero_ps();
+  const __m256i k128 = _mm256_set1_epi8(static_cast<char>(0x80));
+  for (int64_t b = 0; b < nb; ++b) {
+    __m256i wv[R], corr[R];
+    float dw[R];
+    for (int r = 0; r < R; ++r) {
+      const BlockQ8_0* blk = reinterpret_cast<const BlockQ8_0*>(w[r]) + b;
+      wv[r] = load(blk->qs);
+      corr[r] = _mm256_dpbusd_epi32(_mm256_setzero_si256(), k128, wv[r]);
+      dw[r] = half(blk->d);
+    }
+    for (int i = 0; i < MR; ++i) {
+      const __m256i au = _mm256_xor_si256(load(a[i][b].qs), k128);
+      const float da = a[i][b].d;
+      for (int r = 0; r < R; ++r) {
+        const __m256i isum = _mm256_sub_epi32(_mm256_dpbusd_epi32(_mm256_setzero_si256(), au, wv[r]), corr[r]);
+        acc[i][r] = _mm256_fmadd_ps(_mm256_set1_ps(dw[r] * da), _mm256_cvtepi32_ps(isum), acc[i][r]);
+      }
+    }
+  }
+  for (int i = 0; i < MR; ++i)
+    for (int r = 0; r < R; ++r) out[i][r] = hsum(acc[i][r]);
+}
+
+template <int MR, int R, DType kType>
+void tile_q45(const ActQ8* const* a, int64_t nb, const uint8_t* const* w, float (*out)[4]) {
+  constexpr bool kMin = kType == DType::Q4_1 || kType == DType::Q5_1;
+  constexpr float kOffset = kType == DType::Q4_0 ? 8.0f : kType == DType::Q5_0 ? 16.0f : 0.0f;
+  __m256 acc[MR][R];
+  float bias[MR][R] = {};
+  for (int i = 0; i < MR; ++i)
+    for (int r = 0; r < R; ++r) acc[i][r] = _mm256_setzero_ps();
+  for (int64_t b = 0; b < nb; ++b) {
+    __m256i q[R];
+    float d[R], m[R] = {};
+    for (int r = 0; r < R; ++r) {
+      if constexpr (kType == DType::Q4_0) {
+        const BlockQ4_0* blk = reinterpret_cast<const BlockQ4_0*>(w[r]) + b;
+        d[r] = half(blk->d), q[r] = nibbles(blk->qs);
+      } else if constexpr (kType == DType::Q4_1) {
+        const BlockQ4_1* blk = reinterpret_cast<const BlockQ4_1*>(w[r]) + b;
+        d[r] = half(blk->d), m[r] = half(blk->m), q[r] = nibbles(blk->qs);
+      } else if constexpr (kType == DType::Q5_0) {
+        const BlockQ5_0* blk = reinterpret_cast<const BlockQ5_0*>(w[r]) + b;
+        d[r] = half(blk->d), q[r] = _mm256_or_si256(nibbles(blk->qs), fifth_bits(blk->qh));
+      } else {
+        const BlockQ5_1* blk = reinterpret_cast<const BlockQ5_1*>(w[r]) + b;
+        d[r] = half(blk->d), m[r] = half(blk->m), q[r] = _mm256_or_si256(nibbles(blk->qs), fifth_bits(blk->qh));
+      }
+    }
+    for (int i = 0; i < MR; ++i) {
+      const __m256i av = load(a[i][b].qs);
+      for (int r = 0; r < R; ++r) {
+        const __m256i isum = _mm256_dpbusd_epi32(_mm256_setzero_si256(), q[r], av);
+        const float s = d[r] * a[i][b].d;
+        acc[i][r] = _mm256_fmadd_ps(_mm256_set1_ps(s), _mm256_cvtepi32_ps(isum), acc[i][r]);
+        bias[i][r] += kMin ? m[r] * a[i][b].d * static_cast<float>(a[i][b].sum)
+                           : -kOffset * s * static_cast<float>(a[i][b].sum);
+      }
+    }
+  }
+  for (int i = 0; i < MR; ++i)
+    for (int r = 0; r < R; ++r) out[i][r] = hsum(acc[i][r]) + bias[i][r];
+}
+
+// Q4_K / Q5_K: as rows_q45_k, pair of sub-blocks by pair of sub-blocks.
+template <int MR, int R, bool kFifthBit>
+void tile_q45_k(const ActQ8K* const* a, int64_t nb, const uint8_t* const* w, float (*out)[4]) {
+  __m256 acc[MR][R];
+  float bias[MR][R] = {};
+  for (int i = 0; i < MR; ++i)
+    for (int r = 0; r < R; ++r) acc[i][r] = _mm256_setzero_ps();
+  const __m256i lo4 = _mm256_set1_epi8(0x0F), one = _mm256_set1_epi8(1);
+  for (int64_t b = 0; b < nb; ++b) {
+    const uint8_t *qs[R], *qh[R], *scales[R];
+    uint16_t d16[R], dmin16[R];
+    uint8_t sc[R][8], mn[R][8];
+    for (int r = 0; r < R; ++r) {
+      if constexpr (kFifthBit) {
+        const BlockQ5_K* blk = reinterpret_cast<const BlockQ5_K*>(w[r]) + b;
+        qs[r] = blk->qs, qh[r] = blk->qh, scales[r] = blk->scales, d16[r] = blk->d, dmin16[r] = blk->dmin;
+      } else {
+        const BlockQ4_K* blk = reinterpret_cast<const BlockQ4_K*>(w[r]) + b;
+        qs[r] = blk->qs, qh[r] = nullptr, scales[r] = blk->scales, d16[r] = blk->d, dmin16[r] = blk->dmin;
+      }
+      for (int t = 0; t < 8; ++t) scale_min_k4(t, scales[r], &sc[r][t], &mn[r][t]);
+    }
+    __m256i isum[MR][R];
+    for (int i = 0; i < MR; ++i)
+      for (int r = 0; r < R; ++r) isum[i][r] = _mm256_setzero_si256();
+    for (int p = 0; p < 4; ++p) {
+      __m256i q_lo[R], q_hi[R];
+      for (int r = 0; r < R; ++r) {
+        const __m256i q = load(qs[r] + 32 * p);
+        q_lo[r] = _mm256_and_si256(q, lo4), q_hi[r] = _mm256_and_si256(_mm256_srli_epi16(q, 4), lo4);
+        if constexpr (kFifthBit) {
+          const __m256i hbits = load(qh[r]);
+          q_lo[r] = _mm256_or_si256(q_lo[r], _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hbits, 2 * p), one), 4));
+          q_hi[r] = _mm256_or_si256(q_hi[r], _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hbits, 2 * p + 1), one), 4));
+        }
+      }
+      for (int i = 0; i < MR; ++i) {
+        const __m256i a_lo = load(a[i][b].qs + 64 * p), a_hi = load(a[i][b].qs + 64 * p + 32);
+        for (int r = 0; r < R; ++r) {
+          isum[i][r] = scaled_dot<true>(isum[i][r], q_lo[r], a_lo, sc[r][2 * p]);
+          isum[i][r] = scaled_dot<true>(isum[i][r], q_hi[r], a_hi, sc[r][2 * p + 1]);
+        }
+      }
+    }
+    for (int i = 0; i < MR; ++i)
+      for (int r = 0; r < R; ++r) {
+        int msum = 0;
+        for (int t = 0; t < 8; ++t) msum += mn[r][t] * (a[i][b].bsums[2 * t] + a[i][b].bsums[2 * t + 1]);
+        acc[i][r] = _mm256_fmadd_ps(_mm256_set1_ps(half(d16[r]) * a[i][b].d), _mm256_cvtepi32_ps(isum[i][r]), acc[i][r]);
+        bias[i][r] -= half(dmin16[r]) * a[i][b].d * static_cast<float>(msum);
+      }
+  }
+  for (int i = 0; i < MR; ++i)
+    for (int r = 0; r < R; ++r) out[i][r] = hsum(acc[i][r]) + bias[i][r];
+}
+
+// Q6_K: as rows_q6_k, 32 values (two sub-blocks of 16) at a time.
+template <int MR, int R>
+void tile_q6_k(const ActQ8K* const* a, int64_t nb, const uint8_t* const* w, float (*out)[4]) {
+  __m256 acc[MR][R];
+  for (int i = 0; i < MR; ++i)
+    for (int r = 0; r < R; ++r) acc[i][r] = _mm256_setzero_ps();
+  const __m256i lo4 = _mm256_set1_epi8(0x0F), lo2 = _mm256_set1_epi8(3);
+  for (int64_t b = 0; b < nb; ++b) {
+    const BlockQ6_K* blk[R];
+    for (int r = 0; r < R; ++r) blk[r] = reinterpret_cast<const BlockQ6_K*>(w[r]) + b;
+    __m256i isum[MR][R];
+    for (int i = 0; i < MR; ++i)
+      for (int r = 0; r < R; ++r) isum[i][r] = _mm256_setzero_si256();
+    for (int h = 0; h < 2; ++h) {
+      for (int g = 0; g < 4; ++g) {
+        __m256i q[R], scale[R];
+        for (int r = 0; r < R; ++r) {
+          const __m256i l = load(blk[r]->ql + 64 * h + 32 * (g & 1));
+          const __m256i qh = load(blk[r]->qh + 32 * h);
+          const __m256i low = g < 2 ? _mm256_and_si256(l, lo4) : _mm256_and_si256(_mm256_srli_epi16(l, 4), lo4);
+          q[r] = _mm256_or_si256(low, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * g), lo2), 4));
+          const int8_t* sc = blk[r]->scales + 8 * h + 2 * g;
+          scale[r] = _mm256_setr_epi32(sc[0], sc[0], sc[0], sc[0], sc[1], sc[1], sc[1], sc[1]);
+        }
+        for (int i = 0; i < MR; ++i) {
+          const __m256i av = load(a[i][b].qs + 128 * h + 32 * g);
+          for (int r = 0; r < R; ++r) {
+            const __m256i d = dot_u8s8<true>(_mm256_setzero_si256(), q[r], av);
+            isum[i][r] = _mm256_add_epi32(isum[i][r], _mm256_mullo_epi32(d, scale[r]));
+          }
+        }
+      }
+    }
+    for (int i = 0; i < MR; ++i)
+      for (int r = 0; r < R; ++r) {
+        int bias = 0;
+        for (int t = 0; t < 16; ++t) bias += blk[r]->scales[t] * a[i][b].bsums[t];
+        const __m256i v = _mm256_sub_epi32(isum[i][r], _mm256_setr_epi32(32 * bias, 0, 0, 0, 0, 0, 0, 0));
+        acc[i][r] = _mm256_fmadd_ps(_mm256_set1_ps(half(blk[r]->d) * a[i][b].d), _mm256_cvtepi32_ps(v), acc[i][r]);
+      }
+  }
+  for (int i = 0; i < MR; ++i)
+    for (int r = 0; r < R; ++r) out[i][r] = hsum(acc[i][r]);
+}
+
+// 4 x 4 tiles for the types that have one (VNNI only); false: use rows().
+inline bool tile4(DType type, const void* const* act, int64_t K, const uint8_t* const* w, float (*out)[4]) {
+  const auto* a = reinterpret_cast<const ActQ8* const*>(act);
+  switch (type) {
+    case DType::Q8_0: tile_q8_0<4, 4>(a, K / kBlock, w, out); return true;
+    case DType::Q4_0: tile_q45<4, 4, DType::Q4_0>(a, K / kBlock, w, out); return true;
+    case DType::Q4_1: tile_q45<4, 4, DType::Q4_1>(a, K / kBlock, w, out); return true;
+    case DType::Q5_0: tile_q45<4, 4, DType::Q5_0>(a, K / kBlock, w, out); return true;
+    case DType::Q5_1: tile_q45<4, 4, DType::Q5_1>(a, K / kBlock, w, out); return true;
+    case DType::Q4_K: tile_q45_k<4, 4, false>(reinterpret_cast<const ActQ8K* const*>(act), K / kSuper, w, out); return true;
+    case DType::Q5_K: tile_q45_k<4, 4, true>(reinterpret_cast<const ActQ8K* const*>(act), K / kSuper, w, out); return true;
+    case DType::Q6_K: tile_q6_k<4, 4>(reinterpret_cast<const ActQ8K* const*>(act), K / kSuper, w, out); return true;
+    default: return false;
+  }
+}
+
 // The Table::quant_matmul entry. The weight rows are cut into four stripes of
 // consecutive rows, walked side by side (row j of every stripe at once):
 // four long sequential streams, which the prefetchers follow (four rows next
@@ -237,7 +430,18 @@ void matmul(DType type, const void* act, int64_t M, int64_t K, const uint8_t* w,
     const int64_t rows_j[4] = {j, j + L, j + 2 * L, j + 3 * L};
     const uint8_t* wr[4];
     for (int s = 0; s < 4; ++s) wr[s] = w + rows_j[s] * row_bytes_w;
-    for (int64_t i = 0; i < M; ++i) {
+    int64_t i = 0;
+    if constexpr (kVnni) {  // prefill: four activation rows at a time
+      for (; i + 4 <= M; i += 4) {
+        const void* ai[4];
+        for (int t = 0; t < 4; ++t) ai[t] = static_cast<const char*>(act) + (i + t) * arow;
+        float out[4][4];
+        if (!tile4(type, ai, K, wr, out)) break;
+        for (int t = 0; t < 4; ++t)
+          for (int s = 0; s < 4; ++s) y[(i + t) * ldy + rows_j[s]] = out[t][s];
+      }
+    }
+    for (; i < M; ++i) {
       float out[4];
       rows<kVnni, 4>(type, static_cast<const char*>(act) + i * arow, K, wr, out);
       for (int s = 0; s < 4; ++s) y[i * ldy + rows_j[s]] = out[s];
