@@ -32,14 +32,13 @@ for t in $types; do
     $s bench -m "$f" -t "$threads" --prompt-len "$prompt" --gen "$gen" --json >>"$dir/$t.strata"
     node bench/llamacpp_speed.mjs "$modules" "$f" "$threads" "$prompt" "$gen" >>"$dir/$t.llama"
   done
-  sp=$(jq -r '.prefill_tok_s' "$dir/$t.strata" | median)
-  sd=$(jq -r '.decode_tok_s' "$dir/$t.strata" | median)
-  probe=$(jq -r '.probe_gb_s' "$dir/$t.strata" | median)
-  gb=$(jq -r '.decode_gb_per_token' "$dir/$t.strata" | median)
-  lp=$(jq -r '.prefill_tok_s' "$dir/$t.llama" | median)
-  ld=$(jq -r '.decode_tok_s' "$dir/$t.llama" | median)
-  build=$(jq -r '.build' "$dir/$t.llama" | head -1)
-  awk -v t="$t" -v sp="$sp" -v lp="$lp" -v sd="$sd" -v ld="$ld" -v probe="$probe" -v gb="$gb" 'BEGIN {
-    printf "| %s | %.1f | %.1f | %.2fx | %.1f | %.1f | %.2fx | %.0f%% |\n", t, sp, lp, sp / lp, sd, ld, sd / ld, 100 * sd * gb / probe }'
+  python3 - "$t" "$dir/$t.strata" "$dir/$t.llama" <<'PY'
+import json, statistics, sys
+t, ours, theirs = sys.argv[1], [json.loads(l) for l in open(sys.argv[2])], [json.loads(l) for l in open(sys.argv[3])]
+med = lambda rows, k: statistics.median(r[k] for r in rows)
+sp, sd, lp, ld = med(ours, "prefill_tok_s"), med(ours, "decode_tok_s"), med(theirs, "prefill_tok_s"), med(theirs, "decode_tok_s")
+print(f"| {t} | {sp:.1f} | {lp:.1f} | {sp / lp:.2f}x | {sd:.1f} | {ld:.1f} | {sd / ld:.2f}x | {100 * med(ours, 'roofline_fraction'):.0f}% |")
+PY
 done
+build=$(python3 -c 'import json, sys; print(json.loads(open(sys.argv[1]).readline())["build"])' "$dir/$t.llama")
 echo "llama.cpp: node-llama-cpp 3.21.1 prebuilt libraries, build $build; $threads threads; prompt $prompt, $gen decoded; median of $repeat" >&2

@@ -8,6 +8,7 @@
 #include <optional>
 #include <chrono>
 #include <cstdio>
+#include <map>
 
 #include "cli/common.h"
 #include "core/cpu.h"
@@ -92,10 +93,14 @@ void register_bench(CLI::App& app) {
     } else {
       model = load(o->model, false, dt).model;
     }
-    // The matrices' dtype (the embedding's when no matrix is stored otherwise).
-    std::string dtype = std::string(dtype_name(model->param_info().front().dtype));
+    // The dtype holding most of the matrices' bytes (quantized files mix types).
+    std::map<std::string, size_t> matrix_bytes;
     for (const ParamInfo& p : model->param_info())
-      if (p.shape.size() == 2) dtype = std::string(dtype_name(p.dtype));
+      if (p.shape.size() == 2) matrix_bytes[std::string(dtype_name(p.dtype))] += row_bytes(p.dtype, shape_numel(p.shape));
+    std::string dtype = std::string(dtype_name(model->param_info().front().dtype));
+    size_t most = 0;
+    for (const auto& [name, bytes] : matrix_bytes)
+      if (bytes > most) most = bytes, dtype = name;
     const Config& c = model->config();
     Rng rng(o->seed + 1);
     std::vector<int32_t> prompt(static_cast<size_t>(o->prompt_len));
