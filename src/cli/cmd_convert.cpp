@@ -13,6 +13,7 @@
 #include "cli/common.h"
 #include "core/rng.h"
 #include "core/weights.h"
+#include "io/safetensors.h"
 #include "model/checkpoint.h"
 #include "model/convert_modified.h"
 #include "model/export_gguf.h"
@@ -206,7 +207,7 @@ void register_convert(CLI::App& app) {
     // modified decoder's conversion is F32.
     DType source_dt = DType::F32;
     for (const ParamInfo& p : l.model->param_info())
-      if (p.shape.size() == 2) source_dt = p.dtype;
+      if (p.shape.size() == 2 && !is_quantized(p.dtype)) source_dt = p.dtype;  // quantized sources dequantize to F32
     const DType dt = o->dtype.empty() ? (to_modified ? DType::F32 : source_dt) : o->dtype == "bf16" ? DType::BF16 : DType::F32;
     cfg.torch_dtype = dt == DType::BF16 ? "bfloat16" : "float32";
     std::set<std::string> matrices;  // read by matmuls: may be BF16; everything else stays F32
@@ -217,7 +218,9 @@ void register_convert(CLI::App& app) {
       if (t.dtype != want) t = t.to(want);
     }
     save_hf_checkpoint(o->out, cfg, tensors, o->max_shard);
-    if (tok)
+    if (tok && is_gguf_path(tok->path()))  // the vocabulary inside a GGUF, as a SentencePiece model
+      write_file_atomic((fs::path(o->out) / "tokenizer.model").string(), tok->spm_model_proto());
+    else if (tok)
       fs::copy_file(tok->path(), fs::path(o->out) / "tokenizer.model", fs::copy_options::overwrite_existing);
     std::fprintf(stderr, "wrote %s (%zu tensors)%s\n", o->out.c_str(), tensors.size(),
                  tok ? "" : "; no tokenizer with the model's vocabulary found, none copied");

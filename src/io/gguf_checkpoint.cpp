@@ -8,6 +8,9 @@
 //    family, hypernetwork), config.json in `strata.config`, tensors under
 //    strata's names, read back exactly.
 // The tokenizer is the file itself (Tokenizer::load reads tokenizer.ggml.*).
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include <cstring>
 #include <fstream>
 
@@ -40,6 +43,17 @@ Tensor permute_rows_any(const Tensor& w, int64_t n_heads, bool to_half, const st
         std::memcpy(dst + to * rb, src + from * rb, rb);
       }
   return out;
+}
+
+// Drops the whole pages of a mapped tensor from this process once its data
+// has been copied elsewhere (the file stays in the page cache), so moving
+// rows never holds two copies.
+void release_pages(const Tensor& t) {
+  if (!t.mapped) return;
+  const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+  const uintptr_t begin = (reinterpret_cast<uintptr_t>(t.data) + page - 1) / page * page;
+  const uintptr_t end = (reinterpret_cast<uintptr_t>(t.data) + t.nbytes()) / page * page;
+  if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
 }
 
 struct NameMap {
@@ -128,7 +142,11 @@ CheckpointFiles read_llama(const GgufFile& g) {
     if (name.empty()) fail(path, ": tensor '", ti.name, "': not a tensor of a llama model");
     if (layer >= layers) fail(path, ": tensor '", ti.name, "': layer ", layer, " of a ", layers, "-layer model");
     Tensor t = g.tensor(ti);
-    if (q_heads > 0) t = permute_rows_any(t, q_heads, /*to_half=*/true, cat(path, ": tensor '", ti.name, "'"));
+    if (q_heads > 0) {
+      Tensor moved = permute_rows_any(t, q_heads, /*to_half=*/true, cat(path, ": tensor '", ti.name, "'"));
+      release_pages(t);
+      t = std::move(moved);
+    }
     ck.weights.add(name, std::move(t), path);
   }
   return ck;

@@ -119,6 +119,82 @@ void rows_q45(const ActQ8* a, int64_t nb, const uint8_t* const* w, float* out) {
   for (int r = 0; r < R; ++r) out[r] = hsum(acc[r]) + bias[r];
 }
 
+// --- four weight rows at once, one float step per block ------------------------
+//
+// Q8_0, Q4_0 and Q5_0 weights against one activation row: the four rows'
+// integer dots of a block are folded into one vector (two rounds of
+// horizontal adds: lanes 0-3 hold rows 0-3 over bytes 0-15, lanes 4-7 over
+// bytes 16-31), corrected for the levels' offset in integers, and scaled by
+// [dw_0..dw_3] * da in one multiply-add, instead of one per row. The prefill
+// tiles below do exactly these steps, so decode and prefill agree bit for bit.
+
+inline __m256i fold4(const __m256i* v) {
+  return _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3]));
+}
+// [dw_0..dw_3] from the four blocks' F16 scales, converted together in registers.
+inline __m128 scales_of(const uint16_t* d16) {
+  return _mm_cvtph_ps(_mm_setr_epi16(static_cast<int16_t>(d16[0]), static_cast<int16_t>(d16[1]),
+                                     static_cast<int16_t>(d16[2]), static_cast<int16_t>(d16[3]), 0, 0, 0, 0));
+}
+inline __m256 scales4(__m128 dw, float da) {
+  const __m128 s = _mm_mul_ps(dw, _mm_set1_ps(da));
+  return _mm256_set_m128(s, s);
+}
+inline void unfold4(__m256 acc, float* out) {
+  alignas(32) float lanes[8];
+  _mm256_store_ps(lanes, acc);
+  for (int r = 0; r < 4; ++r) out[r] = lanes[r] + lanes[r + 4];
+}
+// The levels of a symmetric block type start at -offset: offset * (activation sum), taken once per row.
+template <DType kType>
+inline __m256i offset_fix(int32_t act_sum) {
+  constexpr int32_t kOff = kType == DType::Q4_0 ? 8 : kType == DType::Q5_0 ? 16 : 0;
+  const int32_t v = kOff * act_sum;
+  return _mm256_setr_epi32(v, v, v, v, 0, 0, 0, 0);
+}
+
+// The 32 levels of block b of a Q8_0 (signed) / Q4_0 / Q5_0 (unsigned) row, and its F16 scale.
+template <DType kType>
+inline __m256i block_levels(const uint8_t* row, int64_t b, uint16_t* d) {
+  if constexpr (kType == DType::Q8_0) {
+    const BlockQ8_0* blk = reinterpret_cast<const BlockQ8_0*>(row) + b;
+    *d = blk->d;
+    return load(blk->qs);
+  } else if constexpr (kType == DType::Q4_0) {
+    const BlockQ4_0* blk = reinterpret_cast<const BlockQ4_0*>(row) + b;
+    *d = blk->d;
+    return nibbles(blk->qs);
+  } else {
+    const BlockQ5_0* blk = reinterpret_cast<const BlockQ5_0*>(row) + b;
+    *d = blk->d;
+    return _mm256_or_si256(nibbles(blk->qs), fifth_bits(blk->qh));
+  }
+}
+
+template <bool kVnni, DType kType>
+void rows4_sym(const ActQ8* a, int64_t nb, const uint8_t* const* w, float* out) {
+  constexpr size_t kBytes = kType == DType::Q8_0   ? sizeof(BlockQ8_0)
+                            : kType == DType::Q4_0 ? sizeof(BlockQ4_0)
+                                                   : sizeof(BlockQ5_0);
+  __m256 acc = _mm256_setzero_ps();
+  for (int64_t b = 0; b < nb; ++b) {
+    const __m256i av = load(a[b].qs);
+    __m256i dots[4];
+    uint16_t d16[4];
+    for (int r = 0; r < 4; ++r) {
+      if ((b & 1) == 0) _mm_prefetch(reinterpret_cast<const char*>(w[r]) + (b + kPrefetchBlocks) * kBytes, _MM_HINT_T0);
+      const __m256i q = block_levels<kType>(w[r], b, &d16[r]);
+      if constexpr (kType == DType::Q8_0)  // |w| x (a with w's sign): u8 x s8 without the -128 corner
+        dots[r] = dot_u8s8<kVnni>(_mm256_setzero_si256(), _mm256_abs_epi8(q), _mm256_sign_epi8(av, q));
+      else
+        dots[r] = dot_u8s8<kVnni>(_mm256_setzero_si256(), q, av);
+    }
+    const __m256i folded = _mm256_sub_epi32(fold4(dots), offset_fix<kType>(a[b].sum));
+    acc = _mm256_fmadd_ps(scales4(scales_of(d16), a[b].d), _mm256_cvtepi32_ps(folded), acc);
+  }
+  unfold4(acc, out);
+}
+
 // --- K-quants: 256-value super-blocks ----------------------------------------
 
 // Sub-block sums of 32 u8 x s8 products scaled by per-sub-block integers, as int32 lanes.
@@ -210,6 +286,15 @@ void rows_q6_k(const ActQ8K* a, int64_t nb, const uint8_t* const* w, float* out)
 
 template <bool kVnni, int R>
 void rows(DType type, const void* act, int64_t K, const uint8_t* const* w, float* out) {
+  if constexpr (R == 4) {
+    const ActQ8* a = static_cast<const ActQ8*>(act);
+    switch (type) {
+      case DType::Q8_0: return rows4_sym<kVnni, DType::Q8_0>(a, K / kBlock, w, out);
+      case DType::Q4_0: return rows4_sym<kVnni, DType::Q4_0>(a, K / kBlock, w, out);
+      case DType::Q5_0: return rows4_sym<kVnni, DType::Q5_0>(a, K / kBlock, w, out);
+      default: break;
+    }
+  }
   switch (type) {
     case DType::Q8_0: return rows_q8_0<kVnni, R>(static_cast<const ActQ8*>(act), K / kBlock, w, out);
     case DType::Q4_0: return rows_q45<kVnni, R, DType::Q4_0>(static_cast<const ActQ8*>(act), K / kBlock, w, out);
@@ -225,37 +310,42 @@ void rows(DType type, const void* act, int64_t K, const uint8_t* const* w, float
 
 // --- prefill: tiles of 4 activation rows x 4 weight rows ------------------------
 //
-// The same arithmetic as rows_q8_0 / rows_q45 (so every element gets the
-// bits it gets one token at a time), with each weight block loaded once for
-// four activation rows. Q8_0 takes the activations offset to unsigned (a + 128)
-// and takes back 128 * (the weight sums), so the lanes hold the same integers
-// as the sign trick gives.
-template <int MR, int R>
-void tile_q8_0(const ActQ8* const* a, int64_t nb, const uint8_t* const* w, float (*out)[4]) {
-  __m256 acc[MR][R];
-  for (int i = 0; i < MR; ++i)
-    for (int r = 0; r < R; ++r) acc[i][r] = _mm256_setzero_ps();
+// The same arithmetic as the four-row decode kernels (rows4_sym, rows_q45,
+// rows_q45_k, rows_q6_k), so every element gets the bits it gets one token
+// at a time, with each weight block loaded once for four activation rows.
+// Q8_0 takes the activations offset to unsigned (a + 128) and takes back
+// 128 * (the weight sums), so the lanes hold the same integers as the sign
+// trick gives.
+template <int MR, DType kType>
+void tile_sym(const ActQ8* const* a, int64_t nb, const uint8_t* const* w, float (*out)[4]) {
+  __m256 acc[MR];
+  for (int i = 0; i < MR; ++i) acc[i] = _mm256_setzero_ps();
   const __m256i k128 = _mm256_set1_epi8(static_cast<char>(0x80));
   for (int64_t b = 0; b < nb; ++b) {
-    __m256i wv[R], corr[R];
-    float dw[R];
-    for (int r = 0; r < R; ++r) {
-      const BlockQ8_0* blk = reinterpret_cast<const BlockQ8_0*>(w[r]) + b;
-      wv[r] = load(blk->qs);
-      corr[r] = _mm256_dpbusd_epi32(_mm256_setzero_si256(), k128, wv[r]);
-      dw[r] = half(blk->d);
+    __m256i q[4], corr[4];
+    uint16_t d16[4];
+    for (int r = 0; r < 4; ++r) {
+      q[r] = block_levels<kType>(w[r], b, &d16[r]);
+      if constexpr (kType == DType::Q8_0) corr[r] = _mm256_dpbusd_epi32(_mm256_setzero_si256(), k128, q[r]);
     }
+    const __m128 dw = scales_of(d16);
+    __m256i corr_folded = _mm256_setzero_si256();
+    if constexpr (kType == DType::Q8_0) corr_folded = fold4(corr);
     for (int i = 0; i < MR; ++i) {
-      const __m256i au = _mm256_xor_si256(load(a[i][b].qs), k128);
-      const float da = a[i][b].d;
-      for (int r = 0; r < R; ++r) {
-        const __m256i isum = _mm256_sub_epi32(_mm256_dpbusd_epi32(_mm256_setzero_si256(), au, wv[r]), corr[r]);
-        acc[i][r] = _mm256_fmadd_ps(_mm256_set1_ps(dw[r] * da), _mm256_cvtepi32_ps(isum), acc[i][r]);
+      __m256i dots[4];
+      if constexpr (kType == DType::Q8_0) {
+        const __m256i au = _mm256_xor_si256(load(a[i][b].qs), k128);
+        for (int r = 0; r < 4; ++r) dots[r] = _mm256_dpbusd_epi32(_mm256_setzero_si256(), au, q[r]);
+      } else {
+        const __m256i av = load(a[i][b].qs);
+        for (int r = 0; r < 4; ++r) dots[r] = _mm256_dpbusd_epi32(_mm256_setzero_si256(), q[r], av);
       }
+      const __m256i folded =
+          _mm256_sub_epi32(_mm256_sub_epi32(fold4(dots), corr_folded), offset_fix<kType>(a[i][b].sum));
+      acc[i] = _mm256_fmadd_ps(scales4(dw, a[i][b].d), _mm256_cvtepi32_ps(folded), acc[i]);
     }
   }
-  for (int i = 0; i < MR; ++i)
-    for (int r = 0; r < R; ++r) out[i][r] = hsum(acc[i][r]);
+  for (int i = 0; i < MR; ++i) unfold4(acc[i], out[i]);
 }
 
 template <int MR, int R, DType kType>
@@ -404,10 +494,10 @@ void tile_q6_k(const ActQ8K* const* a, int64_t nb, const uint8_t* const* w, floa
 inline bool tile4(DType type, const void* const* act, int64_t K, const uint8_t* const* w, float (*out)[4]) {
   const auto* a = reinterpret_cast<const ActQ8* const*>(act);
   switch (type) {
-    case DType::Q8_0: tile_q8_0<4, 4>(a, K / kBlock, w, out); return true;
-    case DType::Q4_0: tile_q45<4, 4, DType::Q4_0>(a, K / kBlock, w, out); return true;
+    case DType::Q8_0: tile_sym<4, DType::Q8_0>(a, K / kBlock, w, out); return true;
+    case DType::Q4_0: tile_sym<4, DType::Q4_0>(a, K / kBlock, w, out); return true;
     case DType::Q4_1: tile_q45<4, 4, DType::Q4_1>(a, K / kBlock, w, out); return true;
-    case DType::Q5_0: tile_q45<4, 4, DType::Q5_0>(a, K / kBlock, w, out); return true;
+    case DType::Q5_0: tile_sym<4, DType::Q5_0>(a, K / kBlock, w, out); return true;
     case DType::Q5_1: tile_q45<4, 4, DType::Q5_1>(a, K / kBlock, w, out); return true;
     case DType::Q4_K: tile_q45_k<4, 4, false>(reinterpret_cast<const ActQ8K* const*>(act), K / kSuper, w, out); return true;
     case DType::Q5_K: tile_q45_k<4, 4, true>(reinterpret_cast<const ActQ8K* const*>(act), K / kSuper, w, out); return true;

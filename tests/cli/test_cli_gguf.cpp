@@ -63,6 +63,11 @@ TEST(CliGguf, QuantizedFilesRun) {
     // 8 bits keep this trained model's greedy continuation.
     if (std::string(type) == "q8_0" || std::string(type) == "f16") EXPECT_EQ(g.out, f32.out) << type;
   }
+  // Back to an HF directory: the quantized matrices come out dequantized (F32) and run the same.
+  auto hf = run_cli("convert -m " + dir + "/q8_0.gguf --to hf -o " + dir + "/hf");
+  ASSERT_EQ(hf.exit_code, 0) << hf.err;
+  auto g = run_cli("generate -m " + dir + "/hf -p '" + kPrompt + "' -n 30 --temp 0");
+  EXPECT_EQ(g.out, f32.out);
   auto info = run_cli("info -m " + dir + "/q4_k_m.gguf");
   EXPECT_NE(info.out.find("Q5_0"), std::string::npos) << "64-wide rows fall back from Q4_K as llama.cpp's do\n"
                                                       << info.out;
