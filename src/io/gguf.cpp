@@ -11,6 +11,7 @@ namespace {
 
 constexpr uint32_t kMagic = 0x46554747;  // "GGUF"
 constexpr uint32_t kMaxDims = 4;         // ggml's GGML_MAX_DIMS
+constexpr uint64_t kMaxArrayItems = uint64_t{1} << 24;
 
 struct GgmlTypeName {
   uint32_t id;
@@ -178,6 +179,9 @@ GgufFile GgufFile::open(const std::string& path) {
       const uint64_t n = c.read<uint64_t>(where + " (array length)");
       if (n > c.left() / scalar_size(static_cast<GgufType>(it)))
         fail(path, ": ", where, ": array of ", n, " items is longer than the rest of the file");
+      // Metadata arrays are vocabularies and merges (a few hundred thousand items); each item is held
+      // as a value here, so a count in the billions is refused rather than allocated.
+      if (n > kMaxArrayItems) fail(path, ": ", where, ": array of ", n, " items (at most ", kMaxArrayItems, " supported)");
       v.type = GgufType::Array;
       v.item_type = static_cast<GgufType>(it);
       v.items.reserve(static_cast<size_t>(n));

@@ -137,6 +137,45 @@ TEST(Gguf, MalformedFieldsAreNamed) {
   expect(s, "tensor 't.q6k': data [");
 }
 
+// Random byte changes anywhere in the header, metadata and tensor infos: the
+// file opens or is refused with an error naming it; nothing reads past the
+// end (the sanitizer build runs this too).
+TEST(Gguf, RandomCorruptionsAreRefusedOrRead) {
+  const std::string dir = test::make_temp_dir("gguf-mut");
+  const std::string good = test::read_file(small_file(dir));
+  const size_t header = good.find("t.q6k") + 64;  // past the last tensor info
+  const std::string path = dir + "/mut.gguf";
+  std::mt19937 rng(7);
+  int opened = 0, refused = 0;
+  for (int trial = 0; trial < 1500; ++trial) {
+    std::string s = good;
+    const int changes = 1 + static_cast<int>(rng() % 4);
+    for (int c = 0; c < changes; ++c) {
+      const size_t at = rng() % header;
+      switch (rng() % 3) {
+        case 0: s[at] = static_cast<char>(rng()); break;                // any byte
+        case 1: s[at] = static_cast<char>(s[at] ^ (1 << (rng() % 8))); break;  // one bit
+        default: s[at] = static_cast<char>(0xff); break;                // large counts and lengths
+      }
+    }
+    test::write_file(path, s);
+    try {
+      const GgufFile g = GgufFile::open(path);
+      for (const GgufTensorInfo& ti : g.tensors()) {
+        const Tensor t = g.tensor(ti);
+        volatile uint8_t last = static_cast<const uint8_t*>(t.data)[t.nbytes() - 1];  // the data is inside the file
+        (void)last;
+      }
+      ++opened;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(path), std::string::npos) << e.what();
+      ++refused;
+    }
+  }
+  EXPECT_GT(refused, 0);
+  EXPECT_GT(opened, 0);
+}
+
 TEST(Gguf, LlamaCppFileLoadsWithItsVocabulary) {
   STRATA_REQUIRE_SHARED_DATA(data);
   const std::string path = data + "/llama-2-tiny-random.gguf";
