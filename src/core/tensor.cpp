@@ -35,6 +35,12 @@ constexpr DTypeInfo kDTypes[] = {
     {DType::Q6_K, "Q6_K", "q6_k", quant::kSuper, sizeof(quant::BlockQ6_K)},
 };
 
+// Bytes rounded up to whole pages (at least one).
+size_t page_round(size_t bytes) {
+  const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+  return bytes == 0 ? page : (bytes + page - 1) / page * page;
+}
+
 const DTypeInfo& info(DType t) {
   const auto i = static_cast<size_t>(t);
   if (i >= std::size(kDTypes)) fail("unknown dtype code ", i);
@@ -105,7 +111,10 @@ Tensor Tensor::alloc(DType dtype, Shape shape) {
 #endif
   const size_t huge = size_t{2} << 20;
   if (kHugeTensors && bytes >= 2 * huge) {
-    const size_t len = (bytes + huge - 1) / huge * huge;
+    // Whole pages, not whole huge pages: the kernel backs the 2 MB-aligned
+    // stretches with huge pages and the tail with small ones, so a tensor
+    // never holds up to 2 MB it does not use.
+    const size_t len = page_round(bytes);
     void* m = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (m == MAP_FAILED) fail("out of memory allocating ", bytes, " bytes for a tensor of shape ", shape_str(t.shape));
     madvise(m, len, MADV_HUGEPAGE);  // a hint: fine if refused
@@ -123,16 +132,15 @@ Tensor Tensor::alloc(DType dtype, Shape shape) {
 
 Tensor Tensor::relocate(bool release_source) const {
   const size_t bytes = nbytes();
-  const size_t huge = size_t{2} << 20;
-  const size_t len = (bytes + huge - 1) / huge * huge;
-  void* p = mmap(nullptr, len ? len : huge, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  const size_t len = page_round(bytes);  // (see alloc)
+  void* p = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (p == MAP_FAILED) fail("out of memory relocating a tensor of ", bytes, " bytes");
   madvise(p, len, MADV_HUGEPAGE);  // a hint: fine if refused
   Tensor t;
   t.dtype = dtype;
   t.shape = shape;
   t.data = p;
-  t.owner = std::shared_ptr<void>(p, [len](void* q) { munmap(q, len ? len : size_t{2} << 20); });
+  t.owner = std::shared_ptr<void>(p, [len](void* q) { munmap(q, len); });
   // Copy in slices, releasing each slice of the source once copied.
   const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE)), slice = size_t{64} << 20;
   const auto src = reinterpret_cast<uintptr_t>(data);
