@@ -2,11 +2,11 @@
 // 256-bit integer SIMD, compiled twice: AVX2 (quant_avx2.cpp: u8 x s8 pairs by
 // vpmaddubsw + vpmaddwd) and AVX-512 VNNI (quant_vnni.cpp: vpdpbusd).
 //
-// Memory is what decode waits for, so four weight rows are walked side by
-// side (four independent streams per thread). Each (activation row, weight
-// row) result runs the same instructions in the same order whatever M, N or
-// the row's place in its group, so one token at a time gives the bits of a
-// prefill.
+// Memory is what decode waits for, so each call walks four stripes of
+// consecutive weight rows side by side (four long sequential streams per
+// thread, see matmul below). Each (activation row, weight row) result runs
+// the same instructions in the same order whatever M, so one token at a time
+// gives the bits of a prefill.
 #pragma once
 #include <immintrin.h>
 
