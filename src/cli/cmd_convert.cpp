@@ -13,6 +13,7 @@
 #include "cli/common.h"
 #include "core/rng.h"
 #include "core/weights.h"
+#include "io/gguf.h"
 #include "io/safetensors.h"
 #include "model/checkpoint.h"
 #include "model/convert_modified.h"
@@ -100,7 +101,7 @@ std::unique_ptr<Tokenizer> find_model_tokenizer(const std::string& model_path, c
     check_tokenizer_fits(given, tok->vocab_size(), vocab);
     return tok;
   }
-  if (is_gguf_path(model_path)) {  // a GGUF carries its own vocabulary, if any
+  if (is_gguf(model_path)) {  // a GGUF carries its own vocabulary, if any
     try {
       auto tok = Tokenizer::load(model_path);
       if (tok->vocab_size() <= vocab) return tok;
@@ -218,7 +219,7 @@ void register_convert(CLI::App& app) {
       if (t.dtype != want) t = t.to(want);
     }
     save_hf_checkpoint(o->out, cfg, tensors, o->max_shard);
-    if (tok && is_gguf_path(tok->path()))  // the vocabulary inside a GGUF, as a SentencePiece model
+    if (tok && is_gguf(tok->path()))  // the vocabulary inside a GGUF, as a SentencePiece model
       write_file_atomic((fs::path(o->out) / "tokenizer.model").string(), tok->spm_model_proto());
     else if (tok)
       fs::copy_file(tok->path(), fs::path(o->out) / "tokenizer.model", fs::copy_options::overwrite_existing);

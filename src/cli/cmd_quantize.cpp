@@ -4,19 +4,12 @@
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 
 #include "cli/common.h"
-#include "io/checkpoint.h"
 #include "model/export_gguf.h"
 #include "strata/error.h"
 
 namespace strata::cli {
-
-bool is_gguf_path(const std::string& path) {
-  std::error_code ec;
-  return std::filesystem::is_regular_file(path, ec) && is_gguf(path);
-}
 
 void export_gguf(const ModelFlags& flags, const std::string& out, const std::string& type) {
   const auto t0 = std::chrono::steady_clock::now();

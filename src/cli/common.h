@@ -45,7 +45,6 @@ void check_tokenizer_fits(const std::string& tok_path, int64_t pieces, int64_t m
 // The tokenizer that goes with a model being written out: `given` (it must fit
 // the vocabulary), else one beside the model (or inside a GGUF) that fits; null if none.
 std::unique_ptr<Tokenizer> find_model_tokenizer(const std::string& model_path, const std::string& given, int64_t vocab);
-bool is_gguf_path(const std::string& path);  // an existing file that starts with the GGUF magic
 
 // Writes the model of `flags` as one GGUF file of file type `type` (strata
 // quantize, convert --to gguf) and says what it wrote on stderr.

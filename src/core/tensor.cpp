@@ -7,6 +7,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "core/parallel.h"
 #include "kernels/quant.h"
 #include "strata/error.h"
 
@@ -168,12 +169,16 @@ Tensor Tensor::to(DType target) const {
     if (cols % dtype_block(target) != 0)
       fail("cannot convert a tensor of shape ", shape_str(shape), " to ", dtype_name(target), ": rows of ", cols,
            " values are not whole blocks of ", dtype_block(target));
-    std::vector<float> row(static_cast<size_t>(cols));
+    // Rows are quantized independently (the reference quantizers are slow: K-quants
+    // fit every sub-block), so they are spread over the threads.
     const size_t in_row = row_bytes(dtype, cols), out_row = row_bytes(target, cols);
-    for (int64_t r = 0; cols > 0 && r < n / cols; ++r) {
-      to_f32(dtype, static_cast<const char*>(data) + r * in_row, row.data(), cols);
-      quant::quantize_row(target, row.data(), static_cast<char*>(out.data) + r * out_row, cols);
-    }
+    parallel_for(cols > 0 ? n / cols : 0, 16, [&](int64_t b, int64_t e) {
+      std::vector<float> row(static_cast<size_t>(cols));
+      for (int64_t r = b; r < e; ++r) {
+        to_f32(dtype, static_cast<const char*>(data) + r * in_row, row.data(), cols);
+        quant::quantize_row(target, row.data(), static_cast<char*>(out.data) + r * out_row, cols);
+      }
+    });
   } else {
     std::vector<float> tmp(static_cast<size_t>(n));
     to_f32(dtype, data, tmp.data(), n);

@@ -8,6 +8,8 @@
 #include <set>
 #include <sstream>
 
+#include "io/gguf.h"
+
 #include "strata/error.h"
 
 namespace strata {

@@ -36,7 +36,6 @@ struct CheckpointFiles {
 using ConfigCheck = std::function<void(const std::string& text, const std::string& source)>;
 CheckpointFiles read_checkpoint_files(const std::string& path, const ConfigCheck& on_config = {});
 CheckpointFiles read_llama2c(const std::string& path);
-bool is_gguf(const std::string& path);  // starts with the GGUF magic
 CheckpointFiles read_gguf(const std::string& path, const ConfigCheck& on_config = {});
 
 // Writes an HF-layout directory: config.json (the given text) and
@@ -50,7 +49,9 @@ void write_hf_files(const std::string& dir, const std::string& config_json, cons
 // projection [n_heads * head_dim, in], spec §1.4. Returns a new F32 tensor.
 Tensor permute_interleaved_to_half(const Tensor& w, int64_t n_heads);
 Tensor permute_half_to_interleaved(const Tensor& w, int64_t n_heads);
-// The same permutation moving whole rows of any dtype (quantized rows stay as stored).
-Tensor permute_rows_interleaved(const Tensor& w, int64_t n_heads, bool to_half);
+// The same permutation moving whole rows of any dtype (quantized rows stay as
+// stored); errors start with `where`.
+Tensor permute_rows_interleaved(const Tensor& w, int64_t n_heads, bool to_half,
+                                const std::string& where = "q/k permutation");
 
 }  // namespace strata

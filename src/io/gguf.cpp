@@ -1,6 +1,7 @@
 #include "io/gguf.h"
 
 #include <cstring>
+#include <fstream>
 
 #include "io/atomic_writer.h"
 #include "strata/error.h"
@@ -104,6 +105,12 @@ GgufValue read_scalar(Cursor& c, GgufType t, const std::string& what) {
 bool valid_type(uint32_t t) { return t <= static_cast<uint32_t>(GgufType::F64); }
 
 }  // namespace
+
+bool is_gguf(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  char magic[4] = {};
+  return in.read(magic, 4) && std::memcmp(magic, "GGUF", 4) == 0;
+}
 
 const char* gguf_type_name(GgufType t) {
   static const char* names[] = {"u8", "i8", "u16", "i16", "u32", "i32", "f32", "bool", "string", "array", "u64",

@@ -19,6 +19,9 @@
 
 namespace strata {
 
+// Whether `path` is a readable file that starts with the GGUF magic.
+bool is_gguf(const std::string& path);
+
 enum class GgufType : uint32_t {
   U8 = 0, I8 = 1, U16 = 2, I16 = 3, U32 = 4, I32 = 5, F32 = 6, Bool = 7, String = 8, Array = 9, U64 = 10, I64 = 11,
   F64 = 12

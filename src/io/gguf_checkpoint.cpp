@@ -11,8 +11,6 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include <cstring>
-#include <fstream>
 
 #include <nlohmann/json.hpp>
 
@@ -23,27 +21,6 @@
 namespace strata {
 
 namespace {
-
-// Rows of a q or k projection [n_heads * head_dim, in] moved between the
-// interleaved and the rotate_half layouts, whole rows of any dtype.
-Tensor permute_rows_any(const Tensor& w, int64_t n_heads, bool to_half, const std::string& where) {
-  const int64_t rows = w.shape.at(0);
-  if (n_heads <= 0 || rows % n_heads != 0 || (rows / n_heads) % 2 != 0)
-    fail(where, ": ", rows, " rows do not split into ", n_heads, " heads of an even size");
-  const int64_t d = rows / n_heads;
-  Tensor out = Tensor::alloc(w.dtype, w.shape);
-  const size_t rb = row_bytes(w.dtype, w.shape.at(1));
-  const uint8_t* src = static_cast<const uint8_t*>(w.data);
-  uint8_t* dst = static_cast<uint8_t*>(out.data);
-  for (int64_t h = 0; h < n_heads; ++h)
-    for (int64_t j = 0; j < 2; ++j)
-      for (int64_t i = 0; i < d / 2; ++i) {
-        const int64_t half = h * d + j * (d / 2) + i, inter = h * d + 2 * i + j;
-        const int64_t from = to_half ? inter : half, to = to_half ? half : inter;
-        std::memcpy(dst + to * rb, src + from * rb, rb);
-      }
-  return out;
-}
 
 // Drops the whole pages of a mapped tensor from this process once its data
 // has been copied elsewhere (the file stays in the page cache), so moving
@@ -143,7 +120,7 @@ CheckpointFiles read_llama(const GgufFile& g) {
     if (layer >= layers) fail(path, ": tensor '", ti.name, "': layer ", layer, " of a ", layers, "-layer model");
     Tensor t = g.tensor(ti);
     if (q_heads > 0) {
-      Tensor moved = permute_rows_any(t, q_heads, /*to_half=*/true, cat(path, ": tensor '", ti.name, "'"));
+      Tensor moved = permute_rows_interleaved(t, q_heads, /*to_half=*/true, cat(path, ": tensor '", ti.name, "'"));
       release_pages(t);
       t = std::move(moved);
     }
@@ -164,12 +141,6 @@ CheckpointFiles read_strata(const GgufFile& g, const ConfigCheck& on_config) {
 
 }  // namespace
 
-bool is_gguf(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  char magic[4] = {};
-  return in.read(magic, 4) && std::memcmp(magic, "GGUF", 4) == 0;
-}
-
 CheckpointFiles read_gguf(const std::string& path, const ConfigCheck& on_config) {
   const GgufFile g = GgufFile::open(path);
   const std::string arch = g.get_string("general.architecture");
@@ -181,10 +152,6 @@ CheckpointFiles read_gguf(const std::string& path, const ConfigCheck& on_config)
   if (g.has("tokenizer.ggml.model")) ck.tokenizer_path = path;
   ck.add_bos = g.get_bool("tokenizer.ggml.add_bos_token", true);
   return ck;
-}
-
-Tensor permute_rows_interleaved(const Tensor& w, int64_t n_heads, bool to_half) {
-  return permute_rows_any(w, n_heads, to_half, "q/k permutation");
 }
 
 }  // namespace strata

@@ -13,22 +13,27 @@ namespace strata {
 namespace {
 
 // Row permutation shared by both directions: out[dst(h, j, i)] = in[src(h, j, i)].
-Tensor permute_rows(const Tensor& w, int64_t n_heads, bool to_half) {
-  if (w.shape.size() != 2) fail("q/k permutation: expected a 2-D weight, got shape ", shape_str(w.shape));
+// `keep_dtype`: whole rows are moved as stored (quantized rows included);
+// otherwise they are widened to F32 on the way.
+Tensor permute_rows(const Tensor& w, int64_t n_heads, bool to_half, bool keep_dtype, const std::string& where) {
+  if (w.shape.size() != 2) fail(where, ": expected a 2-D weight, got shape ", shape_str(w.shape));
   const int64_t rows = w.shape[0], cols = w.shape[1];
-  if (n_heads <= 0 || rows % n_heads != 0) fail("q/k permutation: ", n_heads, " heads do not divide ", rows, " rows");
+  if (n_heads <= 0 || rows % n_heads != 0) fail(where, ": ", n_heads, " heads do not divide ", rows, " rows");
   const int64_t d = rows / n_heads;
-  if (d % 2 != 0) fail("q/k permutation: head size ", d, " is odd");
-  Tensor out = Tensor::alloc(DType::F32, w.shape);
+  if (d % 2 != 0) fail(where, ": head size ", d, " is odd");
+  Tensor out = Tensor::alloc(keep_dtype ? w.dtype : DType::F32, w.shape);
   const uint8_t* src = static_cast<const uint8_t*>(w.data);
-  const size_t row_bytes = static_cast<size_t>(cols) * dtype_size(w.dtype);
+  uint8_t* dst = static_cast<uint8_t*>(out.data);
+  const size_t in_row = row_bytes(w.dtype, cols), out_row = row_bytes(out.dtype, cols);
   for (int64_t h = 0; h < n_heads; ++h) {
     for (int64_t j = 0; j < 2; ++j) {
       for (int64_t i = 0; i < d / 2; ++i) {
         const int64_t half = h * d + j * (d / 2) + i;  // rotate_half (HF) row
         const int64_t inter = h * d + 2 * i + j;       // interleaved (Meta) row
         const int64_t from = to_half ? inter : half, to = to_half ? half : inter;
-        to_f32(w.dtype, src + static_cast<size_t>(from) * row_bytes, out.f32() + to * cols, cols);
+        const uint8_t* row = src + static_cast<size_t>(from) * in_row;
+        if (keep_dtype) std::memcpy(dst + static_cast<size_t>(to) * out_row, row, in_row);
+        else to_f32(w.dtype, row, out.f32() + to * cols, cols);
       }
     }
   }
@@ -43,8 +48,15 @@ int32_t read_i32(const uint8_t* p) {
 
 }  // namespace
 
-Tensor permute_interleaved_to_half(const Tensor& w, int64_t n_heads) { return permute_rows(w, n_heads, true); }
-Tensor permute_half_to_interleaved(const Tensor& w, int64_t n_heads) { return permute_rows(w, n_heads, false); }
+Tensor permute_interleaved_to_half(const Tensor& w, int64_t n_heads) {
+  return permute_rows(w, n_heads, true, false, "q/k permutation");
+}
+Tensor permute_half_to_interleaved(const Tensor& w, int64_t n_heads) {
+  return permute_rows(w, n_heads, false, false, "q/k permutation");
+}
+Tensor permute_rows_interleaved(const Tensor& w, int64_t n_heads, bool to_half, const std::string& where) {
+  return permute_rows(w, n_heads, to_half, true, where);
+}
 
 CheckpointFiles read_llama2c(const std::string& path) {
   std::shared_ptr<MappedFile> mf = MappedFile::open(path);

@@ -348,10 +348,10 @@ void tile_sym(const ActQ8* const* a, int64_t nb, const uint8_t* const* w, float 
   for (int i = 0; i < MR; ++i) unfold4(acc[i], out[i]);
 }
 
+// Q4_1 / Q5_1 (a scale and a min): as rows_q45, four activation rows at a time.
 template <int MR, int R, DType kType>
-void tile_q45(const ActQ8* const* a, int64_t nb, const uint8_t* const* w, float (*out)[4]) {
-  constexpr bool kMin = kType == DType::Q4_1 || kType == DType::Q5_1;
-  constexpr float kOffset = kType == DType::Q4_0 ? 8.0f : kType == DType::Q5_0 ? 16.0f : 0.0f;
+void tile_q45_min(const ActQ8* const* a, int64_t nb, const uint8_t* const* w, float (*out)[4]) {
+  static_assert(kType == DType::Q4_1 || kType == DType::Q5_1, "Q4_0 and Q5_0 go through tile_sym");
   __m256 acc[MR][R];
   float bias[MR][R] = {};
   for (int i = 0; i < MR; ++i)
@@ -360,15 +360,9 @@ void tile_q45(const ActQ8* const* a, int64_t nb, const uint8_t* const* w, float 
     __m256i q[R];
     float d[R], m[R] = {};
     for (int r = 0; r < R; ++r) {
-      if constexpr (kType == DType::Q4_0) {
-        const BlockQ4_0* blk = reinterpret_cast<const BlockQ4_0*>(w[r]) + b;
-        d[r] = half(blk->d), q[r] = nibbles(blk->qs);
-      } else if constexpr (kType == DType::Q4_1) {
+      if constexpr (kType == DType::Q4_1) {
         const BlockQ4_1* blk = reinterpret_cast<const BlockQ4_1*>(w[r]) + b;
         d[r] = half(blk->d), m[r] = half(blk->m), q[r] = nibbles(blk->qs);
-      } else if constexpr (kType == DType::Q5_0) {
-        const BlockQ5_0* blk = reinterpret_cast<const BlockQ5_0*>(w[r]) + b;
-        d[r] = half(blk->d), q[r] = _mm256_or_si256(nibbles(blk->qs), fifth_bits(blk->qh));
       } else {
         const BlockQ5_1* blk = reinterpret_cast<const BlockQ5_1*>(w[r]) + b;
         d[r] = half(blk->d), m[r] = half(blk->m), q[r] = _mm256_or_si256(nibbles(blk->qs), fifth_bits(blk->qh));
@@ -380,8 +374,7 @@ void tile_q45(const ActQ8* const* a, int64_t nb, const uint8_t* const* w, float 
         const __m256i isum = _mm256_dpbusd_epi32(_mm256_setzero_si256(), q[r], av);
         const float s = d[r] * a[i][b].d;
         acc[i][r] = _mm256_fmadd_ps(_mm256_set1_ps(s), _mm256_cvtepi32_ps(isum), acc[i][r]);
-        bias[i][r] += kMin ? m[r] * a[i][b].d * static_cast<float>(a[i][b].sum)
-                           : -kOffset * s * static_cast<float>(a[i][b].sum);
+        bias[i][r] += m[r] * a[i][b].d * static_cast<float>(a[i][b].sum);
       }
     }
   }
@@ -496,9 +489,9 @@ inline bool tile4(DType type, const void* const* act, int64_t K, const uint8_t* 
   switch (type) {
     case DType::Q8_0: tile_sym<4, DType::Q8_0>(a, K / kBlock, w, out); return true;
     case DType::Q4_0: tile_sym<4, DType::Q4_0>(a, K / kBlock, w, out); return true;
-    case DType::Q4_1: tile_q45<4, 4, DType::Q4_1>(a, K / kBlock, w, out); return true;
+    case DType::Q4_1: tile_q45_min<4, 4, DType::Q4_1>(a, K / kBlock, w, out); return true;
     case DType::Q5_0: tile_sym<4, DType::Q5_0>(a, K / kBlock, w, out); return true;
-    case DType::Q5_1: tile_q45<4, 4, DType::Q5_1>(a, K / kBlock, w, out); return true;
+    case DType::Q5_1: tile_q45_min<4, 4, DType::Q5_1>(a, K / kBlock, w, out); return true;
     case DType::Q4_K: tile_q45_k<4, 4, false>(reinterpret_cast<const ActQ8K* const*>(act), K / kSuper, w, out); return true;
     case DType::Q5_K: tile_q45_k<4, 4, true>(reinterpret_cast<const ActQ8K* const*>(act), K / kSuper, w, out); return true;
     case DType::Q6_K: tile_q6_k<4, 4>(reinterpret_cast<const ActQ8K* const*>(act), K / kSuper, w, out); return true;

@@ -3,7 +3,6 @@
 #include <map>
 #include <set>
 
-#include "core/parallel.h"
 #include "io/checkpoint.h"
 #include "io/gguf.h"
 #include "kernels/quant.h"
@@ -53,23 +52,6 @@ std::string llama_cpp_name(const std::string& name) {
   const std::string rest = name.substr(name.find('.', 13) + 1);
   auto it = kLayer.find(rest);
   return it == kLayer.end() ? std::string() : cat("blk.", layer, ".", it->second);
-}
-
-// Converts (in parallel over rows) to `type`.
-Tensor convert(const Tensor& t, DType type) {
-  if (t.dtype == type) return t;
-  if (!is_quantized(type)) return t.to(type);
-  const int64_t cols = t.shape.back(), rows = t.numel() / cols;
-  Tensor out = Tensor::alloc(type, t.shape);
-  const size_t in_row = row_bytes(t.dtype, cols), out_row = row_bytes(type, cols);
-  parallel_for(rows, 16, [&](int64_t b, int64_t e) {
-    std::vector<float> row(static_cast<size_t>(cols));
-    for (int64_t r = b; r < e; ++r) {
-      to_f32(t.dtype, static_cast<const char*>(t.data) + r * in_row, row.data(), cols);
-      quant::quantize_row(type, row.data(), static_cast<char*>(out.data) + r * out_row, cols);
-    }
-  });
-  return out;
 }
 
 void add_tokenizer(GgufWriter& w, const Tokenizer& tok, bool add_bos) {
@@ -175,7 +157,8 @@ GgufExportResult write_model_gguf(const std::string& path, const Config& cfg, co
       if (n.ends_with("self_attn.q_proj.weight")) src = permute_rows_interleaved(t, cfg.num_attention_heads, false);
       if (n.ends_with("self_attn.k_proj.weight")) src = permute_rows_interleaved(t, cfg.num_key_value_heads, false);
     }
-    keep.push_back(convert(src, gguf_tensor_type(type, t.shape, role)));
+    const DType want = gguf_tensor_type(type, t.shape, role);
+    keep.push_back(src.dtype == want ? src : src.to(want));
     r.bytes += static_cast<int64_t>(keep.back().nbytes());
     w.add_tensor(out_name, keep.back());
   }

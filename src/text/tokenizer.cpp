@@ -48,12 +48,6 @@ namespace {
 // A tokenizer.json is a JSON object; a SentencePiece model is a protobuf, which never starts with '{'.
 // Looking at the content keeps a tokenizer.json working under another name (e.g. copied into a
 // checkpoint as tokenizer.model).
-bool is_gguf_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  char magic[4] = {};
-  return in.read(magic, 4) && std::memcmp(magic, "GGUF", 4) == 0;
-}
-
 // The SentencePiece model a GGUF file's tokenizer.ggml.* metadata describes,
 // read the way llama.cpp reads it: scores merge pieces (BPE), no Unicode
 // normalization, a leading space unless tokenizer.ggml.add_space_prefix is false.
@@ -133,7 +127,7 @@ std::unique_ptr<Tokenizer> Tokenizer::load(const std::string& given) {
     tok->impl_->vocab = tok->impl_->bpe->vocab_size();
     return tok;
   }
-  if (is_gguf_file(path)) {
+  if (is_gguf(path)) {
     const auto status = tok->impl_->sp.LoadFromSerializedProto(gguf_vocab_proto(path));
     if (!status.ok()) fail(path, ": cannot build a tokenizer from its tokenizer.ggml metadata: ", status_text(status));
     tok->impl_->vocab = tok->impl_->sp.GetPieceSize();

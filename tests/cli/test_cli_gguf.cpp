@@ -178,7 +178,7 @@ TEST(LlamaCpp, StrataContinuesLlamaCppQuantizedFilesAsLlamaCppDoes) {
   }
 }
 
-TEST(LlamaCpp, SharedTinyRandomFile) {
+TEST(CliGguf, SharedLlamaCppFileGenerates) {
   STRATA_REQUIRE_SHARED_DATA(data);
   const std::string path = data + "/llama-2-tiny-random.gguf";
   auto r = run_cli("generate -m '" + path + "' -p 'Hello' -n 8 --temp 0");
