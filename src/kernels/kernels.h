@@ -109,6 +109,12 @@ struct Table {
   // computed alike whatever M and N. AVX-512 uses VNNI where the CPU has it.
   void (*quant_matmul)(DType type, const void* act, int64_t M, int64_t K, const uint8_t* w, size_t row_bytes,
                        int64_t N, float* y, int64_t ldy) = nullptr;
+  // Rows of block-quantized weights (`row_bytes` apart, K values each)
+  // dequantized and rounded to BF16 (nearest even) into rows x K values at
+  // dst: the weight panels of a quantized prefill on the BF16 products.
+  // Null below AVX512-BF16.
+  void (*dequant_bf16)(DType type, const uint8_t* w, size_t row_bytes, int64_t rows, int64_t K,
+                       uint16_t* dst) = nullptr;
 };
 
 // The BF16 kernels (pack_bf16.cpp, gemm_amx.cpp, matmul_amx.cpp, dot_bf16.cpp).
@@ -124,6 +130,7 @@ void dot_matmul_bf16(const uint16_t* packed, int64_t M, int64_t K, const uint16_
                      int64_t ldy);
 void dot_gemm_bf16(const uint16_t* a, const uint16_t* b, int64_t M, int64_t N, int64_t Kp, float* c, int64_t ldc,
                    bool accumulate);
+void dequant_rows_bf16(DType type, const uint8_t* w, size_t row_bytes, int64_t rows, int64_t K, uint16_t* dst);
 
 const Table& table(Isa isa);
 inline const Table& active() { return table(active_isa()); }

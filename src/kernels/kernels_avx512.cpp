@@ -25,6 +25,7 @@ const Table& avx512bf16_table() {
     a.bf16_gemm = dot_gemm_bf16;
     a.bf16_pack_a = bf16_pack_a;
     a.bf16_pack_b = bf16_pack_b;
+    a.dequant_bf16 = dequant_rows_bf16;
     return a;
   }();
   return t;

@@ -4,6 +4,7 @@
 // must quantize bit-identically to llama.cpp's (tests compare blocks with
 // ggml's own functions where a llama.cpp build is at hand).
 #include "kernels/quant.h"
+#include "kernels/quant_dequant.h"
 
 #include <algorithm>
 #include <cmath>
@@ -113,17 +114,6 @@ void quantize_q5(const float* x, Block* y, int64_t nb) {
       qh |= static_cast<uint32_t>((hi & 0x10) >> 4) << (j + kBlock / 2);
     }
     std::memcpy(y[i].qh, &qh, 4);
-  }
-}
-
-// The 32 levels of a Q5_0 / Q5_1 block (0..31, value j at j).
-template <class Block>
-void unpack_q5(const Block& b, int* q) {
-  uint32_t qh;
-  std::memcpy(&qh, b.qh, 4);
-  for (int j = 0; j < kBlock / 2; ++j) {
-    q[j] = (b.qs[j] & 0xF) | static_cast<int>(((qh >> j) & 1) << 4);
-    q[j + kBlock / 2] = (b.qs[j] >> 4) | static_cast<int>(((qh >> (j + kBlock / 2)) & 1) << 4);
   }
 }
 
@@ -350,29 +340,6 @@ void quantize_q6_k(const float* x, BlockQ6_K* y, int64_t nb) {
   }
 }
 
-// --- dequantization -----------------------------------------------------------
-
-void dequant_k_asym(const uint8_t* qs, const uint8_t* qh, uint16_t d16, uint16_t dmin16, const uint8_t* scales,
-                    float* y) {
-  const float d = h2f(d16), dmin = h2f(dmin16);
-  uint8_t u1 = 1, u2 = 2;
-  for (int j = 0, is = 0; j < kSuper; j += 64, is += 2, qs += 32, u1 <<= 2, u2 <<= 2) {
-    uint8_t sc, m;
-    scale_min_k4(is, scales, &sc, &m);
-    const float d1 = d * sc, m1 = dmin * m;
-    scale_min_k4(is + 1, scales, &sc, &m);
-    const float d2 = d * sc, m2 = dmin * m;
-    for (int l = 0; l < 32; ++l) {
-      const int hi1 = qh && (qh[l] & u1) ? 16 : 0;
-      *y++ = d1 * ((qs[l] & 0xF) + hi1) - m1;
-    }
-    for (int l = 0; l < 32; ++l) {
-      const int hi2 = qh && (qh[l] & u2) ? 16 : 0;
-      *y++ = d2 * ((qs[l] >> 4) + hi2) - m2;
-    }
-  }
-}
-
 }  // namespace
 
 void quantize_row(DType type, const float* x, void* out, int64_t n) {
@@ -392,84 +359,9 @@ void quantize_row(DType type, const float* x, void* out, int64_t n) {
 }
 
 void dequantize_row(DType type, const void* in, float* y, int64_t n) {
-  const int64_t nb = n / dtype_block(type);
   if (n % dtype_block(type) != 0) fail("dequantize ", dtype_name(type), ": ", n, " values are not whole blocks");
-  for (int64_t i = 0; i < nb; ++i) {
-    switch (type) {
-      case DType::Q8_0: {
-        const BlockQ8_0& b = static_cast<const BlockQ8_0*>(in)[i];
-        const float d = h2f(b.d);
-        for (int j = 0; j < kBlock; ++j) *y++ = d * b.qs[j];
-        break;
-      }
-      case DType::Q4_0: {
-        const BlockQ4_0& b = static_cast<const BlockQ4_0*>(in)[i];
-        const float d = h2f(b.d);
-        for (int j = 0; j < kBlock / 2; ++j) {
-          y[j] = d * ((b.qs[j] & 0xF) - 8);
-          y[j + kBlock / 2] = d * ((b.qs[j] >> 4) - 8);
-        }
-        y += kBlock;
-        break;
-      }
-      case DType::Q4_1: {
-        const BlockQ4_1& b = static_cast<const BlockQ4_1*>(in)[i];
-        const float d = h2f(b.d), m = h2f(b.m);
-        for (int j = 0; j < kBlock / 2; ++j) {
-          y[j] = d * (b.qs[j] & 0xF) + m;
-          y[j + kBlock / 2] = d * (b.qs[j] >> 4) + m;
-        }
-        y += kBlock;
-        break;
-      }
-      case DType::Q5_0: {
-        const BlockQ5_0& b = static_cast<const BlockQ5_0*>(in)[i];
-        int q[kBlock];
-        unpack_q5(b, q);
-        const float d = h2f(b.d);
-        for (int j = 0; j < kBlock; ++j) *y++ = d * (q[j] - 16);
-        break;
-      }
-      case DType::Q5_1: {
-        const BlockQ5_1& b = static_cast<const BlockQ5_1*>(in)[i];
-        int q[kBlock];
-        unpack_q5(b, q);
-        const float d = h2f(b.d), m = h2f(b.m);
-        for (int j = 0; j < kBlock; ++j) *y++ = d * q[j] + m;
-        break;
-      }
-      case DType::Q4_K: {
-        const BlockQ4_K& b = static_cast<const BlockQ4_K*>(in)[i];
-        dequant_k_asym(b.qs, nullptr, b.d, b.dmin, b.scales, y);
-        y += kSuper;
-        break;
-      }
-      case DType::Q5_K: {
-        const BlockQ5_K& b = static_cast<const BlockQ5_K*>(in)[i];
-        dequant_k_asym(b.qs, b.qh, b.d, b.dmin, b.scales, y);
-        y += kSuper;
-        break;
-      }
-      case DType::Q6_K: {
-        const BlockQ6_K& b = static_cast<const BlockQ6_K*>(in)[i];
-        const float d = h2f(b.d);
-        const uint8_t* ql = b.ql;
-        const uint8_t* qh = b.qh;
-        const int8_t* sc = b.scales;
-        for (int n = 0; n < kSuper; n += 128, y += 128, ql += 64, qh += 32, sc += 8) {
-          for (int l = 0; l < 32; ++l) {
-            const int is = l / 16;
-            y[l] = d * sc[is] * (((ql[l] & 0xF) | ((qh[l] & 3) << 4)) - 32);
-            y[l + 32] = d * sc[is + 2] * (((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) - 32);
-            y[l + 64] = d * sc[is + 4] * (((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32);
-            y[l + 96] = d * sc[is + 6] * (((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32);
-          }
-        }
-        break;
-      }
-      default: fail("dequantize: ", dtype_name(type), " is not a quantized type");
-    }
-  }
+  if (!dequantize_blocks(type, in, y, n / dtype_block(type), f16_to_f32))
+    fail("dequantize: ", dtype_name(type), " is not a quantized type");
 }
 
 bool uses_q8k(DType type) { return type == DType::Q4_K || type == DType::Q5_K || type == DType::Q6_K; }

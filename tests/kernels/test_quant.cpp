@@ -11,7 +11,9 @@
 #include <vector>
 
 #include "core/cpu.h"
+#include "kernels/exec.h"
 #include "kernels/kernels.h"
+#include "kernels/ops.h"
 #include "kernels/quant.h"
 #include "test_util.h"
 
@@ -146,6 +148,51 @@ TEST_P(QuantKernelTest, ProductsEqualTheScalarReference) {
           ASSERT_EQ(0, std::memcmp(one.data(), got.data() + i * N, N * sizeof(float))) << dtype_name(t);
         }
       }
+    }
+  }
+}
+
+// Prefill (16 tokens or more) on CPUs with BF16 products: weight panels
+// dequantized and rounded to BF16 (bit for bit the reference dequantization,
+// rounded), multiplied as stored BF16 weights.
+TEST_P(QuantKernelTest, PrefillOnBf16PanelsEqualsTheRoundedDequantizedProduct) {
+  const kernels::Table& kt = kernels::table(GetParam());
+  if (!kt.dequant_bf16 || !kt.bf16_matmul)
+    GTEST_SKIP() << "skipped: " << isa_name(GetParam())
+                 << " has no BF16 products; its quantized prefill is the integer products tested above";
+  const Exec ex = Exec::defaults().with_isa(GetParam());
+  const int64_t K = 768, N = 48;
+  for (DType t : kTypes) {
+    const Tensor wf = Tensor::alloc(DType::F32, {N, K});
+    const std::vector<float> rows = test_rows(K, static_cast<int>(N), 6);
+    std::copy(rows.begin(), rows.end(), wf.f32());
+    const Tensor w = wf.to(t);
+    const size_t rb = row_bytes(t, K);
+    // The panel: the reference dequantization rounded to BF16, bit for bit.
+    std::vector<uint16_t> panel(N * K);
+    kt.dequant_bf16(t, static_cast<const uint8_t*>(w.data), rb, N, K, panel.data());
+    std::vector<float> wd(N * K);
+    for (int64_t j = 0; j < N; ++j) {
+      quant::dequantize_row(t, static_cast<const uint8_t*>(w.data) + j * rb, wd.data() + j * K, K);
+      for (int64_t k = 0; k < K; ++k)
+        ASSERT_EQ(panel[j * K + k], f32_to_bf16(wd[j * K + k])) << dtype_name(t) << " row " << j << " k " << k;
+    }
+    // The product against BF16-rounded activations, within the worst-case
+    // error of summing K products in F32 (K * 2^-24 of their magnitude).
+    for (int64_t M : {16, 40}) {
+      const std::vector<float> x = test_rows(K, static_cast<int>(M), 7);
+      std::vector<float> got(M * N, -1.0f);
+      ops::matmul(ex, x.data(), M, w, got.data());
+      for (int64_t i = 0; i < M; ++i)
+        for (int64_t j = 0; j < N; ++j) {
+          double ref = 0, mag = 0;
+          for (int64_t k = 0; k < K; ++k) {
+            const double p = double(bf16_to_f32(f32_to_bf16(x[i * K + k]))) * bf16_to_f32(panel[j * K + k]);
+            ref += p;
+            mag += std::fabs(p);
+          }
+          ASSERT_NEAR(got[i * N + j], ref, K * 0x1p-24 * mag + 1e-30) << dtype_name(t) << " M=" << M;
+        }
     }
   }
 }
