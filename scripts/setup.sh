@@ -7,7 +7,7 @@ set -euo pipefail
 packages=(
   build-essential g++ cmake pkg-config git
   googletest libgtest-dev libgmock-dev libbenchmark-dev
-  libsentencepiece-dev nlohmann-json3-dev libcli11-dev libdnnl-dev libpcre2-dev
+  libsentencepiece-dev nlohmann-json3-dev libcli11-dev libdnnl-dev libpcre2-dev libcpp-httplib-dev
   python3 python3-numpy python3-sentencepiece python3-torch
   gnuplot-nox
 )

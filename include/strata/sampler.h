@@ -1,10 +1,12 @@
 // Next-token sampling, reproducible on every machine for a given seed
 // (strata::Rng, not std::*_distribution). Order of operations:
-//   repetition penalty -> greedy if temperature == 0 -> temperature -> top-k ->
-//   softmax -> top-p -> min-p -> renormalise -> draw.
+//   logit bias -> repetition penalty -> frequency / presence penalties ->
+//   greedy if temperature == 0 -> temperature -> top-k -> softmax -> top-p ->
+//   min-p -> renormalise -> draw.
 #pragma once
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/rng.h"
@@ -17,7 +19,12 @@ struct SamplerOptions {
   float top_p = 1.0f;           // keep the smallest set of tokens whose probability reaches p
   float min_p = 0.0f;           // drop tokens with p < min_p * p_max
   float repeat_penalty = 1.0f;  // CTRL-style: logit > 0 divided by r, < 0 multiplied by r
-  int32_t repeat_last_n = 64;   // how many recent tokens the penalty looks at (0: none, -1: all)
+  int32_t repeat_last_n = 64;   // how many recent tokens the penalties look at (0: none, -1: all)
+  // OpenAI's additive penalties over the same window: logit -= count * frequency + (count > 0) * presence.
+  float frequency_penalty = 0.0f;
+  float presence_penalty = 0.0f;
+  // Added to the logits of these ids first (OpenAI's logit_bias; -100 bans a token).
+  std::vector<std::pair<int32_t, float>> logit_bias;
   uint64_t seed = 0;
 };
 

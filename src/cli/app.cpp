@@ -41,6 +41,7 @@ int run(int argc, char** argv) {
   register_eval(app);
   register_data(app);
   register_quantize(app);
+  register_serve(app);
   try {
     app.parse(argc, argv);
     if (app.get_subcommands().empty()) {

@@ -87,5 +87,6 @@ void register_exact_match(CLI::App& app);
 void register_eval(CLI::App& app);
 void register_data(CLI::App& app);
 void register_quantize(CLI::App& app);
+void register_serve(CLI::App& app);
 
 }  // namespace strata::cli

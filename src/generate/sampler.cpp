@@ -19,6 +19,10 @@ Sampler::Sampler(const SamplerOptions& opts) : opts_(opts), rng_(opts.seed) {
   if (!(opts.min_p >= 0.0f && opts.min_p <= 1.0f)) fail("--min-p must be in [0, 1]");
   if (!(opts.repeat_penalty > 0.0f) || std::isinf(opts.repeat_penalty)) fail("--repeat-penalty must be > 0");
   if (opts.repeat_last_n < -1) fail("--repeat-last-n must be >= -1");
+  if (!(std::fabs(opts.frequency_penalty) <= 2.0f)) fail("frequency_penalty must be in [-2, 2]");
+  if (!(std::fabs(opts.presence_penalty) <= 2.0f)) fail("presence_penalty must be in [-2, 2]");
+  for (const auto& [id, bias] : opts.logit_bias)
+    if (id < 0 || !(std::fabs(bias) <= 100.0f)) fail("logit_bias: token ", id, " bias ", bias, " (ids >= 0, bias in [-100, 100])");
 }
 
 namespace {
@@ -115,17 +119,27 @@ int32_t Sampler::sample(float* logits, int32_t vocab, const std::vector<int32_t>
     if (std::isnan(logits[i])) logits[i] = -std::numeric_limits<float>::infinity();
   }
 
-  // 1. Repetition penalty, once per distinct id in the window.
-  if (opts_.repeat_penalty != 1.0f && opts_.repeat_last_n != 0 && !history.empty()) {
+  // 0. Logit bias (ids past the vocabulary have no logit to move).
+  for (const auto& [id, bias] : opts_.logit_bias)
+    if (id < vocab) logits[id] += bias;
+
+  // 1. Penalties over the window, once per distinct id (with its count).
+  const bool additive = opts_.frequency_penalty != 0.0f || opts_.presence_penalty != 0.0f;
+  if ((opts_.repeat_penalty != 1.0f || additive) && opts_.repeat_last_n != 0 && !history.empty()) {
     const size_t n = opts_.repeat_last_n < 0 ? history.size()
                                              : std::min(history.size(), static_cast<size_t>(opts_.repeat_last_n));
     std::vector<int32_t> recent(history.end() - static_cast<std::ptrdiff_t>(n), history.end());
     std::sort(recent.begin(), recent.end());
-    recent.erase(std::unique(recent.begin(), recent.end()), recent.end());
-    for (int32_t id : recent) {
+    for (size_t i = 0; i < recent.size();) {
+      const int32_t id = recent[i];
+      size_t j = i;
+      while (j < recent.size() && recent[j] == id) ++j;
+      const auto count = static_cast<float>(j - i);
+      i = j;
       if (id < 0 || id >= vocab) continue;  // ids from another vocabulary cannot be penalised
       float& l = logits[id];
-      l = l > 0.0f ? l / opts_.repeat_penalty : l * opts_.repeat_penalty;
+      if (opts_.repeat_penalty != 1.0f) l = l > 0.0f ? l / opts_.repeat_penalty : l * opts_.repeat_penalty;
+      l -= count * opts_.frequency_penalty + opts_.presence_penalty;
     }
   }
 

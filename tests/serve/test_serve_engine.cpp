@@ -1,0 +1,218 @@
+// The serving engine (src/serve/engine.h): a request gives the same text
+// alone and beside others, prompt reuse gives the same text as none for every
+// architecture, stop sequences, cancellation, the queue bound and the context.
+#include <gtest/gtest.h>
+
+#include <set>
+#include <thread>
+
+#include "serve/engine.h"
+#include "serve/serve_fixture.h"
+
+namespace strata::serve {
+namespace {
+
+struct Result {
+  std::string text, finish;
+  Usage usage;
+};
+
+Result collect(Job& job) {
+  Result r;
+  std::vector<Event> events;
+  while (job.take(events, std::chrono::milliseconds(100))) {
+  }
+  for (const Event& e : events) {
+    r.text += e.text;
+    if (e.done) {
+      EXPECT_EQ(e.error, "");
+      r.finish = e.finish_reason;
+      r.usage = e.usage;
+    }
+  }
+  return r;
+}
+
+GenRequest request(int64_t max_tokens, float temperature, uint64_t seed) {
+  GenRequest r;
+  r.endpoint = Endpoint::kCompletions;
+  r.max_tokens = max_tokens;
+  r.sampler.temperature = temperature;
+  r.sampler.seed = seed;
+  return r;
+}
+
+std::vector<int32_t> prompt_of(const Tokenizer& tok, const std::string& text) { return tok.encode(text, true); }
+
+const char* kPrompts[] = {"the cat sat on a", "hello world why", "a big red dog ran to", "small blue house",
+                          "the dog said hello", "why not the mat", "and the cat ran", "big small big"};
+
+class EngineTest : public ::testing::TestWithParam<std::tuple<std::string, DType>> {
+ protected:
+  void SetUp() override {
+    tok_ = test::serve_tokenizer();
+    model_ = test::serve_model(std::get<0>(GetParam()), std::get<1>(GetParam()));
+  }
+  std::unique_ptr<Tokenizer> tok_;
+  std::unique_ptr<Model> model_;
+};
+
+// Twenty prompts: the eight above and their pairs.
+std::vector<std::string> many_prompts() {
+  std::vector<std::string> p(std::begin(kPrompts), std::end(kPrompts));
+  for (int i = 0; i < 12; ++i) p.push_back(std::string(kPrompts[i % 8]) + " " + kPrompts[(i * 3 + 1) % 8]);
+  return p;
+}
+
+// The tokens of a request do not depend on what else is running: alone, then
+// beside seven others started at the same time, then among twenty (more rows
+// than one decode call takes), greedy and seeded sampling.
+TEST_P(EngineTest, ABatchGivesEachRequestsTextAlone) {
+  const std::vector<std::string> prompts = many_prompts();
+  for (float temperature : {0.0f, 0.9f}) {
+    std::vector<std::string> alone;
+    {
+      Engine engine(*model_, *tok_, {});
+      for (size_t i = 0; i < prompts.size(); ++i)
+        alone.push_back(collect(*engine.submit(request(24, temperature, 100 + i), prompt_of(*tok_, prompts[i]))).text);
+    }
+    for (int parallel : {8, 20}) {
+      EngineOptions o;
+      o.parallel = parallel;
+      Engine engine(*model_, *tok_, o);
+      std::vector<std::shared_ptr<Job>> jobs;
+      for (int i = 0; i < parallel; ++i)
+        jobs.push_back(engine.submit(request(24, temperature, 100 + i), prompt_of(*tok_, prompts[i])));
+      for (int i = 0; i < parallel; ++i)
+        EXPECT_EQ(collect(*jobs[i]).text, alone[i]) << "prompt " << i << " of " << parallel << ", temperature " << temperature;
+    }
+    std::set<std::string> distinct(alone.begin(), alone.end());
+    EXPECT_GT(distinct.size(), 10u) << "the prompts should lead to different texts";
+  }
+}
+
+// A follow-up turn and a regenerate restore a cached prefix and give the
+// bits of a fresh prefill.
+TEST_P(EngineTest, PromptReuseGivesTheTextOfAFreshPrefill) {
+  // Chunks of 32 rows: BF16 weights take the BF16 products there, which
+  // round differently from one row at a time, so only equal chunks give
+  // equal bits.
+  EngineOptions fresh_o;
+  fresh_o.cache_bytes = 0;
+  fresh_o.prefill_chunk = 32;
+  EngineOptions reuse_o = fresh_o;
+  reuse_o.cache_bytes = 64 << 20;
+  Engine fresh(*model_, *tok_, fresh_o), reuse(*model_, *tok_, reuse_o);
+  std::string turn1;
+  for (const char* p : kPrompts) turn1 += std::string(p) + ". ";
+  const std::vector<int32_t> p1 = prompt_of(*tok_, turn1);
+  ASSERT_GT(p1.size(), 65u);
+  const Result a = collect(*reuse.submit(request(12, 0.0f, 1), p1));
+  EXPECT_EQ(a.usage.cached_tokens, 0);
+  EXPECT_EQ(a.text, collect(*fresh.submit(request(12, 0.0f, 1), p1)).text);
+  // Regenerate with sampling: the prompt's last chunk start is restored.
+  const Result again = collect(*reuse.submit(request(12, 0.8f, 9), p1));
+  EXPECT_EQ(again.usage.cached_tokens, static_cast<int64_t>((p1.size() - 1) / 32 * 32));
+  EXPECT_EQ(again.text, collect(*fresh.submit(request(12, 0.8f, 9), p1)).text);
+  // A follow-up: the first turn, its answer and more.
+  const std::vector<int32_t> p2 = prompt_of(*tok_, turn1 + a.text + " why not the big red dog");
+  const Result b = collect(*reuse.submit(request(12, 0.0f, 1), p2));
+  EXPECT_GE(b.usage.cached_tokens, 64);
+  EXPECT_EQ(b.text, collect(*fresh.submit(request(12, 0.0f, 1), p2)).text);
+  EXPECT_GT(reuse.stats().cache_hits, 0);
+  EXPECT_EQ(fresh.stats().cache_hits, 0);
+}
+
+INSTANTIATE_TEST_SUITE_P(Models, EngineTest,
+                         ::testing::Combine(::testing::Values("tiny", "tiny-samba", "tiny-modified"),
+                                            ::testing::Values(DType::F32, DType::BF16)),
+                         [](const auto& info) {
+                           std::string name = std::get<0>(info.param) + "_" + std::string(dtype_name(std::get<1>(info.param)));
+                           for (char& c : name)
+                             if (c == '-') c = '_';
+                           return name;
+                         });
+
+class EngineBehaviour : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    tok_ = test::serve_tokenizer();
+    model_ = test::serve_model("tiny", DType::F32, 128);
+  }
+  std::unique_ptr<Tokenizer> tok_;
+  std::unique_ptr<Model> model_;
+};
+
+TEST_F(EngineBehaviour, StopSequencesCutTheTextBeforeThem) {
+  Engine engine(*model_, *tok_, {});
+  const std::vector<int32_t> p = prompt_of(*tok_, kPrompts[0]);
+  const Result full = collect(*engine.submit(request(40, 0.0f, 1), p));
+  ASSERT_GT(full.text.size(), 12u) << full.text;
+  EXPECT_EQ(full.finish, "length");
+  const std::string stop = full.text.substr(6, 3);
+  GenRequest r = request(40, 0.0f, 1);
+  r.stop = {"never in the text \x01", stop};
+  const Result cut = collect(*engine.submit(r, p));
+  EXPECT_EQ(cut.text, full.text.substr(0, full.text.find(stop)));
+  EXPECT_EQ(cut.finish, "stop");
+}
+
+TEST_F(EngineBehaviour, CancellingFreesTheSlot) {
+  EngineOptions o;
+  o.parallel = 1;
+  Engine engine(*model_, *tok_, o);
+  auto long_job = engine.submit(request(100, 0.0f, 1), prompt_of(*tok_, kPrompts[1]));
+  std::vector<Event> first;
+  long_job->take(first, std::chrono::seconds(10));
+  long_job->cancel();
+  const Result r = collect(*long_job);
+  EXPECT_EQ(r.finish, "cancelled");
+  EXPECT_LT(r.usage.completion_tokens, 100);
+  const Result next = collect(*engine.submit(request(5, 0.0f, 1), prompt_of(*tok_, kPrompts[2])));
+  EXPECT_EQ(next.finish, "length");
+  EXPECT_EQ(engine.stats().cancelled, 1);
+  EXPECT_EQ(engine.stats().busy_slots, 0);
+}
+
+TEST_F(EngineBehaviour, AFullQueueRefusesWith503) {
+  EngineOptions o;
+  o.parallel = 1;
+  o.queue_limit = 1;
+  Engine engine(*model_, *tok_, o);
+  auto running = engine.submit(request(100, 0.0f, 1), prompt_of(*tok_, kPrompts[1]));
+  std::vector<Event> first;
+  running->take(first, std::chrono::seconds(10));  // it holds the slot now
+  auto waiting = engine.submit(request(2, 0.0f, 1), prompt_of(*tok_, kPrompts[2]));
+  try {
+    engine.submit(request(2, 0.0f, 1), prompt_of(*tok_, kPrompts[3]));
+    ADD_FAILURE() << "a third request should not fit";
+  } catch (const ApiError& e) {
+    EXPECT_EQ(e.status, 503);
+  }
+  running->cancel();
+  EXPECT_EQ(collect(*waiting).finish, "length");
+}
+
+TEST_F(EngineBehaviour, PromptsAndLimitsBeyondTheContextAreRefused) {
+  Engine engine(*model_, *tok_, {});
+  EXPECT_EQ(engine.ctx(), 128);
+  auto status = [&](GenRequest r, std::vector<int32_t> p) {
+    try {
+      collect(*engine.submit(std::move(r), std::move(p)));
+    } catch (const ApiError& e) {
+      return e.status * 1000 + static_cast<int>(e.param.size());
+    }
+    return 200;
+  };
+  EXPECT_EQ(status(request(5, 0, 1), std::vector<int32_t>(128, 5)), 400000 + 6);  // "prompt"
+  EXPECT_EQ(status(request(100, 0, 1), std::vector<int32_t>(40, 5)), 400000 + 10);  // "max_tokens"
+  EXPECT_EQ(status(request(5, 0, 1), {1, 99999}), 400000 + 6);
+  EXPECT_EQ(status(request(5, 0, 1), {}), 400000 + 6);
+  // Without max_tokens, generation stops at the context.
+  const Result r = collect(*engine.submit(request(-1, 0.0f, 1), std::vector<int32_t>(120, 5)));
+  EXPECT_EQ(r.finish, "length");
+  EXPECT_EQ(r.usage.prompt_tokens + r.usage.completion_tokens, 128);
+}
+
+}  // namespace
+}  // namespace strata::serve
