@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 # A real llama.cpp for the interoperability tests (they skip, saying so, without it).
 if libs=$(scripts/setup_llamacpp.sh); then export STRATA_LLAMACPP_LIBS=$libs; fi
+# The official OpenAI client for the server's tests (they skip, saying so, without it).
+if mods=$(scripts/setup_openai_client.sh); then export STRATA_OPENAI_MODULES=$mods; fi
 jobs=$(nproc 2>/dev/null || echo 2)
 
 echo "== Release build and tests" >&2

@@ -87,17 +87,32 @@ void write_file(const std::string& path, const std::string& content) {
 
 CliResult run_cli(const std::string& args, const std::string& env) { return run_binary(STRATA_CLI_PATH, args, env); }
 
-CliResult run_binary(const std::string& binary, const std::string& args, const std::string& env) {
+namespace {
+
+CliResult run_with_stdin(const std::string& binary, const std::string& args, const std::string& env,
+                         const std::string& in) {
   std::string dir = make_temp_dir("cli");
   std::string out = dir + "/out", err = dir + "/err";
   std::string cmd = env + (env.empty() ? "" : " ") + std::string("'") + binary + "' " + args + " >'" + out +
-                    "' 2>'" + err + "' </dev/null";
+                    "' 2>'" + err + "' <'" + in + "'";
   int status = std::system(cmd.c_str());
   CliResult r;
   r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
   r.out = read_file(out);
   r.err = read_file(err);
   return r;
+}
+
+}  // namespace
+
+CliResult run_binary(const std::string& binary, const std::string& args, const std::string& env) {
+  return run_with_stdin(binary, args, env, "/dev/null");
+}
+
+CliResult run_cli_with_input(const std::string& args, const std::string& input) {
+  const std::string in = make_temp_dir("cli-in") + "/stdin";
+  write_file(in, input);
+  return run_with_stdin(STRATA_CLI_PATH, args, "", in);
 }
 
 double relative_error(const float* a, const float* b, int64_t n) {

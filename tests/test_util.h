@@ -36,6 +36,8 @@ struct CliResult {
 CliResult run_cli(const std::string& args, const std::string& env = "");
 // The same with another binary (e.g. the command line with extra module types).
 CliResult run_binary(const std::string& binary, const std::string& args, const std::string& env = "");
+// The command line with `input` on its standard input.
+CliResult run_cli_with_input(const std::string& args, const std::string& input);
 
 std::string read_file(const std::string& path);
 // The message of the strata::Error that f throws, or "<no error>".

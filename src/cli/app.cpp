@@ -42,6 +42,7 @@ int run(int argc, char** argv) {
   register_data(app);
   register_quantize(app);
   register_serve(app);
+  register_chat(app);
   try {
     app.parse(argc, argv);
     if (app.get_subcommands().empty()) {

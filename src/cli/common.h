@@ -88,5 +88,6 @@ void register_eval(CLI::App& app);
 void register_data(CLI::App& app);
 void register_quantize(CLI::App& app);
 void register_serve(CLI::App& app);
+void register_chat(CLI::App& app);
 
 }  // namespace strata::cli

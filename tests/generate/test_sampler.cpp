@@ -1,4 +1,5 @@
 #include "strata/sampler.h"
+#include "test_util.h"
 
 #include <gtest/gtest.h>
 
@@ -235,6 +236,33 @@ TEST(Sampler, RepetitionPenaltyDividesPositiveAndMultipliesNegative) {
   EXPECT_FLOAT_EQ(l[2], 3.0f);
   EXPECT_FLOAT_EQ(l[3], 0.5f);
   EXPECT_EQ(id, 2);  // the penalty moved the argmax away from the repeated token
+}
+
+TEST(Sampler, FrequencyAndPresencePenaltiesSubtractPerCountAndOnce) {
+  SamplerOptions o = opts_with(0.0f);
+  o.frequency_penalty = 0.5f;
+  o.presence_penalty = 0.25f;
+  Sampler s(o);
+  Logits l = {4.0f, -1.0f, 3.0f, 0.5f};
+  const int32_t id = s.sample(l.data(), 4, {0, 1, 0, 0, 7});  // 7: past the vocabulary, ignored
+  EXPECT_FLOAT_EQ(l[0], 4.0f - 3 * 0.5f - 0.25f);
+  EXPECT_FLOAT_EQ(l[1], -1.0f - 0.5f - 0.25f);
+  EXPECT_FLOAT_EQ(l[2], 3.0f);
+  EXPECT_FLOAT_EQ(l[3], 0.5f);
+  EXPECT_EQ(id, 2);
+  o.frequency_penalty = 2.5f;
+  EXPECT_NE(test::error_of([&] { Sampler bad(o); }).find("frequency_penalty"), std::string::npos);
+}
+
+TEST(Sampler, LogitBiasMovesTokensFirst) {
+  SamplerOptions o = opts_with(0.0f);
+  o.logit_bias = {{0, -100.0f}, {3, 2.0f}, {9, 5.0f}};  // 9: past the vocabulary, ignored
+  Sampler s(o);
+  Logits l = {4.0f, -1.0f, 3.0f, 2.5f};
+  EXPECT_EQ(s.sample(l.data(), 4, {}), 3);
+  EXPECT_FLOAT_EQ(l[0], -96.0f);
+  o.logit_bias = {{1, 101.0f}};
+  EXPECT_NE(test::error_of([&] { Sampler bad(o); }).find("logit_bias"), std::string::npos);
 }
 
 TEST(Sampler, RepetitionPenaltyWindow) {
