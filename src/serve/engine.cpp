@@ -4,7 +4,9 @@
 #include <cmath>
 #include <limits>
 
+#include "model/hypernet.h"
 #include "strata/error.h"
+#include "strata/generate.h"
 
 namespace strata::serve {
 
@@ -149,7 +151,7 @@ Engine::Engine(Model& model, const Tokenizer& tok, EngineOptions opts)
     : model_(model), tok_(tok), opts_(opts), cache_(opts.cache_bytes) {
   const Config& cfg = model.config();
   if (!model.causal()) fail("serve: the model is not causal, so it cannot generate");
-  if (model.hypernet()) fail("serve: models with a hypernetwork are not served yet (use generate --hypernet)");
+  if (model.hypernet()) opts_.parallel = 1;  // chunked generation runs one request at a time
   if (opts_.parallel < 1) fail("serve: --parallel must be at least 1");
   if (opts_.prefill_chunk < 1) fail("serve: the prefill chunk must be at least 1 token");
   ctx_ = opts_.ctx > 0 ? opts_.ctx : cfg.max_position_embeddings;
@@ -187,6 +189,8 @@ std::shared_ptr<Job> Engine::submit(GenRequest req, std::vector<int32_t> prompt)
     throw ApiError(400, "invalid_request_error", "context_length_exceeded", "max_tokens",
                    "max_tokens " + std::to_string(req.max_tokens) + " with a prompt of " + std::to_string(n) +
                        " tokens exceeds the context of " + std::to_string(ctx_) + " tokens");
+  if (model_.hypernet() && req.logprobs)
+    bad_request("logprobs", "logprobs are not available for models with a hypernetwork (chunked generation)");
   Sampler check(req.sampler);  // the sampler's own checks, before queueing
   std::shared_ptr<Job> job(new Job(std::move(req), std::move(prompt)));
   {
@@ -275,10 +279,48 @@ void Engine::start(Slot& s) {
   const size_t ctx_ids = std::min<size_t>(8, job.prompt_.size());
   s.text = std::make_unique<StopText>(tok_, std::vector<int32_t>(job.prompt_.end() - static_cast<std::ptrdiff_t>(ctx_ids), job.prompt_.end()),
                                       r.stop);
+  if (model_.hypernet()) return run_chunked(s);
   const auto t = clock::now();
   prefill(s);
   std::lock_guard lk(m_);
   stats_.prefill_seconds += since(t);
+}
+
+void Engine::run_chunked(Slot& s) {
+  Job& job = *s.job;
+  const Config& cfg = model_.config();
+  // The query is the chat-formatted turn without BOS: BOS comes before the soft prompt.
+  std::vector<int32_t> query = job.prompt_;
+  if (!query.empty() && query.front() == cfg.bos_token_id) query.erase(query.begin());
+  GenerateOptions g;
+  // The last chunk's context holds BOS, the soft prompt, the query and the answer so far.
+  const int64_t room = ctx_ - 1 - model_.hypernet()->soft_tokens() - static_cast<int64_t>(query.size());
+  g.max_new_tokens = std::max<int64_t>(1, std::min(s.max_new, room));
+  g.sampler = job.req_.sampler;
+  g.vocab_limit = vocab_;
+  s.usage = {static_cast<int64_t>(job.prompt_.size()), 0, 0};
+  std::string reason;
+  const auto t = clock::now();
+  const GenerateResult res = generate_hypernet(model_, query, g, ChunkContext::Full, [&](int32_t id) {
+    if (job.cancelled_) {
+      reason = "cancelled";
+      return false;
+    }
+    s.usage.completion_tokens += 1;
+    job.push({s.text->push(id), {}, false, "", {}, ""});
+    if (s.text->stopped()) reason = "stop";
+    return reason.empty();
+  });
+  if (reason.empty()) {
+    reason = res.stop_reason == "length" ? "length" : "stop";
+    job.push({s.text->finish(), {}, false, "", {}, ""});
+  }
+  {
+    std::lock_guard lk(m_);
+    stats_.decode_seconds += since(t);
+    stats_.prefilled_tokens += res.prefill_rows;
+  }
+  finish(s, reason);
 }
 
 void Engine::prefill(Slot& s) {

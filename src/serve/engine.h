@@ -16,6 +16,10 @@
 // prefills the same chunks a fresh run would, so it gets the same bits for
 // every architecture and weight type: KV caches, recurrent and windowed states
 // alike.
+//
+// Models with a hypernetwork generate chunk by chunk as `generate --hypernet`
+// does (a fresh context per chunk, soft prompt first): one request at a time,
+// without prompt reuse, since every chunk starts a new context.
 #pragma once
 #include <atomic>
 #include <chrono>
@@ -106,6 +110,7 @@ class Engine {
   void start(Slot& s);
   void prefill(Slot& s);
   void advance(Slot& s, std::vector<Slot*>& stepping);
+  void run_chunked(Slot& s);
   void finish(Slot& s, const std::string& reason, const std::string& error = "");
 
   Model& model_;

@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "serve/engine.h"
+#include "strata/generate.h"
 #include "serve/serve_fixture.h"
 
 namespace strata::serve {
@@ -132,6 +133,38 @@ INSTANTIATE_TEST_SUITE_P(Models, EngineTest,
                              if (c == '-') c = '_';
                            return name;
                          });
+
+// A model with a hypernetwork answers chunk by chunk, as generate --hypernet does.
+TEST(EngineHypernet, AnswersChunkByChunkAsGenerateHypernetDoes) {
+  auto tok = test::serve_tokenizer();
+  auto model = test::serve_model("tiny-hypernet", DType::F32);
+  const std::vector<int32_t> prompt = tokenize_chat(*tok, ChatFormat::kZephyr, {{"user", "the cat sat"}}, true).ids;
+  std::vector<int32_t> query = prompt;
+  ASSERT_EQ(query.front(), model->config().bos_token_id);
+  query.erase(query.begin());
+  GenerateOptions g;
+  g.max_new_tokens = 20;
+  g.sampler.temperature = 0.0f;
+  g.vocab_limit = tok->vocab_size();
+  std::vector<int32_t> ids;
+  generate_hypernet(*model, query, g, ChunkContext::Full, [&](int32_t id) {
+    ids.push_back(id);
+    return true;
+  });
+  ASSERT_GT(ids.size(), 8u) << "several chunks of " << model->config().hypernet.chunk;
+  StreamDecoder dec(*tok, std::vector<int32_t>(prompt.end() - 8, prompt.end()));
+  std::string expected;
+  for (int32_t id : ids) expected += dec.push(id);
+  expected += dec.finish();
+  Engine engine(*model, *tok, {});
+  GenRequest r = request(20, 0.0f, 1);
+  r.endpoint = Endpoint::kChat;
+  const Result got = collect(*engine.submit(r, prompt));
+  EXPECT_EQ(got.text, expected);
+  EXPECT_EQ(got.usage.completion_tokens, static_cast<int64_t>(ids.size()));
+  r.logprobs = true;
+  EXPECT_THROW(engine.submit(r, prompt), ApiError);
+}
 
 class EngineBehaviour : public ::testing::Test {
  protected:

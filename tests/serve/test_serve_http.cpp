@@ -4,6 +4,9 @@
 #include <gtest/gtest.h>
 #include <httplib.h>
 
+#include <algorithm>
+#include <fstream>
+#include <iostream>
 #include <thread>
 
 #include "serve/http_server.h"
@@ -159,6 +162,65 @@ TEST_F(HttpTest, KeysBodiesAndBadRequestsGiveOpenAiErrors) {
   EXPECT_EQ(json::parse(too_long->body)["error"]["code"], "context_length_exceeded");
   auto huge = c.Post("/v1/completions", std::string(100 << 10, ' '), "application/json");
   EXPECT_EQ(huge->status, 413);
+}
+
+int64_t rss_kib() {
+  std::ifstream in("/proc/self/status");
+  std::string line;
+  while (std::getline(in, line))
+    if (line.rfind("VmRSS:", 0) == 0) return std::stoll(line.substr(6));
+  return 0;
+}
+
+// A bounded load: 64 clients send 1024 short requests in all (a third of them
+// streamed). Every one must succeed, the process must not grow without
+// bound, and the latencies and throughput are reported.
+TEST_F(HttpTest, SixtyFourClientsAndAThousandRequests) {
+  constexpr int kClients = 64, kEach = 16;
+  const int64_t rss_before = rss_kib();
+  std::atomic<int> errors{0};
+  std::atomic<int64_t> tokens{0};
+  std::vector<double> latencies(kClients * kEach);
+  const auto t0 = std::chrono::steady_clock::now();
+  std::vector<std::thread> clients;
+  for (int c = 0; c < kClients; ++c) {
+    clients.emplace_back([&, c] {
+      httplib::Client cli = client();
+      for (int i = 0; i < kEach; ++i) {
+        const bool stream = (c + i) % 3 == 0;
+        const json body{{"prompt", "the cat " + std::to_string(c * kEach + i)}, {"max_tokens", 4 + (i % 5)},
+                        {"temperature", 0.8}, {"seed", c * 1000 + i}, {"stream", stream}};
+        const auto t = std::chrono::steady_clock::now();
+        auto r = cli.Post("/v1/completions", body.dump(), "application/json");
+        latencies[c * kEach + i] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+        if (!r || r->status != 200) {
+          errors += 1;
+          continue;
+        }
+        if (stream) {
+          if (r->body.find("data: [DONE]") == std::string::npos) errors += 1;
+          tokens += 4 + (i % 5);  // at most; counted from the engine below
+        } else {
+          tokens += json::parse(r->body)["usage"]["completion_tokens"].get<int64_t>();
+        }
+      }
+    });
+  }
+  for (std::thread& t : clients) t.join();
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_EQ(errors.load(), 0);
+  const EngineStats st = engine_->stats();
+  EXPECT_EQ(st.finished, kClients * kEach);
+  EXPECT_EQ(st.failed, 0);
+  EXPECT_EQ(st.busy_slots, 0);
+  EXPECT_EQ(st.queue_depth, 0);
+  std::sort(latencies.begin(), latencies.end());
+  const int64_t growth = rss_kib() - rss_before;
+  std::cout << "load: " << kClients * kEach << " requests from " << kClients << " clients in " << seconds << " s; latency p50 "
+            << latencies[latencies.size() / 2] * 1e3 << " ms, p99 " << latencies[latencies.size() * 99 / 100] * 1e3
+            << " ms; " << static_cast<double>(st.completion_tokens) / seconds << " generated tok/s; RSS +" << growth / 1024
+            << " MiB\n";
+  EXPECT_LT(growth, 256 * 1024) << "RSS grew by " << growth << " KiB";
 }
 
 // A model wide enough that 250 tokens take a while (about a millisecond each).
