@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # strata serve under load (docs/benchmarks.md, "Serving"):
-#  1. aggregate decode tokens/s at 1, 4, 8 and 16 parallel streams, for each
-#     model of MODELS (default: TinyLlama-1.1B shapes in BF16 and Q4_0);
+#  1. aggregate generation tokens/s at 1, 4, 8 and 16 parallel streams, for
+#     each GGUF file of MODELS (default: the TinyLlama-1.1B shape in BF16 and
+#     Q4_0), next to llama.cpp decoding as many sequences together in one
+#     context on the same file (node-llama-cpp, bench/llamacpp_batch.mjs);
 #  2. time to first token of a follow-up chat turn on a ~2K-token first turn,
 #     with prompt reuse and without (--cache-ram 0), for each of REUSE_MODELS
 #     (default: the TinyLlama BF16 shape and a Samba 421M shape).
@@ -19,9 +21,12 @@ scripts/build.sh strata >/dev/null
 s=build/strata
 mkdir -p "$dir"
 [[ -d "$dir/tinyllama-bf16" ]] || $s init --preset tinyllama-1.1b --dtype bf16 --seed 1 -o "$dir/tinyllama-bf16" >&2
-[[ -f "$dir/tinyllama-q4_0.gguf" ]] || $s quantize -m "$dir/tinyllama-bf16" --type q4_0 -o "$dir/tinyllama-q4_0.gguf" >&2
+for t in bf16 q4_0; do
+  [[ -f "$dir/tinyllama-$t.gguf" ]] || $s quantize -m "$dir/tinyllama-bf16" --type $t -o "$dir/tinyllama-$t.gguf" >&2
+done
+libs=$(scripts/setup_llamacpp.sh) && modules=$(cd "$libs/../../../.." && pwd) || modules=
 [[ -d "$dir/samba-421m-bf16" ]] || $s init --preset samba-421m --dtype bf16 --seed 1 -o "$dir/samba-421m-bf16" >&2
-models=${MODELS:-"bf16=$dir/tinyllama-bf16 q4_0=$dir/tinyllama-q4_0.gguf"}
+models=${MODELS:-"bf16=$dir/tinyllama-bf16.gguf q4_0=$dir/tinyllama-q4_0.gguf"}
 reuse_models=${REUSE_MODELS:-"llama=$dir/tinyllama-bf16 samba=$dir/samba-421m-bf16"}
 port=18931
 start() {  # model, extra flags...
@@ -35,19 +40,29 @@ start() {  # model, extra flags...
 }
 stop() { kill "$pid"; wait "$pid" || true; }
 median() { sort -g | awk '{a[NR] = $1} END {print a[int((NR + 1) / 2)]}'; }
-echo "| model | streams | generated tok/s (median of $repeat) | vs 1 stream |"
-echo "|---|---:|---:|---:|"
+echo "| model | streams | strata tok/s | vs 1 stream | llama.cpp tok/s | strata / llama.cpp |"
+echo "|---|---:|---:|---:|---:|---:|"
 for entry in $models; do
   name=${entry%%=*} path=${entry#*=}
-  start "$path" --parallel 16 --ctx 1024
   base=""
   for n in 1 4 8 16; do
-    v=$(for ((r = 0; r < repeat; ++r)); do node bench/serve_load.mjs "http://127.0.0.1:$port" throughput $n "$max_tokens" |
-      python3 -c 'import json, sys; print(json.load(sys.stdin)["tok_s"])'; done | median)
+    ours=() theirs=()
+    for ((r = 0; r < repeat; ++r)); do
+      start "$path" --parallel 16 --ctx 1024
+      ours+=("$(node bench/serve_load.mjs "http://127.0.0.1:$port" throughput $n "$max_tokens" |
+        python3 -c 'import json, sys; print(json.load(sys.stdin)["tok_s"])')")
+      stop
+      if [[ -n "$modules" ]]; then
+        theirs+=("$(node bench/llamacpp_batch.mjs "$modules" "$path" $n "$max_tokens" "$threads" |
+          python3 -c 'import json, sys; print(json.load(sys.stdin)["tok_s"])')")
+      else
+        theirs+=(0)
+      fi
+    done
+    v=$(printf '%s\n' "${ours[@]}" | median) l=$(printf '%s\n' "${theirs[@]}" | median)
     base=${base:-$v}
-    printf '| %s | %d | %.1f | %.2fx |\n' "$name" "$n" "$v" "$(python3 -c "print($v / $base)")"
+    python3 -c "v, b, l = $v, $base, $l; print(f'| $name | $n | {v:.1f} | {v / b:.2f}x | {l:.1f} | ' + (f'{v / l:.2f}x |' if l else '- |'))"
   done
-  stop
 done
 echo
 echo "| model | follow-up prompt tokens | cached | time to first token, reuse | without reuse | ratio |"

@@ -9,7 +9,7 @@ packages=(
   googletest libgtest-dev libgmock-dev libbenchmark-dev
   libsentencepiece-dev nlohmann-json3-dev libcli11-dev libdnnl-dev libpcre2-dev libcpp-httplib-dev
   python3 python3-numpy python3-sentencepiece python3-torch
-  gnuplot-nox
+  gnuplot-nox curl
 )
 # The demo fetches its corpus from the npm registry. Debian 12 has no Node.js by
 # default; NodeSource's nodejs bundles npm and conflicts with Debian's npm, so the

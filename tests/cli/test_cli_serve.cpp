@@ -109,6 +109,35 @@ TEST(CliServe, ServesOnLoopbackLogsRequestsAndStopsOnSigterm) {
   EXPECT_NE(err.find("stopping"), std::string::npos) << err;
 }
 
+// The raw bytes of a stream as curl receives them: events framed as
+// "data: ...\n\n", the role first, [DONE] last.
+TEST(CliServe, StreamsFrameServerSentEventsForCurl) {
+  if (std::system("command -v curl >/dev/null 2>&1") != 0) GTEST_SKIP() << "skipped: curl is not installed";
+  ServerProcess s({});
+  ASSERT_GT(s.port, 0) << test::read_file(s.err_path);
+  auto r = test::run_binary("curl", "-sN http://127.0.0.1:" + std::to_string(s.port) +
+                                        "/v1/chat/completions -H 'Content-Type: application/json' -d "
+                                        "'{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}], "
+                                        "\"max_tokens\": 3, \"stream\": true}'");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const std::string& body = r.out;
+  ASSERT_GE(body.size(), 20u) << body;
+  EXPECT_EQ(body.rfind("data: {", 0), 0u) << body;
+  EXPECT_NE(body.find("\"role\":\"assistant\""), std::string::npos) << body;
+  EXPECT_EQ(body.substr(body.size() - 14), "data: [DONE]\n\n") << body;
+  // Nothing but events: every block is one data line.
+  size_t blocks = 0;
+  for (size_t at = 0; at < body.size(); ++blocks) {
+    const size_t end = body.find("\n\n", at);
+    ASSERT_NE(end, std::string::npos) << body;
+    const std::string event = body.substr(at, end - at);
+    EXPECT_EQ(event.rfind("data: ", 0), 0u) << event;
+    EXPECT_EQ(event.find('\n'), std::string::npos) << event;
+    at = end + 2;
+  }
+  EXPECT_GE(blocks, 4u);  // role, content, finish, [DONE]
+}
+
 TEST(CliServe, AnswersTheOfficialOpenAiClient) {
   const char* modules = std::getenv("STRATA_OPENAI_MODULES");
   if (!modules || !*modules)
