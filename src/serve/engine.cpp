@@ -389,15 +389,18 @@ void Engine::advance(Slot& s, std::vector<Slot*>& stepping) {
 }
 
 void Engine::finish(Slot& s, const std::string& reason, const std::string& error) {
-  s.job->push({"", {}, true, reason, s.usage, error});
+  // The slot is free and counted before the reader hears of it.
+  const std::shared_ptr<Job> job = std::move(s.job);
   s.state.reset();
-  std::lock_guard lk(m_);
-  stats_.completion_tokens += s.usage.completion_tokens;
-  if (!error.empty()) stats_.failed += 1;
-  else if (reason == "cancelled") stats_.cancelled += 1;
-  else stats_.finished += 1;
-  stats_.busy_slots -= 1;
-  s.job.reset();
+  {
+    std::lock_guard lk(m_);
+    stats_.completion_tokens += s.usage.completion_tokens;
+    if (!error.empty()) stats_.failed += 1;
+    else if (reason == "cancelled") stats_.cancelled += 1;
+    else stats_.finished += 1;
+    stats_.busy_slots -= 1;
+  }
+  job->push({"", {}, true, reason, s.usage, error});
 }
 
 }  // namespace strata::serve

@@ -305,6 +305,15 @@ HttpServer::~HttpServer() { stop(); }
 
 int HttpServer::bind() {
   Impl& i = *impl_;
+  // cpp-httplib listens with a backlog of 5, so a burst of new connections
+  // overflows the accept queue and clients see failed reads; Linux takes a
+  // second listen() on the socket as a new backlog.
+  int fd = -1;
+  i.svr.set_socket_options([&fd](socket_t sock) {
+    fd = sock;
+    int yes = 1;
+    setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
+  });
   if (i.o.port == 0) {
     const int port = i.svr.bind_to_any_port(i.o.host);
     if (port < 0) fail("serve: cannot listen on ", i.o.host, " (any port)");
@@ -312,6 +321,7 @@ int HttpServer::bind() {
   } else if (!i.svr.bind_to_port(i.o.host, i.o.port)) {
     fail("serve: cannot listen on ", i.o.host, ":", i.o.port, " (in use, or not an address of this machine)");
   }
+  if (fd >= 0) ::listen(fd, SOMAXCONN);
   return i.o.port;
 }
 

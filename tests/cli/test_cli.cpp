@@ -225,9 +225,9 @@ TEST(Cli, NoArgumentsListsTheCommandsAndHelpShowsDefaults) {
   auto r = run_cli("");
   EXPECT_EQ(r.exit_code, 1);
   for (const char* c : {"generate", "logits", "init", "info", "ppl", "bench", "convert", "train-tokenizer", "tokenize",
-                        "plot", "train", "sft", "module-run", "exact-match", "eval", "data", "quantize"})
+                        "plot", "train", "sft", "module-run", "exact-match", "eval", "data", "quantize", "serve", "chat"})
     EXPECT_NE(r.out.find("\n  " + std::string(c) + " "), std::string::npos) << c << " missing in:\n" << r.out;
-  EXPECT_EQ(std::count(r.out.begin(), r.out.end(), '\n'), 5 + 17) << r.out;  // a header, then one line per command
+  EXPECT_EQ(std::count(r.out.begin(), r.out.end(), '\n'), 5 + 19) << r.out;  // a header, then one line per command
   r = run_cli("generate --help");
   EXPECT_EQ(r.exit_code, 0);
   EXPECT_NE(r.out.find("-n,--n-tokens INT:>= 0=256"), std::string::npos) << r.out;

@@ -179,6 +179,7 @@ TEST_F(HttpTest, SixtyFourClientsAndAThousandRequests) {
   constexpr int kClients = 64, kEach = 16;
   const int64_t rss_before = rss_kib();
   std::atomic<int> errors{0};
+  std::string first_error;
   std::atomic<int64_t> tokens{0};
   std::vector<double> latencies(kClients * kEach);
   const auto t0 = std::chrono::steady_clock::now();
@@ -194,7 +195,8 @@ TEST_F(HttpTest, SixtyFourClientsAndAThousandRequests) {
         auto r = cli.Post("/v1/completions", body.dump(), "application/json");
         latencies[c * kEach + i] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
         if (!r || r->status != 200) {
-          errors += 1;
+          if (errors++ == 0)
+            first_error = std::string(stream ? "stream " : "whole ") + std::to_string(i) + ": " + (r ? std::to_string(r->status) + " " + r->body : "transport error " + httplib::to_string(r.error()));
           continue;
         }
         if (stream) {
@@ -208,7 +210,7 @@ TEST_F(HttpTest, SixtyFourClientsAndAThousandRequests) {
   }
   for (std::thread& t : clients) t.join();
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  EXPECT_EQ(errors.load(), 0);
+  EXPECT_EQ(errors.load(), 0) << "first: " << first_error;
   const EngineStats st = engine_->stats();
   EXPECT_EQ(st.finished, kClients * kEach);
   EXPECT_EQ(st.failed, 0);
@@ -220,7 +222,12 @@ TEST_F(HttpTest, SixtyFourClientsAndAThousandRequests) {
             << latencies[latencies.size() / 2] * 1e3 << " ms, p99 " << latencies[latencies.size() * 99 / 100] * 1e3
             << " ms; " << static_cast<double>(st.completion_tokens) / seconds << " generated tok/s; RSS +" << growth / 1024
             << " MiB\n";
-  EXPECT_LT(growth, 256 * 1024) << "RSS grew by " << growth << " KiB";
+#if defined(__SANITIZE_ADDRESS__)
+  const int64_t bound = 512 * 1024;  // AddressSanitizer's quarantine holds up to 256 MiB of freed memory
+#else
+  const int64_t bound = 64 * 1024;
+#endif
+  EXPECT_LT(growth, bound) << "RSS grew by " << growth << " KiB";
 }
 
 // A model wide enough that 250 tokens take a while (about a millisecond each).
