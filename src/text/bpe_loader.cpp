@@ -59,7 +59,8 @@ class BpeLoader {
 };
 
 void BpeLoader::only_keys(const json& obj, const std::string& field, std::initializer_list<const char*> allowed) const {
-  for (const auto& [key, value] : obj.items()) {
+  for (const auto& item : obj.items()) {
+    const std::string& key = item.key();
     if (std::none_of(allowed.begin(), allowed.end(), [&](const char* k) { return key == k; }))
       bad(field.empty() ? key : field + "." + key, "not supported (unknown field)");
   }

@@ -1,0 +1,97 @@
+// Writes the seed corpus of every fuzz target into DIR/<target>/: small valid
+// inputs written by strata's own writers, and truncations of them
+// (scripts/fuzz.sh runs it before fuzzing).
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <string>
+
+#include "io/gguf.h"
+#include "io/safetensors.h"
+#include "train/trainer_state.h"
+
+namespace fs = std::filesystem;
+using namespace strata;
+
+namespace {
+
+std::string slurp(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+// `bytes` as seed `name`, and its truncations at a few lengths.
+void seed(const fs::path& dir, const std::string& name, const std::string& bytes, bool truncations = true) {
+  fs::create_directories(dir);
+  std::ofstream(dir / name, std::ios::binary) << bytes;
+  if (!truncations) return;
+  for (size_t n : {bytes.size() / 2, bytes.size() * 3 / 4, bytes.size() - 1})
+    if (n > 0 && n < bytes.size()) std::ofstream(dir / (name + ".cut" + std::to_string(n)), std::ios::binary) << bytes.substr(0, n);
+}
+
+Tensor filled(DType dtype, Shape shape) {
+  Tensor f = Tensor::alloc(DType::F32, shape);
+  for (int64_t i = 0; i < f.numel(); ++i) f.f32()[i] = 0.01f * static_cast<float>(i % 97) - 0.4f;
+  return dtype == DType::F32 ? f : f.to(dtype);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc != 2) {
+    std::cerr << "usage: make_seeds DIR\n";
+    return 2;
+  }
+  const fs::path out = argv[1], tmp = out / "tmp";
+  fs::create_directories(tmp);
+  {  // GGUF: metadata of every kind, tensors of a few types.
+    GgufWriter w;
+    w.set("general.architecture", GgufValue::str("llama"));
+    w.set("llama.block_count", GgufValue::u32(1));
+    w.set("llama.rope.freq_base", GgufValue::f32(10000.0f));
+    w.set("tokenizer.ggml.add_bos_token", GgufValue::boolean(true));
+    w.set("tokenizer.ggml.tokens", GgufValue::array(GgufType::String, {GgufValue::str("<s>"), GgufValue::str("a")}));
+    w.set("tokenizer.ggml.scores", GgufValue::array(GgufType::F32, {GgufValue::f32(0), GgufValue::f32(-1)}));
+    const Tensor a = filled(DType::F32, {2, 8}), b = filled(DType::Q8_0, {2, 32}), c = filled(DType::Q4_K, {1, 256});
+    w.add_tensor("a.weight", a);
+    w.add_tensor("b.weight", b);
+    w.add_tensor("c.weight", c);
+    w.write((tmp / "s.gguf").string());
+    seed(out / "gguf", "small.gguf", slurp(tmp / "s.gguf"));
+  }
+  {  // safetensors: F32, BF16 and metadata.
+    const Tensor a = filled(DType::F32, {3, 4}), b = filled(DType::BF16, {5});
+    write_safetensors((tmp / "s.safetensors").string(), {{"a", a}, {"b", b}}, {{"format", "pt"}});
+    seed(out / "safetensors", "small.safetensors", slurp(tmp / "s.safetensors"));
+  }
+  const char* chat[] = {
+      R"({"model": "m", "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"}]})",
+      R"({"messages": [{"role": "user", "content": [{"type": "text", "text": "a"}]}], "stream": true,
+          "stream_options": {"include_usage": true}, "stop": ["x", "y"], "logprobs": true, "top_logprobs": 2})",
+      R"({"messages": [{"role": "user", "content": "x"}], "temperature": 0.5, "top_p": 0.9, "seed": 3, "max_tokens": 9,
+          "frequency_penalty": 0.1, "presence_penalty": -0.2, "logit_bias": {"5": -100}, "top_k": 4, "min_p": 0.1,
+          "repeat_penalty": 1.1, "decoding": "humaneval", "n": 1})"};
+  for (int i = 0; i < 3; ++i) seed(out / "chat_request", "chat" + std::to_string(i) + ".json", chat[i], false);
+  const char* completion[] = {R"({"prompt": "once", "max_tokens": 4, "logprobs": 2})", R"({"prompt": [1, 2, 3]})",
+                              R"({"prompt": ["one"], "stop": "\n", "stream": true})"};
+  for (int i = 0; i < 3; ++i) seed(out / "completion_request", "completion" + std::to_string(i) + ".json", completion[i], false);
+  seed(out / "sft_record", "messages.json",
+       R"({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]})", false);
+  seed(out / "sft_record", "prompt.json", R"({"prompt": "q", "completion": "a"})", false);
+  {
+    TrainerState s;
+    s.step = 12;
+    s.updates = 11;
+    s.total_steps = 100;
+    s.recent_losses = {2.5, 2.4};
+    RunSettings r;
+    r.seed = 1;
+    r.seq = 64;
+    r.micro_batch = 4;
+    r.lr = 1e-3;
+    s.run = r;
+    seed(out / "trainer_state", "trainer_state.json", s.to_json());
+  }
+  fs::remove_all(tmp);
+  return 0;
+}
