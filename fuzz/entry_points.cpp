@@ -3,14 +3,19 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
 #include <string>
 
 #include "core/weights.h"
+#include "io/checkpoint.h"
 #include "io/gguf.h"
 #include "io/safetensors.h"
 #include "serve/api.h"
 #include "strata/error.h"
 #include "train/sft_data.h"
+#include "train/token_data.h"
 #include "train/trainer_state.h"
 
 namespace strata::fuzz {
@@ -38,6 +43,44 @@ class MemFile {
  private:
   int fd_;
 };
+
+// A fresh directory for one input of a directory format, removed afterwards.
+class TempDir {
+ public:
+  TempDir() {
+    char tmpl[] = "/tmp/strata-fuzz-XXXXXX";
+    if (mkdtemp(tmpl)) path_ = tmpl;
+  }
+  ~TempDir() {
+    std::error_code ec;
+    if (!path_.empty()) std::filesystem::remove_all(path_, ec);
+  }
+  const std::string& path() const { return path_; }
+  void write(const std::string& name, const std::string& bytes) const {
+    std::ofstream(path_ + "/" + name, std::ios::binary) << bytes;
+  }
+
+ private:
+  std::string path_;
+};
+
+// The input cut at its first NUL byte: two files' contents.
+std::pair<std::string, std::string> two_parts(const uint8_t* data, size_t size) {
+  const std::string s(reinterpret_cast<const char*>(data), size);
+  const size_t cut = s.find('\0');
+  if (cut == std::string::npos) return {s, ""};
+  return {s.substr(0, cut), s.substr(cut + 1)};
+}
+
+// Touches every byte range a loader would read of each tensor.
+void touch(const WeightSet& w) {
+  size_t sum = 0;
+  for (const auto& [name, t] : w.tensors) {
+    const auto* p = static_cast<const uint8_t*>(t.data);
+    if (t.nbytes() > 0) sum += p[0] + p[t.nbytes() - 1];
+  }
+  (void)sum;
+}
 
 template <class F>
 void refusals_are_fine(F f) {
@@ -91,6 +134,48 @@ void sft_record(const uint8_t* data, size_t size) {
   refusals_are_fine([&] { (void)parse_sft_record(std::string(reinterpret_cast<const char*>(data), size)); });
 }
 
+void llama2c(const uint8_t* data, size_t size) {
+  MemFile f(data, size);
+  if (!f.ok()) return;
+  refusals_are_fine([&] { touch(read_llama2c(f.path()).weights); });
+}
+
+// An HF directory: the input is config.json, NUL, model.safetensors.index.json;
+// the two shards the index may name are small valid files.
+void hf_dir(const uint8_t* data, size_t size) {
+  static const std::pair<std::string, std::string> shards = [] {
+    TempDir d;
+    Tensor a = Tensor::alloc(DType::F32, {2, 3}), b = Tensor::alloc(DType::F32, {4});
+    std::fill(a.f32(), a.f32() + 6, 0.5f);
+    std::fill(b.f32(), b.f32() + 4, -1.0f);
+    write_safetensors(d.path() + "/1", {{"model.embed_tokens.weight", a}});
+    write_safetensors(d.path() + "/2", {{"model.norm.weight", b}});
+    return std::pair{read_file_text(d.path() + "/1"), read_file_text(d.path() + "/2")};
+  }();
+  const auto [config, index] = two_parts(data, size);
+  TempDir d;
+  if (d.path().empty()) return;
+  d.write("config.json", config);
+  d.write("model.safetensors.index.json", index);
+  d.write("model-00001-of-00002.safetensors", shards.first);
+  d.write("model-00002-of-00002.safetensors", shards.second);
+  refusals_are_fine([&] { touch(read_checkpoint_files(d.path()).weights); });
+}
+
+// Token data: the input is meta.json, NUL, the bytes of train-00000.bin.
+void token_data(const uint8_t* data, size_t size) {
+  const auto [meta, shard] = two_parts(data, size);
+  TempDir d;
+  if (d.path().empty()) return;
+  d.write("meta.json", meta);
+  d.write("train-00000.bin", shard);
+  refusals_are_fine([&] {
+    const TokenData t(d.path(), "train");
+    std::vector<int32_t> ids(static_cast<size_t>(std::min<int64_t>(t.size(), 64)));
+    if (!ids.empty()) t.read(t.size() - static_cast<int64_t>(ids.size()), static_cast<int64_t>(ids.size()), ids.data());
+  });
+}
+
 void trainer_state(const uint8_t* data, size_t size) {
   MemFile f(data, size);
   if (!f.ok()) return;
@@ -107,6 +192,9 @@ const std::vector<Target>& targets() {
       {"completion_request", completion_request},
       {"sft_record", sft_record},
       {"trainer_state", trainer_state},
+      {"llama2c", llama2c},
+      {"hf_dir", hf_dir},
+      {"token_data", token_data},
   };
   return t;
 }

@@ -8,6 +8,8 @@
 
 #include "io/gguf.h"
 #include "io/safetensors.h"
+#include "io/checkpoint.h"
+#include "train/token_data.h"
 #include "train/trainer_state.h"
 
 namespace fs = std::filesystem;
@@ -91,6 +93,28 @@ int main(int argc, char** argv) {
     r.lr = 1e-3;
     s.run = r;
     seed(out / "trainer_state", "trainer_state.json", s.to_json());
+  }
+  {  // llama2.c: dim 8, hidden 16, 1 layer, 2 heads, 2 KV heads, vocab 4 (shared head), seq 4.
+    const int32_t h[7] = {8, 16, 1, 2, 2, 4, 4};
+    const size_t floats = 4 * 8 + 8 + 64 + 64 + 64 + 64 + 8 + 128 + 128 + 128 + 8 + 2 * (4 * 4 / 2);
+    std::string bin(reinterpret_cast<const char*>(h), sizeof h);
+    for (size_t i = 0; i < floats; ++i) {
+      const float v = 0.01f * static_cast<float>(i % 13);
+      bin.append(reinterpret_cast<const char*>(&v), 4);
+    }
+    seed(out / "llama2c", "tiny.bin", bin);
+  }
+  {  // An HF directory: config.json NUL model.safetensors.index.json.
+    const std::string config = R"({"architectures": ["LlamaForCausalLM"], "hidden_size": 3, "vocab_size": 2})";
+    const std::string index = R"({"metadata": {"total_size": 40}, "weight_map": {"model.embed_tokens.weight":)"
+                              R"( "model-00001-of-00002.safetensors", "model.norm.weight": "model-00002-of-00002.safetensors"}})";
+    seed(out / "hf_dir", "index", config + std::string(1, '\0') + index, false);
+  }
+  {  // Token data: meta.json NUL a shard of 5 uint16 tokens.
+    write_token_shard((tmp / "train-00000.bin").string(), {1, 7, 9, 2, 3}, 2);
+    const std::string meta = R"({"vocab_size": 16, "eos_id": 2, "bos_id": 1, "train_tokens": 5, "val_tokens": 0,)"
+                             R"( "shards": [{"file": "train-00000.bin", "split": "train", "tokens": 5}]})";
+    seed(out / "token_data", "shard", meta + std::string(1, '\0') + slurp(tmp / "train-00000.bin"));
   }
   fs::remove_all(tmp);
   return 0;

@@ -37,7 +37,7 @@ dict_of() {
 }
 failed=0
 printf '%-20s %12s %10s %8s  %s\n' target executions coverage features result
-for t in gguf safetensors chat_request completion_request sft_record trainer_state; do
+for t in gguf safetensors chat_request completion_request sft_record trainer_state llama2c hf_dir token_data; do
   mkdir -p $dir/corpus/$t $dir/artifacts tests/fuzz-corpus/$t
   log=$dir/$t.log
   set +e

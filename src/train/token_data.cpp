@@ -1,5 +1,8 @@
 #include "train/token_data.h"
 
+#include <limits>
+#include <type_traits>
+
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -145,6 +148,17 @@ nlohmann::json read_meta(const std::string& file) {
 template <class T>
 T meta_field(const nlohmann::json& j, const std::string& file, const char* key) {
   if (!j.contains(key)) fail(file, ": missing field \"", key, "\"");
+  if constexpr (std::is_integral_v<T>) {
+    // nlohmann converts floats and out-of-range integers with a plain cast
+    // (undefined for values the type cannot hold), so check first.
+    const nlohmann::json& v = j.at(key);
+    if (!v.is_number_integer()) fail(file, ": field \"", key, "\" must be an integer, not ", v.dump());
+    const bool fits = v.is_number_unsigned()
+                          ? v.get<uint64_t>() <= static_cast<uint64_t>(std::numeric_limits<T>::max())
+                          : v.get<int64_t>() >= std::numeric_limits<T>::min() && v.get<int64_t>() <= std::numeric_limits<T>::max();
+    if (!fits) fail(file, ": field \"", key, "\" is out of range: ", v.dump());
+    return v.is_number_unsigned() ? static_cast<T>(v.get<uint64_t>()) : static_cast<T>(v.get<int64_t>());
+  }
   try {
     return j.at(key).get<T>();
   } catch (const nlohmann::json::exception&) {
@@ -175,7 +189,7 @@ TokenData::TokenData(const std::string& path, const std::string& split) : path_(
       if (s["split"] != split) continue;
       const std::string name = s["file"].get<std::string>();
       if (name.find('/') != std::string::npos) fail(meta_file, ": shard file '", name, "' must be a plain file name");
-      add_shard((fs::path(path) / name).string(), false, s["tokens"].get<int64_t>());
+      add_shard((fs::path(path) / name).string(), false, meta_field<int64_t>(s, meta_file, "tokens"));
     }
     const int64_t expected = split == "train" ? meta_.train_tokens : meta_.val_tokens;
     if (expected != total_)
