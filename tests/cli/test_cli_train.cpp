@@ -206,6 +206,29 @@ TEST(CliTrain, CorruptTrainerStateIsOneLineNamingTheFile) {
   EXPECT_NE(error_line(r.err).find(state + ": not valid JSON"), std::string::npos) << r.err;
 }
 
+// A disk that fills up during a checkpoint (a file size limit stands in
+// for it): one line naming the file, the previous checkpoint intact, no
+// half-written checkpoint left, and the run resumes once there is room.
+TEST(CliTrain, AFullDiskFailsTheCheckpointAndKeepsThePreviousOne) {
+  const std::string dir = test::make_temp_dir("fulldisk");
+  const std::string data = random_tokens_bin(dir, 5000, 512), run = dir + "/run";
+  const std::string args =
+      "train --preset tiny --data '" + data + "' --batch 2 --seq 16 --save-every 2 -o '" + run + "' --steps ";
+  ASSERT_EQ(test::run_cli(args + "2").exit_code, 0);
+  auto r = test::run_cli(args + "4 --resume", "ulimit -f 100;");  // 100 KiB: less than one checkpoint
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  const std::string e = error_line(r.err);
+  EXPECT_NE(e.find("File too large"), std::string::npos) << r.err;
+  EXPECT_NE(e.find("checkpoint-4"), std::string::npos) << r.err;
+  EXPECT_FALSE(fs::exists(run + "/checkpoint-4/COMPLETE"));
+  for (const auto& f : fs::directory_iterator(run))
+    EXPECT_EQ(f.path().filename().string().find(".tmp"), std::string::npos) << "left behind: " << f.path();
+  EXPECT_EQ(test::run_cli("info -m '" + run + "/checkpoint-2'").exit_code, 0);
+  r = test::run_cli(args + "4 --resume");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(fs::exists(run + "/checkpoint-4/COMPLETE"));
+}
+
 TEST(CliTrain, NothingTrainableIsAnError) {
   const std::string dir = test::make_temp_dir("frozen");
   const std::string data = random_tokens_bin(dir, 5000, 512);
