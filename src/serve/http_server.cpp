@@ -193,29 +193,37 @@ struct HttpServer::Impl {
   std::string metrics() {
     const EngineStats s = engine.stats();
     std::ostringstream m;
-    auto metric = [&](const char* name, const char* type, const char* help, double v) {
-      m << "# HELP strata_" << name << ' ' << help << "\n# TYPE strata_" << name << ' ' << type << "\nstrata_" << name
-        << ' ' << v << '\n';
+    struct Metric {
+      const char* name;
+      const char* type;
+      const char* help;
+      double value;
     };
-    metric("requests_total", "counter", "Generation requests accepted.", double(s.requests));
-    metric("requests_finished_total", "counter", "Requests that ended normally.", double(s.finished));
-    metric("requests_cancelled_total", "counter", "Requests cancelled by their client.", double(s.cancelled));
-    metric("requests_failed_total", "counter", "Requests that failed inside the engine.", double(s.failed));
-    metric("prompt_tokens_total", "counter", "Prompt tokens of accepted requests.", double(s.prompt_tokens));
-    metric("prompt_tokens_prefilled_total", "counter", "Prompt tokens computed.", double(s.prefilled_tokens));
-    metric("prompt_tokens_cached_total", "counter", "Prompt tokens restored from the prompt cache.", double(s.cached_tokens));
-    metric("completion_tokens_total", "counter", "Tokens generated.", double(s.completion_tokens));
-    metric("prefill_tokens_per_second", "gauge", "Prompt tokens computed per second of prefill.",
-           s.prefill_seconds > 0 ? double(s.prefilled_tokens) / s.prefill_seconds : 0.0);
-    metric("decode_tokens_per_second", "gauge", "Tokens generated per second of batched decode steps.",
-           s.decode_seconds > 0 ? double(s.completion_tokens) / s.decode_seconds : 0.0);
-    metric("queue_depth", "gauge", "Requests waiting for a slot.", double(s.queue_depth));
-    metric("slots_busy", "gauge", "Slots generating.", double(s.busy_slots));
-    metric("slots", "gauge", "Slots (--parallel).", double(s.slots));
-    metric("prompt_cache_entries", "gauge", "State snapshots kept.", double(s.cache_entries));
-    metric("prompt_cache_bytes", "gauge", "Memory of the state snapshots.", double(s.cache_bytes));
-    metric("prompt_cache_hits_total", "counter", "Prompts that restored a snapshot.", double(s.cache_hits));
-    metric("prompt_cache_lookups_total", "counter", "Prompts looked up.", double(s.cache_lookups));
+    const Metric table[] = {
+        {"requests_total", "counter", "Generation requests accepted.", double(s.requests)},
+        {"requests_finished_total", "counter", "Requests that ended normally.", double(s.finished)},
+        {"requests_cancelled_total", "counter", "Requests cancelled by their client.", double(s.cancelled)},
+        {"requests_failed_total", "counter", "Requests that failed inside the engine.", double(s.failed)},
+        {"prompt_tokens_total", "counter", "Prompt tokens of accepted requests.", double(s.prompt_tokens)},
+        {"prompt_tokens_prefilled_total", "counter", "Prompt tokens computed.", double(s.prefilled_tokens)},
+        {"prompt_tokens_cached_total", "counter", "Prompt tokens restored from the prompt cache.",
+         double(s.cached_tokens)},
+        {"completion_tokens_total", "counter", "Tokens generated.", double(s.completion_tokens)},
+        {"prefill_tokens_per_second", "gauge", "Prompt tokens computed per second of prefill.",
+         s.prefill_seconds > 0 ? double(s.prefilled_tokens) / s.prefill_seconds : 0.0},
+        {"decode_tokens_per_second", "gauge", "Tokens generated per second of batched decode steps.",
+         s.decode_seconds > 0 ? double(s.completion_tokens) / s.decode_seconds : 0.0},
+        {"queue_depth", "gauge", "Requests waiting for a slot.", double(s.queue_depth)},
+        {"slots_busy", "gauge", "Slots generating.", double(s.busy_slots)},
+        {"slots", "gauge", "Slots (--parallel).", double(s.slots)},
+        {"prompt_cache_entries", "gauge", "State snapshots kept.", double(s.cache_entries)},
+        {"prompt_cache_bytes", "gauge", "Memory of the state snapshots.", double(s.cache_bytes)},
+        {"prompt_cache_hits_total", "counter", "Prompts that restored a snapshot.", double(s.cache_hits)},
+        {"prompt_cache_lookups_total", "counter", "Prompts looked up.", double(s.cache_lookups)},
+    };
+    for (const Metric& x : table)
+      m << "# HELP strata_" << x.name << ' ' << x.help << "\n# TYPE strata_" << x.name << ' ' << x.type << "\nstrata_"
+        << x.name << ' ' << x.value << '\n';
     std::lock_guard lk(status_m);
     m << "# HELP strata_http_responses_total HTTP responses by status.\n# TYPE strata_http_responses_total counter\n";
     for (const auto& [status, n] : responses) m << "strata_http_responses_total{status=\"" << status << "\"} " << n << '\n';
