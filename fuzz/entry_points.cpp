@@ -14,6 +14,7 @@
 #include "io/safetensors.h"
 #include "serve/api.h"
 #include "strata/error.h"
+#include "strata/tokenizer.h"
 #include "train/sft_data.h"
 #include "train/token_data.h"
 #include "train/trainer_state.h"
@@ -176,6 +177,19 @@ void token_data(const uint8_t* data, size_t size) {
   });
 }
 
+// A tokenizer file (tokenizer.json as byte-level BPE; anything that is not a
+// JSON object goes to SentencePiece's loader), then a round trip of text.
+void tokenizer(const uint8_t* data, size_t size) {
+  MemFile f(data, size);
+  if (!f.ok()) return;
+  refusals_are_fine([&] {
+    const auto tok = Tokenizer::load(f.path());
+    const std::vector<int32_t> ids = tok->encode("Hello world, \xC3\xA9t\xC3\xA9 \xF0\x9F\x99\x82 123\n", true);
+    (void)tok->decode(ids);
+    for (int32_t id = 0; id < std::min<int32_t>(tok->vocab_size(), 300); ++id) (void)tok->piece(id);
+  });
+}
+
 void trainer_state(const uint8_t* data, size_t size) {
   MemFile f(data, size);
   if (!f.ok()) return;
@@ -195,6 +209,7 @@ const std::vector<Target>& targets() {
       {"llama2c", llama2c},
       {"hf_dir", hf_dir},
       {"token_data", token_data},
+      {"tokenizer", tokenizer},
   };
   return t;
 }

@@ -21,7 +21,8 @@ struct Target {
 // Every target: gguf, safetensors, chat_request, completion_request,
 // sft_record, trainer_state, llama2c (a .bin header and weights), hf_dir
 // (config.json NUL model.safetensors.index.json, beside two small shards),
-// token_data (meta.json NUL the bytes of a token shard).
+// token_data (meta.json NUL the bytes of a token shard), tokenizer (a
+// tokenizer.json, or a SentencePiece model).
 const std::vector<Target>& targets();
 
 }  // namespace strata::fuzz

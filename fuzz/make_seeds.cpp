@@ -6,6 +6,8 @@
 #include <iostream>
 #include <string>
 
+#include <nlohmann/json.hpp>
+
 #include "io/gguf.h"
 #include "io/safetensors.h"
 #include "io/checkpoint.h"
@@ -115,6 +117,40 @@ int main(int argc, char** argv) {
     const std::string meta = R"({"vocab_size": 16, "eos_id": 2, "bos_id": 1, "train_tokens": 5, "val_tokens": 0,)"
                              R"( "shards": [{"file": "train-00000.bin", "split": "train", "tokens": 5}]})";
     seed(out / "token_data", "shard", meta + std::string(1, '\0') + slurp(tmp / "train-00000.bin"));
+  }
+  {  // tokenizer.json: byte-level BPE over GPT-2's byte symbols, two merges, an added token.
+    nlohmann::json vocab = nlohmann::json::object();
+    auto symbol = [](int b) {  // GPT-2's printable stand-in for byte b, as UTF-8
+      const bool printable = (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174 && b <= 255);
+      int cp = b;
+      if (!printable) {
+        int n = 0;
+        for (int x = 0; x < b; ++x)
+          if (!((x >= 33 && x <= 126) || (x >= 161 && x <= 172) || (x >= 174 && x <= 255))) ++n;
+        cp = 256 + n;
+      }
+      std::string u;
+      if (cp < 0x80) u += static_cast<char>(cp);
+      else {
+        u += static_cast<char>(0xC0 | (cp >> 6));
+        u += static_cast<char>(0x80 | (cp & 0x3F));
+      }
+      return u;
+    };
+    for (int b = 0; b < 256; ++b) vocab[symbol(b)] = b;
+    vocab["he"] = 256;
+    vocab[symbol(' ') + "w"] = 257;
+    const nlohmann::json j = {
+        {"version", "1.0"},
+        {"added_tokens", {{{"id", 258}, {"content", "<|endoftext|>"}, {"special", true}, {"single_word", false},
+                           {"lstrip", false}, {"rstrip", false}, {"normalized", false}}}},
+        {"normalizer", nullptr},
+        {"pre_tokenizer", {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true}, {"use_regex", true}}},
+        {"post_processor", nullptr},
+        {"decoder", {{"type", "ByteLevel"}, {"add_prefix_space", true}, {"trim_offsets", true}, {"use_regex", true}}},
+        {"model", {{"type", "BPE"}, {"dropout", nullptr}, {"unk_token", nullptr}, {"vocab", vocab},
+                   {"merges", {"h e", symbol(' ') + " w"}}}}};
+    seed(out / "tokenizer", "tokenizer.json", j.dump(), false);
   }
   fs::remove_all(tmp);
   return 0;

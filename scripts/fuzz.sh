@@ -32,12 +32,13 @@ dict_of() {
   case $1 in
     gguf) echo fuzz/dicts/gguf.dict ;;
     chat_request | completion_request | sft_record) echo fuzz/dicts/request.dict ;;
+    tokenizer) echo fuzz/dicts/tokenizer.dict ;;
     *) echo fuzz/dicts/json_file.dict ;;
   esac
 }
 failed=0
 printf '%-20s %12s %10s %8s  %s\n' target executions coverage features result
-for t in gguf safetensors chat_request completion_request sft_record trainer_state llama2c hf_dir token_data; do
+for t in gguf safetensors chat_request completion_request sft_record trainer_state llama2c hf_dir token_data tokenizer; do
   mkdir -p $dir/corpus/$t $dir/artifacts tests/fuzz-corpus/$t
   log=$dir/$t.log
   set +e
