@@ -32,6 +32,9 @@ class Tokenizer {
   // into UTF-8; byte-level BPE gives back the exact bytes). An id outside the vocabulary is an error.
   std::string decode(const std::vector<int32_t>& ids) const;
   std::string piece(int32_t id) const;
+  // The bytes one token stands for, as a client sees it alone (logprobs): a
+  // SentencePiece piece with its spaces, a byte piece as its byte.
+  std::string token_text(int32_t id) const;
   // The serialized SentencePiece ModelProto (SentencePiece tokenizers only; fails otherwise).
   std::string spm_model_proto() const;
   const std::string& path() const { return path_; }  // the file loaded (inside a directory given to load)

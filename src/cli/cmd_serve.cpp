@@ -19,7 +19,7 @@ struct ServeOpts {
   ModelFlags model;
   serve::ServerOptions server;
   serve::EngineOptions engine;
-  std::string api_key_file, chat_template;
+  std::string api_key_file, chat_template, chunk_context = "full";
   int64_t cache_mib = 1024;
 };
 
@@ -37,6 +37,7 @@ void serve(ServeOpts& o) {
   if (!o.api_key_file.empty()) o.server.api_key = read_key_file(o.api_key_file);
   o.server.chat_format = serve::choose_chat_format(o.chat_template, o.model.path);
   o.engine.cache_bytes = o.cache_mib << 20;
+  o.engine.chunk_context = o.chunk_context == "full" ? ChunkContext::Full : ChunkContext::Recurrent;
   // SIGINT / SIGTERM stop the server from a thread of their own (stop() is not async-signal-safe).
   sigset_t signals;
   sigemptyset(&signals);
@@ -85,6 +86,9 @@ void register_serve(CLI::App& app) {
   cmd->add_option("--cache-ram", o->cache_mib, "MiB for prompt-state snapshots (0: no prompt reuse)")->check(at_least(0));
   cmd->add_option("--prefill-chunk", o->engine.prefill_chunk, "prefill chunk in tokens; prompt reuse points are its multiples")
       ->check(above(0));
+  cmd->add_option("--chunk-context", o->chunk_context,
+                  "models with a hypernetwork: full or recurrent chunk context, as the model was trained")
+      ->check(CLI::IsMember({"full", "recurrent"}));
   cmd->add_option("--body-limit", o->server.body_limit, "largest request body in bytes (413 beyond)")->check(above(0));
   cmd->callback([o] { serve(*o); });
 }

@@ -205,7 +205,7 @@ void parse_sampling(const json& body, GenRequest& r) {
 
 }  // namespace
 
-GenRequest parse_request(Endpoint e, const std::string& body_text, uint64_t default_seed) {
+json parse_body(const std::string& body_text) {
   json body;
   try {
     body = json::parse(body_text);
@@ -213,6 +213,11 @@ GenRequest parse_request(Endpoint e, const std::string& body_text, uint64_t defa
     throw ApiError(400, "invalid_request_error", "invalid_json", "", std::string("the body is not valid JSON: ") + err.what());
   }
   if (!body.is_object()) throw ApiError(400, "invalid_request_error", "invalid_json", "", "the body must be a JSON object");
+  return body;
+}
+
+GenRequest parse_request(Endpoint e, const std::string& body_text, uint64_t default_seed) {
+  const json body = parse_body(body_text);
   GenRequest r;
   r.endpoint = e;
   r.sampler.seed = default_seed;

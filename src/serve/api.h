@@ -50,6 +50,9 @@ struct GenRequest {
   std::string decoding;  // extension: a --decoding preset name (explicit fields win)
 };
 
+// A request body as a JSON object, or ApiError 400 (invalid_json) saying why not.
+nlohmann::json parse_body(const std::string& body);
+
 // Parses a request body for `e`. Throws ApiError (400) naming the field for
 // malformed JSON, wrong types, out-of-range values and options that would be
 // ignored (n > 1, tools, response_format, ...). `default_seed` seeds requests

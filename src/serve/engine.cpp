@@ -80,38 +80,19 @@ TokenLogprob logprobs_of(const Tokenizer& tok, const float* logits, int32_t voca
   double z = 0;
   for (int32_t i = 0; i < vocab; ++i) z += std::exp(static_cast<double>(logits[i]) - m);
   const double lz = m + std::log(z);
-  TokenLogprob t{token_text(tok, chosen), static_cast<float>(logits[chosen] - lz), {}};
+  TokenLogprob t{tok.token_text(chosen), static_cast<float>(logits[chosen] - lz), {}};
   std::vector<int32_t> ids(static_cast<size_t>(vocab));
   for (int32_t i = 0; i < vocab; ++i) ids[static_cast<size_t>(i)] = i;
   const auto top = static_cast<size_t>(std::min<int32_t>(n, vocab));
   std::partial_sort(ids.begin(), ids.begin() + static_cast<std::ptrdiff_t>(top), ids.end(),
                     [&](int32_t a, int32_t b) { return logits[a] > logits[b] || (logits[a] == logits[b] && a < b); });
-  for (size_t i = 0; i < top; ++i) t.top.emplace_back(token_text(tok, ids[i]), static_cast<float>(logits[ids[i]] - lz));
+  for (size_t i = 0; i < top; ++i) t.top.emplace_back(tok.token_text(ids[i]), static_cast<float>(logits[ids[i]] - lz));
   return t;
 }
 
 bool power_of_two(int64_t x) { return x > 0 && (x & (x - 1)) == 0; }
 
 }  // namespace
-
-std::string token_text(const Tokenizer& tok, int32_t id) {
-  if (tok.kind() != TokenizerKind::kSentencePiece) return tok.decode({id});
-  std::string p = tok.piece(id);
-  unsigned byte = 0;
-  if (p.size() == 6 && p.compare(0, 3, "<0x") == 0 && p[5] == '>' && std::sscanf(p.c_str() + 3, "%2x", &byte) == 1)
-    return std::string(1, static_cast<char>(byte));
-  static const std::string kSpace = "\xE2\x96\x81";  // U+2581, SentencePiece's space
-  std::string out;
-  for (size_t i = 0; i < p.size();) {
-    if (p.compare(i, kSpace.size(), kSpace) == 0) {
-      out += ' ';
-      i += kSpace.size();
-    } else {
-      out += p[i++];
-    }
-  }
-  return out;
-}
 
 void Job::push(Event e) {
   {
@@ -301,7 +282,7 @@ void Engine::run_chunked(Slot& s) {
   s.usage = {static_cast<int64_t>(job.prompt_.size()), 0, 0};
   std::string reason;
   const auto t = clock::now();
-  const GenerateResult res = generate_hypernet(model_, query, g, ChunkContext::Full, [&](int32_t id) {
+  const GenerateResult res = generate_hypernet(model_, query, g, opts_.chunk_context, [&](int32_t id) {
     if (job.cancelled_) {
       reason = "cancelled";
       return false;

@@ -18,7 +18,8 @@
 // alike.
 //
 // Models with a hypernetwork generate chunk by chunk as `generate --hypernet`
-// does (a fresh context per chunk, soft prompt first): one request at a time,
+// does (a fresh context per chunk, soft prompt first, the chunk context of
+// EngineOptions): one request at a time,
 // without prompt reuse, since every chunk starts a new context.
 #pragma once
 #include <atomic>
@@ -34,6 +35,7 @@
 
 #include "serve/api.h"
 #include "serve/prompt_cache.h"
+#include "strata/generate.h"
 #include "strata/model.h"
 #include "strata/tokenizer.h"
 
@@ -45,6 +47,9 @@ struct EngineOptions {
   int64_t cache_bytes = 1LL << 30;  // RAM for prompt-state snapshots
   int queue_limit = 64;             // waiting requests beyond this get 503
   int64_t prefill_chunk = 256;      // prefill chunk length (reuse points are its multiples)
+  // Models with a hypernetwork: what each chunk's context holds besides the
+  // soft prompt, as the model was trained (generate --chunk-context).
+  ChunkContext chunk_context = ChunkContext::Full;
 };
 
 // What a request's reader receives, in order: text as it becomes final, then
@@ -127,9 +132,5 @@ class Engine {
   bool stop_ = false;
   std::thread thread_;
 };
-
-// The text of one token as a client sees it in logprobs (a SentencePiece
-// piece with its leading space, a byte token as its byte).
-std::string token_text(const Tokenizer& tok, int32_t id);
 
 }  // namespace strata::serve

@@ -34,16 +34,6 @@ void send_error(httplib::Response& res, const ApiError& e) {
   res.set_content(dump(error_body(e)), kJson);
 }
 
-json body_object(const httplib::Request& req) {
-  try {
-    json j = json::parse(req.body);
-    if (!j.is_object()) throw ApiError(400, "invalid_request_error", "invalid_json", "", "the body must be a JSON object");
-    return j;
-  } catch (const json::exception& e) {
-    throw ApiError(400, "invalid_request_error", "invalid_json", "", std::string("the body is not valid JSON: ") + e.what());
-  }
-}
-
 // What one streamed request still has to send.
 struct StreamState {
   std::shared_ptr<Job> job;
@@ -283,7 +273,7 @@ struct HttpServer::Impl {
                generate(Endpoint::kChat, req, res);
              }));
     svr.Post("/tokenize", guarded([this](const httplib::Request& req, httplib::Response& res) {
-               const json b = body_object(req);
+               const json b = parse_body(req.body);
                if (!b.contains("content") || !b["content"].is_string()) bad_request("content", "content must be a string");
                bool special = false;
                if (b.contains("add_special")) {
@@ -293,7 +283,7 @@ struct HttpServer::Impl {
                res.set_content(dump({{"tokens", tok.encode(b["content"].get<std::string>(), special)}}), kJson);
              }));
     svr.Post("/detokenize", guarded([this](const httplib::Request& req, httplib::Response& res) {
-               const json b = body_object(req);
+               const json b = parse_body(req.body);
                if (!b.contains("tokens") || !b["tokens"].is_array()) bad_request("tokens", "tokens must be an array of ids");
                std::vector<int32_t> ids;
                for (const json& t : b["tokens"]) {

@@ -179,15 +179,6 @@ std::string Tokenizer::spm_model_proto() const {
   return impl_->sp.serialized_model_proto();
 }
 
-std::string Tokenizer::piece(int32_t id) const {
-  if (impl_->bpe) return impl_->bpe->piece(id);
-  check_id_in(path_, id, impl_->vocab);
-  return impl_->sp.IdToPiece(id);
-}
-
-// ---------------------------------------------------------------------------------------------
-// StreamDecoder
-
 namespace {
 
 // Byte-fallback pieces are spelled "<0xAB>".
@@ -195,6 +186,36 @@ bool is_byte_piece(const std::string& p) {
   return p.size() == 6 && p[0] == '<' && p[1] == '0' && p[2] == 'x' && p[5] == '>' &&
          std::isxdigit(static_cast<unsigned char>(p[3])) && std::isxdigit(static_cast<unsigned char>(p[4]));
 }
+
+}  // namespace
+
+std::string Tokenizer::piece(int32_t id) const {
+  if (impl_->bpe) return impl_->bpe->piece(id);
+  check_id_in(path_, id, impl_->vocab);
+  return impl_->sp.IdToPiece(id);
+}
+
+std::string Tokenizer::token_text(int32_t id) const {
+  if (impl_->bpe) return decode({id});
+  const std::string p = piece(id);
+  if (is_byte_piece(p)) return std::string(1, static_cast<char>(std::stoi(p.substr(3, 2), nullptr, 16)));
+  static const std::string kSpace = "\xE2\x96\x81";  // U+2581, SentencePiece's space
+  std::string out;
+  for (size_t i = 0; i < p.size();) {
+    if (p.compare(i, kSpace.size(), kSpace) == 0) {
+      out += ' ';
+      i += kSpace.size();
+    } else {
+      out += p[i++];
+    }
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// StreamDecoder
+
+namespace {
 
 // Length of a trailing UTF-8 sequence whose lead byte promises more bytes than are present (0 if none).
 size_t incomplete_utf8_tail(const std::string& s) {

@@ -142,28 +142,46 @@ TEST(EngineHypernet, AnswersChunkByChunkAsGenerateHypernetDoes) {
   std::vector<int32_t> query = prompt;
   ASSERT_EQ(query.front(), model->config().bos_token_id);
   query.erase(query.begin());
-  GenerateOptions g;
-  g.max_new_tokens = 20;
-  g.sampler.temperature = 0.0f;
-  g.vocab_limit = tok->vocab_size();
-  std::vector<int32_t> ids;
-  generate_hypernet(*model, query, g, ChunkContext::Full, [&](int32_t id) {
-    ids.push_back(id);
-    return true;
-  });
-  ASSERT_GT(ids.size(), 8u) << "several chunks of " << model->config().hypernet.chunk;
-  StreamDecoder dec(*tok, std::vector<int32_t>(prompt.end() - 8, prompt.end()));
-  std::string expected;
-  for (int32_t id : ids) expected += dec.push(id);
-  expected += dec.finish();
-  Engine engine(*model, *tok, {});
-  GenRequest r = request(20, 0.0f, 1);
-  r.endpoint = Endpoint::kChat;
-  const Result got = collect(*engine.submit(r, prompt));
-  EXPECT_EQ(got.text, expected);
-  EXPECT_EQ(got.usage.completion_tokens, static_cast<int64_t>(ids.size()));
-  r.logprobs = true;
-  EXPECT_THROW(engine.submit(r, prompt), ApiError);
+  for (ChunkContext context : {ChunkContext::Full, ChunkContext::Recurrent}) {
+    GenerateOptions g;
+    g.max_new_tokens = 20;
+    g.sampler.temperature = 0.0f;
+    g.vocab_limit = tok->vocab_size();
+    std::vector<int32_t> ids;
+    generate_hypernet(*model, query, g, context, [&](int32_t id) {
+      ids.push_back(id);
+      return true;
+    });
+    ASSERT_GT(ids.size(), 8u) << "several chunks of " << model->config().hypernet.chunk;
+    StreamDecoder dec(*tok, std::vector<int32_t>(prompt.end() - 8, prompt.end()));
+    std::string expected;
+    for (int32_t id : ids) expected += dec.push(id);
+    expected += dec.finish();
+    EngineOptions o;
+    o.chunk_context = context;
+    Engine engine(*model, *tok, o);
+    GenRequest r = request(20, 0.0f, 1);
+    r.endpoint = Endpoint::kChat;
+    const Result got = collect(*engine.submit(r, prompt));
+    EXPECT_EQ(got.text, expected) << (context == ChunkContext::Full ? "full" : "recurrent");
+    EXPECT_EQ(got.usage.completion_tokens, static_cast<int64_t>(ids.size()));
+    r.logprobs = true;
+    EXPECT_THROW(engine.submit(r, prompt), ApiError);
+  }
+}
+
+// Logprobs name each token by the text it stands for: together they spell
+// the text (SentencePiece's dummy prefix gives the leading space).
+TEST(TokenText, TokensSpellTheirText) {
+  auto tok = test::serve_tokenizer();
+  const std::string text = "the cat sat on a mat. hello world";
+  std::string spelled;
+  for (int32_t id : tok->encode(text, false)) spelled += tok->token_text(id);
+  EXPECT_EQ(spelled, " " + text);
+  const std::vector<int32_t> bytes = tok->encode("\xC3\xA9", false);  // not in the vocabulary: byte pieces
+  std::string raw;
+  for (int32_t id : bytes) raw += tok->token_text(id);
+  EXPECT_NE(raw.find("\xC3\xA9"), std::string::npos);
 }
 
 class EngineBehaviour : public ::testing::Test {
