@@ -7,6 +7,7 @@
 
 #include "cli/common.h"
 #include "model/export_gguf.h"
+#include "serve/chat_template.h"
 #include "strata/error.h"
 
 namespace strata::cli {
@@ -21,7 +22,8 @@ void export_gguf(const ModelFlags& flags, const std::string& out, const std::str
   std::filesystem::path name = std::filesystem::path(flags.path);
   if (name.filename().empty()) name = name.parent_path();
   const GgufExportResult r =
-      write_model_gguf(out, cfg, l.model->named_tensors(), tok.get(), l.add_bos, type, name.stem().string());
+      write_model_gguf(out, cfg, l.model->named_tensors(), tok.get(), l.add_bos, type, name.stem().string(),
+                       serve::model_chat_template(flags.path));
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   std::fprintf(stderr, "wrote %s: %s, architecture '%s', %.1f MiB of tensors, %s (%.1f s)\n", out.c_str(),
                type.c_str(), r.architecture.c_str(), static_cast<double>(r.bytes) / (1 << 20),

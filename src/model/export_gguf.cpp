@@ -101,7 +101,8 @@ DType gguf_tensor_type(const std::string& type, const Shape& shape, const Tensor
 }
 
 GgufExportResult write_model_gguf(const std::string& path, const Config& cfg, const NamedTensors& tensors,
-                                  const Tokenizer* tok, bool add_bos, const std::string& type, const std::string& name) {
+                                  const Tokenizer* tok, bool add_bos, const std::string& type, const std::string& name,
+                                  const std::string& chat_template) {
   if (!is_gguf_file_type(type)) fail("--type '", type, "': expected f32, f16, bf16, q8_0, q4_0 or q4_k_m");
   std::set<std::string> matrices;
   for (const DeclaredParam& p : declared_params(cfg))
@@ -118,6 +119,7 @@ GgufExportResult write_model_gguf(const std::string& path, const Config& cfg, co
   w.set("general.file_type", GgufValue::u32(llama_file_type(type)));
   if (type.starts_with("q")) w.set("general.quantization_version", GgufValue::u32(2));
   w.set("general.alignment", GgufValue::u32(32));
+  if (!chat_template.empty()) w.set("tokenizer.chat_template", GgufValue::str(chat_template));
   if (llama) {
     auto u32 = [](int64_t v) { return GgufValue::u32(static_cast<uint32_t>(v)); };
     w.set("llama.context_length", u32(cfg.max_position_embeddings));

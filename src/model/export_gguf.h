@@ -38,8 +38,11 @@ struct GgufExportResult {
 };
 
 // Writes `tensors` of a model with config `cfg` to `path` as a GGUF of file
-// type `type`. `tok` (may be null) is embedded when it is SentencePiece.
+// type `type`. `tok` (may be null) is embedded when it is SentencePiece;
+// `chat_template` (the model's Jinja template, "" for none) is kept as
+// tokenizer.chat_template.
 GgufExportResult write_model_gguf(const std::string& path, const Config& cfg, const NamedTensors& tensors,
-                                  const Tokenizer* tok, bool add_bos, const std::string& type, const std::string& name);
+                                  const Tokenizer* tok, bool add_bos, const std::string& type, const std::string& name,
+                                  const std::string& chat_template = "");
 
 }  // namespace strata

@@ -12,6 +12,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "io/gguf.h"
 #include "test_util.h"
 
 namespace strata {
@@ -44,6 +45,25 @@ TEST(CliGguf, LlamaRoundTripIsExact) {
                 .exit_code,
             0);
   EXPECT_TRUE(test::read_file(dir + "/stories260K.gguf") == test::read_file(dir + "/again/stories260K.gguf"));
+}
+
+// The model's chat template travels into GGUF (tokenizer.chat_template), from
+// tokenizer_config.json and from another GGUF, so the server finds it there.
+TEST(CliGguf, TheChatTemplateIsKept) {
+  const std::string dir = test::make_temp_dir("gguf-template");
+  ASSERT_EQ(run_cli("init --preset tiny --seed 1 -o '" + dir + "/m'").exit_code, 0);
+  const std::string jinja = "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>{% endfor %}";
+  test::write_file(dir + "/m/tokenizer_config.json", nlohmann::json{{"chat_template", jinja}}.dump());
+  auto r = run_cli("quantize -m '" + dir + "/m' --type q8_0 -o '" + dir + "/a.gguf'");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(GgufFile::open(dir + "/a.gguf").get_string("tokenizer.chat_template", ""), jinja);
+  r = run_cli("quantize -m '" + dir + "/a.gguf' --type f32 -o '" + dir + "/b.gguf'");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(GgufFile::open(dir + "/b.gguf").get_string("tokenizer.chat_template", ""), jinja);
+  // Without a template, no key.
+  std::filesystem::remove(dir + "/m/tokenizer_config.json");
+  ASSERT_EQ(run_cli("quantize -m '" + dir + "/m' --type f32 -o '" + dir + "/c.gguf'").exit_code, 0);
+  EXPECT_FALSE(GgufFile::open(dir + "/c.gguf").has("tokenizer.chat_template"));
 }
 
 TEST(CliGguf, QuantizedFilesRun) {
