@@ -8,6 +8,7 @@ packages=(
   build-essential g++ cmake pkg-config git
   googletest libgtest-dev libgmock-dev libbenchmark-dev
   libsentencepiece-dev nlohmann-json3-dev libcli11-dev libdnnl-dev libpcre2-dev libcpp-httplib-dev
+  libopenmpi-dev openmpi-bin
   python3 python3-numpy python3-sentencepiece python3-torch
   gnuplot-nox curl
 )

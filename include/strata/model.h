@@ -8,6 +8,7 @@
 //   auto snap = st->clone();  ...  st->restore(*snap);            // roll back
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <span>
@@ -199,6 +200,17 @@ class Model {
   // Parameters and their gradients, in declaration order (training enabled);
   // a buffer (not trainable) comes with an empty gradient tensor.
   std::vector<std::pair<std::string, Tensor>> named_grads() const;
+  // Backward stages, so that data-parallel training can reduce a layer's
+  // gradients while the backward of earlier layers runs: during train(), the
+  // hook is called with num_blocks() once the head and final norm are done,
+  // with b once block b is done, and with -1 at the end. grad_stages()[i] is
+  // the stage after which parameter i (declaration order) is final: its
+  // block's index, num_blocks() for the head and final norm, -1 for the rest
+  // (embeddings, hypernetwork). An empty hook turns this off.
+  using BackwardHook = std::function<void(int stage)>;
+  void set_backward_hook(BackwardHook hook) { backward_hook_ = std::move(hook); }
+  std::vector<int> grad_stages() const;
+  int num_blocks() const;
 
  private:
   explicit Model(const Config& cfg);
@@ -235,6 +247,7 @@ class Model {
   std::vector<float> block_inputs_;                    // training with checkpointing: [blocks, rows, hidden]
   std::vector<float> logits_;                          // classifier: a chunk of logits
   bool checkpoint_ = false;
+  BackwardHook backward_hook_;
   std::unique_ptr<class Scratch> scratch_;             // module temporaries, shared by all blocks
 };
 

@@ -4,6 +4,7 @@
 
 #include "cli/common.h"
 #include "strata/error.h"
+#include "train/comm.h"
 
 namespace strata::cli {
 
@@ -58,13 +59,12 @@ int run(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     std::fprintf(stderr, "strata: error: %s\n", e.what());
     return 1;
-  } catch (const strata::Error& e) {
-    std::fprintf(stderr, "strata: error: %s\n", e.what());
-    return 1;
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "strata: error: %s\n", e.what());
+    // In a run of several ranks this stops them all.
+    dist::report_fatal_error(e.what());
     return 1;
   }
+  dist::finalize();
   return 0;
 }
 

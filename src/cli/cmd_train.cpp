@@ -1,5 +1,6 @@
 // strata train / strata sft: the trainer (src/train/trainer.cpp) on packed
 // token shards or on chat JSONL with loss masks.
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -10,6 +11,7 @@
 #include "io/safetensors.h"
 #include "model/checkpoint.h"
 #include "strata/error.h"
+#include "train/comm.h"
 #include "train/hypernet_sft.h"
 #include "train/sft_data.h"
 #include "train/token_data.h"
@@ -29,6 +31,9 @@ struct CommonOpts {
   int64_t warmup = 0;
   std::string decay;  // "matrices", "all", or empty: the model's training defaults, else matrices
   int threads = 0;
+  int zero = 0;
+  double bucket_mb = 25;
+  std::string overlap = "on";
 };
 
 void add_common(CLI::App* cmd, CommonOpts& o) {
@@ -70,10 +75,31 @@ void add_common(CLI::App* cmd, CommonOpts& o) {
                   "tokenizer copied into every checkpoint (train default: the data's, else the one beside --init; "
                   "sft: the one the model loads with)");
   add_threads_option(cmd, &o.threads);
+  // Several processes (mpirun -np N strata train ...): docs/distributed.md.
+  cmd->add_option("--zero", o.zero, "over several ranks: 1 shards the AdamW moments across them (ZeRO-1)")
+      ->check(CLI::IsMember({0, 1}));
+  cmd->add_option("--bucket-mb", o.bucket_mb, "over several ranks: MiB of gradients per all-reduce")
+      ->check(CLI::Range(0.001, 4096.0));
+  cmd->add_option("--overlap", o.overlap, "over several ranks: reduce gradients during the backward (on|off)")
+      ->check(CLI::IsMember({"on", "off"}));
+}
+
+// Joins the ranks when mpirun started this process; ranks on one machine
+// share its cores unless --threads says otherwise.
+void join_ranks(int& threads) {
+  const dist::Comm& comm = dist::init_world();
+  if (comm.size() == 1) return;
+  dist::quiet_other_ranks();
+  if (threads == 0) threads = std::max(1, num_threads() / comm.local_size());
+  std::fprintf(stderr, "%d ranks (%d on this machine), %d threads each\n", comm.size(), comm.local_size(), threads);
 }
 
 void finish_options(CommonOpts& o) {
+  join_ranks(o.threads);
   apply_threads(o.threads);
+  o.t.sync.zero = o.zero == 1;
+  o.t.sync.bucket_bytes = std::max<int64_t>(4, std::llround(o.bucket_mb * (1 << 20)));
+  o.t.sync.overlap = o.overlap == "on";
   o.t.run_dir = o.out;
   o.t.schedule.lr = o.lr;
   o.t.schedule.min_lr = o.min_lr < 0 ? o.lr / 10 : o.min_lr;
@@ -224,14 +250,14 @@ void run_hypernet_sft(CommonOpts& o, const HyperOpts& h, Loaded& l,
     for (int64_t r = 0; r < B; ++r) t += static_cast<int64_t>(train_ex[order.item(m * B + r)].answer.size());
     return t;
   };
-  const MicroStepFn step = [&](int64_t m) {
-    const int64_t first = m / o.t.accum * o.t.accum;
+  const MicroStepFn step = [&](const MicroBatch& mb) {
+    // The loss is normalised by the answer tokens of the whole step, over all ranks.
     int64_t norm = 0;
-    for (int64_t k = first; k < first + o.t.accum; ++k) norm += answer_tokens(k);
+    for (int64_t k = mb.step_first; k < mb.step_first + mb.step_count; ++k) norm += answer_tokens(k);
     std::vector<HyperExample> batch;
-    for (int64_t r = 0; r < B; ++r) batch.push_back(train_ex[order.item(m * B + r)]);
+    for (int64_t r = 0; r < B; ++r) batch.push_back(train_ex[order.item(mb.index * B + r)]);
     const auto r = hypernet_sft(model, batch, so, static_cast<double>(norm), true);
-    return MicroResult{r.sum / static_cast<double>(norm), answer_tokens(m)};
+    return MicroResult{r.sum / static_cast<double>(norm), answer_tokens(mb.index)};
   };
   EvalFn eval;
   if (!val_ex.empty())

@@ -174,6 +174,7 @@ Model::LossSum Model::train_or_eval(std::span<const SeqInput> seqs, std::span<co
   dx_.resize(static_cast<size_t>(rows * D));
   dtmp_.resize(static_cast<size_t>(rows * D));
   stack_->final_norm->backward(dnorm_.data(), dx_.data(), batch, ctx);
+  if (backward_hook_) backward_hook_(num_blocks());
   for (size_t b = stack_->blocks.size(); b-- > 0;) {
     if (checkpoint_) {  // recompute this block's activations from its saved input (the same products)
       x_.assign(block_inputs_.begin() + static_cast<int64_t>(b) * rows * D,
@@ -183,6 +184,7 @@ Model::LossSum Model::train_or_eval(std::span<const SeqInput> seqs, std::span<co
     block_backward(b, batch);
     for (int64_t i = 0; i < rows * D; ++i) dx_[i] += dnorm_[i];
     if (checkpoint_) free_block_saved(b);
+    if (backward_hook_) backward_hook_(static_cast<int>(b));
   }
   // The input side: token rows into the embedding gradient (serial: the same
   // order for any thread count), embedding rows to their segment's gradient.
@@ -201,7 +203,28 @@ Model::LossSum Model::train_or_eval(std::span<const SeqInput> seqs, std::span<co
       row += seg.size();
     }
   }
+  if (backward_hook_) backward_hook_(-1);
   return loss;
+}
+
+int Model::num_blocks() const { return static_cast<int>(stack_->blocks.size()); }
+
+std::vector<int> Model::grad_stages() const {
+  // The declaration order of build_stack: embeddings, each block's modules,
+  // the final norm, the head, the hypernetwork.
+  std::vector<int> stage(bound_.size(), -1);
+  size_t i = 0;
+  auto mark = [&](const std::string& group, int s) {
+    while (i < stage.size() && stack_->params[i].group == group) stage[i++] = s;
+  };
+  mark("embed_tokens", -1);
+  for (size_t b = 0; b < stack_->blocks.size(); ++b)
+    for (int k = 0; k < Block::kSlots; ++k)
+      if (const Module* m = stack_->blocks[b]->slot(k))
+        for (size_t n = m->params().size(); n > 0 && i < stage.size(); --n) stage[i++] = static_cast<int>(b);
+  mark("final_norm", num_blocks());
+  if (!cfg_.tie_word_embeddings) mark("lm_head", num_blocks());
+  return stage;
 }
 
 Model::LossSum Model::train(std::span<const SeqInput> seqs, std::span<const int32_t> targets, float grad_scale) {

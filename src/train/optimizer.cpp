@@ -140,7 +140,10 @@ ParamGroupRule parse_param_group(const std::string& spec) {
   return r;
 }
 
-AdamW::AdamW(std::vector<TrainParam> params, AdamWConfig cfg) : params_(std::move(params)), cfg_(std::move(cfg)) {
+AdamW::AdamW(std::vector<TrainParam> params, AdamWConfig cfg, std::vector<ParamSlice> slices)
+    : params_(std::move(params)), cfg_(std::move(cfg)), slices_(std::move(slices)), sliced_(!slices_.empty()) {
+  if (sliced_ && slices_.size() != params_.size())
+    fail("AdamW: ", slices_.size(), " slices for ", params_.size(), " parameters");
   if (!(cfg_.beta1 >= 0 && cfg_.beta1 < 1)) fail("AdamW: beta1 must be in [0, 1), got ", cfg_.beta1);
   if (!(cfg_.beta2 >= 0 && cfg_.beta2 < 1)) fail("AdamW: beta2 must be in [0, 1), got ", cfg_.beta2);
   if (!(cfg_.eps > 0) || !std::isfinite(cfg_.eps)) fail("AdamW: eps must be > 0, got ", cfg_.eps);
@@ -161,8 +164,13 @@ AdamW::AdamW(std::vector<TrainParam> params, AdamWConfig cfg) : params_(std::mov
     if (p.buffer) s.frozen = true;
     if (!s.frozen && !p.g && p.n > 0) fail("AdamW: trainable parameter '", p.name, "' has no gradient buffer");
     settings_.push_back(s);
-    m_.push_back(s.frozen ? Tensor() : Tensor::alloc(DType::F32, p.shape));
-    v_.push_back(s.frozen ? Tensor() : Tensor::alloc(DType::F32, p.shape));
+    if (!sliced_) slices_.push_back({0, p.n});
+    const ParamSlice& sl = slices_[settings_.size() - 1];
+    if (sl.lo < 0 || sl.hi < sl.lo || sl.hi > p.n)
+      fail("AdamW: parameter '", p.name, "': slice [", sl.lo, ", ", sl.hi, ") is outside its ", p.n, " elements");
+    const Shape shape = sliced_ ? Shape{sl.size()} : p.shape;
+    m_.push_back(s.frozen ? Tensor() : Tensor::alloc(DType::F32, shape));
+    v_.push_back(s.frozen ? Tensor() : Tensor::alloc(DType::F32, shape));
   }
   for (size_t r = 0; r < cfg_.rules.size(); ++r)
     if (!rule_used[r]) fail("param group '", cfg_.rules[r].pattern, "': matches no parameter of the model");
@@ -188,11 +196,12 @@ void AdamW::step(double lr, int64_t t) {
     c.bc2_sqrt = static_cast<float>(std::sqrt(bc2));
     c.eps = static_cast<float>(cfg_.eps);
     c.neg_step = static_cast<float>(-(plr / bc1));
-    float* w = p.w;
-    const float* g = p.g;
+    const ParamSlice& sl = slices_[i];
+    float* w = p.w + sl.lo;
+    const float* g = p.g + sl.lo;
     float* m = m_[i].f32();
     float* v = v_[i].f32();
-    parallel_for(p.n, kGrain, [&](int64_t b, int64_t e) { adamw_range(w, g, m, v, b, e, c); });
+    parallel_for(sl.size(), kGrain, [&](int64_t b, int64_t e) { adamw_range(w, g, m, v, b, e, c); });
   }
 }
 
@@ -210,7 +219,21 @@ int64_t AdamW::num_trainable() const {
   return n;
 }
 
+int64_t AdamW::moment_bytes() const {
+  int64_t n = 0;
+  for (size_t i = 0; i < m_.size(); ++i) n += static_cast<int64_t>(m_[i].nbytes() + v_[i].nbytes());
+  return n;
+}
+
+void AdamW::load_param_state(size_t i, const float* m_whole, const float* v_whole) {
+  if (settings_.at(i).frozen) return;
+  const ParamSlice& sl = slices_[i];
+  if (m_whole != m_[i].f32()) std::memcpy(m_[i].f32(), m_whole + sl.lo, static_cast<size_t>(sl.size()) * sizeof(float));
+  if (v_whole != v_[i].f32()) std::memcpy(v_[i].f32(), v_whole + sl.lo, static_cast<size_t>(sl.size()) * sizeof(float));
+}
+
 NamedTensors AdamW::state() const {
+  if (sliced_) fail("AdamW::state: the optimizer holds slices of the moments (ZeRO-1): gather them first");
   NamedTensors out;
   for (size_t i = 0; i < params_.size(); ++i) {
     if (settings_[i].frozen) continue;
@@ -222,7 +245,7 @@ NamedTensors AdamW::state() const {
 
 void AdamW::load_state(const WeightSet& ws) {
   std::set<std::string> expected;
-  std::vector<std::pair<const Tensor*, Tensor*>> copies;
+  std::vector<std::pair<size_t, std::pair<const Tensor*, const Tensor*>>> copies;  // parameter, its m and v
   const std::string origin = ws.origin.empty() ? std::string("optimizer state") : ws.origin;
   for (size_t i = 0; i < params_.size(); ++i) {
     if (settings_[i].frozen) continue;
@@ -237,15 +260,14 @@ void AdamW::load_state(const WeightSet& ws) {
       if (t->shape != params_[i].shape)
         fail(ws.source_of(name), ": tensor '", name, "': shape ", shape_str(t->shape), ", expected ",
              shape_str(params_[i].shape));
-      copies.emplace_back(t, k == 0 ? &m_[i] : &v_[i]);
     }
+    copies.emplace_back(i, std::make_pair(ws.find("optim.m." + params_[i].name), ws.find("optim.v." + params_[i].name)));
   }
   for (const auto& [name, t] : ws.tensors)
     if (name.starts_with("optim.") && !expected.count(name))
       fail(ws.source_of(name), ": tensor '", name,
            "' has no trainable parameter (was the model or the set of frozen parameters changed?)");
-  for (auto& [src, dst] : copies)
-    if (src->data != dst->data) std::memcpy(dst->data, src->data, dst->nbytes());
+  for (const auto& [i, mv] : copies) load_param_state(i, mv.first->f32(), mv.second->f32());
 }
 
 void AdamW::load_state(const NamedTensors& ts) {
@@ -257,7 +279,9 @@ void AdamW::load_state(const NamedTensors& ts) {
   load_state(ws);
 }
 
-double global_grad_norm(const std::vector<TrainParam>& params) {
+double global_grad_norm(const std::vector<TrainParam>& params) { return std::sqrt(grad_sum_squares(params)); }
+
+double grad_sum_squares(const std::vector<TrainParam>& params) {
   const std::vector<Block> blocks = grad_blocks(params);
   std::vector<double> partial(blocks.size(), 0.0);
   parallel_for(static_cast<int64_t>(blocks.size()), 1, [&](int64_t bb, int64_t be) {
@@ -274,7 +298,7 @@ double global_grad_norm(const std::vector<TrainParam>& params) {
   });
   double total = 0;
   for (double x : partial) total += x;
-  return std::sqrt(total);
+  return total;
 }
 
 float clip_grads(const std::vector<TrainParam>& params, double norm, float max_norm) {

@@ -75,15 +75,30 @@ ParamSettings resolve_param(const std::string& name, const Shape& shape, const A
 // wd=X (alias weight_decay=X) and frozen. Throws strata::Error naming the spec.
 ParamGroupRule parse_param_group(const std::string& spec);
 
+// The elements [lo, hi) of a parameter that this optimizer updates and keeps
+// moments for. With ZeRO-1 each rank owns a slice of every parameter
+// (train/grad_sync.h); alone, the slice is the whole parameter.
+struct ParamSlice {
+  int64_t lo = 0, hi = 0;
+  int64_t size() const { return hi - lo; }
+};
+
 class AdamW {
  public:
   // Validates the params (unique names, n == numel(shape), gradients present)
   // and the rules (each must match at least one parameter, to catch typos).
-  AdamW(std::vector<TrainParam> params, AdamWConfig cfg);
+  // `slices`: one per parameter, or empty for whole parameters.
+  AdamW(std::vector<TrainParam> params, AdamWConfig cfg, std::vector<ParamSlice> slices = {});
 
   // One update with base rate `lr` (scaled per group) at step t >= 1 (bias
-  // correction). Frozen parameters are untouched.
+  // correction) of every owned slice. Frozen parameters are untouched.
   void step(double lr, int64_t t);
+  bool sliced() const { return sliced_; }
+  const ParamSlice& slice(size_t i) const { return slices_.at(i); }
+  // The moments of parameter i's slice (null for a frozen one).
+  float* m(size_t i) const { return m_.at(i).f32(); }
+  float* v(size_t i) const { return v_.at(i).f32(); }
+  int64_t moment_bytes() const;  // held by this optimizer
 
   const std::vector<TrainParam>& params() const { return params_; }
   const ParamSettings& settings(size_t i) const { return settings_.at(i); }
@@ -93,24 +108,32 @@ class AdamW {
   int64_t num_trainable() const;  // elements
 
   // The moments as F32 tensors "optim.m.<name>", "optim.v.<name>" (frozen
-  // parameters have none). The tensors share the optimizer's buffers.
+  // parameters have none). The tensors share the optimizer's buffers. Whole
+  // parameters only (a sliced optimizer's are gathered by the trainer).
   NamedTensors state() const;
-  // Replaces the moments; every expected tensor must be present as F32 with the
-  // parameter's shape and no other "optim." tensor may appear. All or nothing.
+  // Replaces the moments (of the owned slices) from whole-parameter tensors;
+  // every expected tensor must be present as F32 with the parameter's shape
+  // and no other "optim." tensor may appear. All or nothing.
   void load_state(const WeightSet& ws);
   void load_state(const NamedTensors& ts);
+  // Parameter i's moments from whole-parameter buffers (the owned slice is copied).
+  void load_param_state(size_t i, const float* m_whole, const float* v_whole);
 
  private:
   std::vector<TrainParam> params_;
   AdamWConfig cfg_;
   std::vector<ParamSettings> settings_;
-  std::vector<Tensor> m_, v_;  // empty for frozen parameters
+  std::vector<ParamSlice> slices_;
+  bool sliced_ = false;
+  std::vector<Tensor> m_, v_;  // the owned slices' moments; empty for frozen parameters
 };
 
 // sqrt of the sum of squares of every gradient, accumulated in double over
 // fixed blocks in a fixed order: the same bits for any thread count. Params
 // with a null gradient are skipped.
 double global_grad_norm(const std::vector<TrainParam>& params);
+// The sum of squares under that square root (for a norm over ranks' slices).
+double grad_sum_squares(const std::vector<TrainParam>& params);
 
 // torch.nn.utils.clip_grad_norm_: coef = max_norm * (1 / (f32(norm) + 1e-6)) in
 // F32; when coef < 1 every gradient is multiplied by it. Returns the factor

@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <deque>
 #include <filesystem>
+#include <memory>
 #include <optional>
 
 #include "model/checkpoint.h"
@@ -16,6 +17,8 @@
 #include "model/convert_modified.h"
 #include "kernels/exec.h"
 #include "kernels/ops.h"
+#include "train/comm.h"
+#include "train/grad_sync.h"
 #include "train/run_state.h"
 #include "train/trainer_state.h"
 
@@ -58,6 +61,7 @@ RunSettings run_settings(const TrainerOptions& o) {
   r.seq = o.seq;
   r.micro_batch = o.batch;
   r.accum = o.accum;
+  r.ranks = dist::world().size();
   r.lr = o.schedule.lr;
   r.min_lr = o.schedule.min_lr;
   r.warmup = o.schedule.warmup;
@@ -106,7 +110,21 @@ std::optional<ResumePoint> open_run_dir(const TrainerOptions& o, const RunSettin
   ResumePoint rp{*ck, read_trainer_state(*ck + "/" + kTrainerStateFile)};
   const TrainerState& st = rp.state;
   if (st.run) {
-    const std::string diff = describe_mismatch(*st.run, given);
+    // Another number of ranks with the same micro-batch is the same run on
+    // other machines: the global batch follows the ranks, the data position
+    // (in samples) is kept.
+    RunSettings compared = given;
+    if (st.run->ranks != given.ranks && st.run->micro_batch == given.micro_batch &&
+        st.run->global_batch() != given.global_batch()) {
+      compared.accum = st.run->accum;
+      compared.ranks = st.run->ranks;
+      std::fprintf(stderr,
+                   "note: the run was saved with %lld rank(s) (global batch %lld), it goes on with %lld (global batch "
+                   "%lld): the data continues in the same order from where it stopped\n",
+                   (long long)st.run->ranks, (long long)st.run->global_batch(), (long long)given.ranks,
+                   (long long)given.global_batch());
+    }
+    const std::string diff = describe_mismatch(*st.run, compared);
     if (!diff.empty())
       fail(*ck, ": --resume with other settings than the saved run's: ", diff,
            "; give the saved values, or another output directory (-o) for a new run");
@@ -124,15 +142,45 @@ std::optional<ResumePoint> open_run_dir(const TrainerOptions& o, const RunSettin
   return rp;
 }
 
+
+// A gradient-sync hook on the model for the length of a run.
+class HookGuard {
+ public:
+  HookGuard(Model& m, GradSync* sync) : m_(m) {
+    if (sync) m_.set_backward_hook([sync](int stage) { sync->on_stage(stage); });
+  }
+  ~HookGuard() { m_.set_backward_hook(nullptr); }
+
+ private:
+  Model& m_;
+};
+
+// The non-frozen parameters' slices that this rank owns (ZeRO-1), as
+// parameters of their own, for the norm, finiteness and clipping.
+std::vector<TrainParam> owned_views(const AdamW& opt) {
+  std::vector<TrainParam> out;
+  for (size_t i = 0; i < opt.params().size(); ++i) {
+    if (opt.settings(i).frozen) continue;
+    const TrainParam& p = opt.params()[i];
+    const ParamSlice& sl = opt.slice(i);
+    if (sl.size() > 0) out.push_back({p.name, p.w + sl.lo, p.g + sl.lo, sl.size(), {sl.size()}, false});
+  }
+  return out;
+}
+
+TrainerResult train_impl(Model& model, const TrainerOptions& o, const MicroStepFn& train_step, const EvalFn& eval,
+                         bool single_backward);
+
 }  // namespace
 
 TrainerResult train(Model& model, const TrainerOptions& o, const BatchFn& train_batches, const BatchFn& val_batches) {
   const int64_t B = o.batch, T = o.seq, rows = B * T;
   std::vector<int32_t> in(static_cast<size_t>(rows)), tg(static_cast<size_t>(rows));
-  const MicroStepFn step = [&](int64_t m) {
-    train_batches(m, in.data(), tg.data());
-    auto r = model.train_batch(in.data(), tg.data(), B, T, 1.0f / static_cast<float>(o.accum));
-    return MicroResult{r.sum / static_cast<double>(r.count) / static_cast<double>(o.accum), rows};
+  const MicroStepFn step = [&](const MicroBatch& mb) {
+    train_batches(mb.index, in.data(), tg.data());
+    const double n = static_cast<double>(mb.step_count);
+    auto r = model.train_batch(in.data(), tg.data(), B, T, static_cast<float>(1.0 / n));
+    return MicroResult{r.sum / static_cast<double>(r.count) / n, rows};
   };
   EvalFn eval;
   if (val_batches)
@@ -140,11 +188,21 @@ TrainerResult train(Model& model, const TrainerOptions& o, const BatchFn& train_
       val_batches(i, in.data(), tg.data());
       return model.eval_batch(in.data(), tg.data(), B, T);
     };
-  return train(model, o, step, eval);
+  return train_impl(model, o, step, eval, true);
 }
 
 TrainerResult train(Model& model, const TrainerOptions& o, const MicroStepFn& train_step, const EvalFn& eval) {
+  return train_impl(model, o, train_step, eval, false);
+}
+
+namespace {
+
+TrainerResult train_impl(Model& model, const TrainerOptions& o, const MicroStepFn& train_step, const EvalFn& eval,
+                         bool single_backward) {
   using clock = std::chrono::steady_clock;
+  dist::Comm& comm = dist::world();
+  const int ranks = comm.size();
+  const bool root = comm.root();
   model.enable_training();
   if (!model.causal())
     std::fprintf(stderr, "warning: %s; training it is not causal language modelling\n", kGlobalContextWarning);
@@ -154,34 +212,87 @@ TrainerResult train(Model& model, const TrainerOptions& o, const MicroStepFn& tr
     std::fprintf(stderr, "note: BF16 products need AVX512-BF16 or AMX, which this CPU does not have: training in F32\n");
   LrSchedule sched = o.schedule;
   sched.total_steps = o.steps;
+  // Rank 0's schedule (its warmup default may come from its run directory).
+  double sched_values[3] = {sched.lr, sched.min_lr, static_cast<double>(sched.warmup)};
+  comm.broadcast(sched_values, sizeof sched_values);
+  sched.lr = sched_values[0];
+  sched.min_lr = sched_values[1];
+  sched.warmup = static_cast<int64_t>(sched_values[2]);
   validate(sched);
-  if (!o.tokenizer.empty() && !std::filesystem::is_regular_file(o.tokenizer))
+  if (root && !o.tokenizer.empty() && !std::filesystem::is_regular_file(o.tokenizer))
     fail(o.tokenizer, ": tokenizer not found (it is copied into every checkpoint)");
-  AdamW opt(train_params(model), o.adamw);
+
+  // Several ranks: the buckets first, since with ZeRO-1 they decide which
+  // slice of the optimizer state each rank holds.
+  const std::vector<TrainParam> all = train_params(model);
+  std::unique_ptr<GradSync> sync;
+  std::vector<ParamSlice> slices;
+  if (ranks > 1) {
+    std::vector<bool> trainable;
+    for (const TrainParam& p : all) trainable.push_back(!p.buffer && !resolve_param(p.name, p.shape, o.adamw).frozen);
+    GradSyncOptions so = o.sync;
+    so.overlap = so.overlap && single_backward;  // several backwards per micro-batch: reduce after them
+    sync = std::make_unique<GradSync>(comm, all, trainable, model.grad_stages(), model.num_blocks(), so);
+    if (so.zero) slices = sync->slices();
+  } else if (o.sync.zero) {
+    std::fprintf(stderr, "note: --zero 1 shards the optimizer state across ranks; in one process it changes nothing\n");
+  }
+  AdamW opt(all, o.adamw, slices);
   // PyTorch's clip_grad_norm_ and its finiteness check see only the parameters
   // handed to the optimizer: frozen ones must not count.
   const std::vector<TrainParam> params = opt.trainable_params();
   if (opt.num_trainable() == 0)
     fail("nothing to train: every parameter is frozen (--param-group ...:frozen) or a buffer");
-  std::filesystem::create_directories(o.run_dir);
+  const std::vector<TrainParam> owned = sync && sync->zero() ? owned_views(opt) : params;
+  if (sync)
+    std::fprintf(stderr,
+                 "data-parallel over %d ranks: %lld MiB of gradients in %lld buckets per step, %s; optimizer state "
+                 "%.1f MiB per rank%s\n",
+                 ranks, (long long)(sync->bytes_per_step() >> 20), (long long)sync->buckets(),
+                 o.sync.overlap && single_backward ? "reduced during the backward" : "reduced after the backward",
+                 static_cast<double>(opt.moment_bytes()) / (1 << 20),
+                 sync->zero() ? cat(" (ZeRO-1; ", static_cast<double>(opt.num_trainable()) * 8 / (1 << 20),
+                                    " MiB unsharded)").c_str()
+                              : "");
 
-  // Resume reads the very TrainerState that save() writes.
+  // Rank 0 alone looks at the run directory; the others take its decision,
+  // its state and its weights (resume reads the very TrainerState save() writes).
   TrainerState state;
   state.run = run_settings(o);
-  const auto resume_from = open_run_dir(o, *state.run);
-  if (resume_from) {
-    const TrainerState& saved = resume_from->state;
-    load_weights_into(model, resume_from->dir);
-    WeightSet os;
-    read_safetensors(resume_from->dir + "/" + kOptimizerFile, os);
-    opt.load_state(os);
+  std::optional<ResumePoint> resume_from;
+  std::optional<WeightSet> saved_moments;
+  if (root) {
+    std::filesystem::create_directories(o.run_dir);
+    resume_from = open_run_dir(o, *state.run);
+    if (resume_from) {
+      load_weights_into(model, resume_from->dir);
+      saved_moments.emplace();
+      read_safetensors(resume_from->dir + "/" + kOptimizerFile, *saved_moments);
+      opt.load_state(*saved_moments);
+    }
+  }
+  const std::string saved_json = broadcast_string(comm, resume_from ? resume_from->state.to_json() : std::string());
+  broadcast_tensors(comm, model.named_tensors());
+  const bool resumed = !saved_json.empty();
+  const int64_t global_batch = state.run->global_batch();
+  int64_t samples = 0;  // the data position
+  if (resumed) {
+    broadcast_moments(comm, opt, saved_moments ? &*saved_moments : nullptr);
+    saved_moments.reset();
+    const TrainerState saved = TrainerState::from_json(saved_json, resume_from ? resume_from->dir : "rank 0's state");
     state.step = saved.step;
     state.updates = saved.updates;
     state.recent_losses = saved.recent_losses;
-    std::fprintf(stderr, "resuming from %s (step %lld)\n", resume_from->dir.c_str(), (long long)state.step);
+    samples = saved.samples >= 0 ? saved.samples : saved.step * (saved.run ? saved.run->global_batch() : global_batch);
+    if (samples % o.batch != 0)
+      fail("--resume: the saved run stopped at sample ", samples, ", which micro-batches of --batch ", o.batch,
+           " do not reach");
+    if (root)
+      std::fprintf(stderr, "resuming from %s (step %lld, sample %lld)\n", resume_from->dir.c_str(),
+                   (long long)state.step, (long long)samples);
   }
   state.total_steps = o.steps;
-  write_run_file(o.run_dir, *state.run);
+  if (root) write_run_file(o.run_dir, *state.run);
   TrainerResult res;
   res.start_step = res.last_step = state.step;
   if (res.start_step >= o.steps)
@@ -189,45 +300,66 @@ TrainerResult train(Model& model, const TrainerOptions& o, const MicroStepFn& tr
                  (long long)o.steps);
   int64_t updates = state.updates;  // optimizer steps applied (AdamW's bias-correction t)
   std::deque<double> recent(state.recent_losses.begin(), state.recent_losses.end());
-  MetricsLog log(o.run_dir + "/" + kMetricsFile, resume_from.has_value(), res.start_step);
+  std::optional<MetricsLog> log;
+  if (root) log.emplace(o.run_dir + "/" + kMetricsFile, resumed, res.start_step);
+  const HookGuard hook(model, sync.get());
 
   auto save = [&](int64_t step) {
     state.step = step;
     state.updates = updates;
+    state.samples = samples;
     state.recent_losses.assign(recent.begin(), recent.end());
-    log.sync();
-    save_checkpoint(o.run_dir, step, model.config(), model.named_tensors(), opt.state(), state.to_json(),
-                    o.keep_last, o.tokenizer);
+    const NamedTensors moments = gather_moments(comm, opt, sync.get());
+    check_same_weights(comm, model.named_tensors());
+    if (!root) return;
+    log->sync();
+    save_checkpoint(o.run_dir, step, model.config(), model.named_tensors(), moments, state.to_json(), o.keep_last,
+                    o.tokenizer);
   };
   auto evaluate = [&](int64_t step) {
+    // The validation micro-batches are shared out over the ranks.
     double sum = 0;
     int64_t count = 0;
-    for (int64_t i = 0; i < o.eval_batches; ++i) {
+    for (int64_t i = comm.rank(); i < o.eval_batches; i += ranks) {
       auto r = eval(i);
       sum += r.sum;
       count += r.count;
     }
+    comm.allreduce_sum(&sum, 1);
+    comm.allreduce_sum(&count, 1);
     const double v = sum / static_cast<double>(count);
-    log.write(nlohmann::ordered_json{{"step", step}, {"val_loss", v}});
+    if (log) log->write(nlohmann::ordered_json{{"step", step}, {"val_loss", v}});
     std::fprintf(stderr, "step %lld  val_loss %.4f\n", (long long)step, v);
     return v;
   };
 
+  const int64_t per_step = o.accum * ranks;  // micro-batches of a step over all ranks
   const auto t_start = clock::now();
   for (int64_t step = res.start_step + 1; step <= o.steps; ++step) {
     const auto t0 = clock::now();
     model.zero_grads();
-    double loss = 0;
-    int64_t tokens = 0;
+    const int64_t first = samples / o.batch;
+    double sums[2] = {0, 0};  // loss, tokens
     for (int64_t a = 0; a < o.accum; ++a) {
-      const MicroResult r = train_step((step - 1) * o.accum + a);
-      loss += r.loss;
-      tokens += r.tokens;
+      if (sync && a + 1 == o.accum) sync->arm();
+      const MicroResult r = train_step({first + comm.rank() * o.accum + a, first, per_step});
+      sums[0] += r.loss;
+      sums[1] += static_cast<double>(r.tokens);
     }
-    const double norm = global_grad_norm(params);
+    if (sync) sync->finish();
+    comm.allreduce_sum(sums, 2);
+    const double loss = sums[0];
+    const int64_t tokens = static_cast<int64_t>(sums[1]);
+    double sq = grad_sum_squares(owned);
+    int64_t finite = all_finite(owned);
+    if (sync && sync->zero()) {
+      comm.allreduce_sum(&sq, 1);
+      comm.allreduce_min(&finite, 1);
+    }
+    const double norm = std::sqrt(sq);
     const double lr = lr_at(step, sched);
     std::string skip;
-    if (!std::isfinite(loss) || !std::isfinite(norm) || !all_finite(params)) {
+    if (!std::isfinite(loss) || !std::isfinite(norm) || !finite) {
       skip = "non-finite loss or gradient";
     } else if (o.skip_spike_z > 0 && recent.size() >= 16) {
       double mean = 0, var = 0;
@@ -238,24 +370,33 @@ TrainerResult train(Model& model, const TrainerOptions& o, const MicroStepFn& tr
       if (sd > 0 && (loss - mean) / sd > o.skip_spike_z) skip = "loss spike";
     }
     if (skip.empty()) {
-      if (o.clip > 0) clip_grads(params, norm, o.clip);
+      if (o.clip > 0) clip_grads(owned, norm, o.clip);
       opt.step(lr, ++updates);
+      if (sync) sync->gather_weights();
       recent.push_back(loss);
       if (recent.size() > 64) recent.pop_front();
     } else {
       ++res.skipped;
       std::fprintf(stderr, "step %lld skipped: %s (loss %g, grad norm %g)\n", (long long)step, skip.c_str(), loss, norm);
     }
+    samples += per_step * o.batch;
     const auto t1 = clock::now();
     const double dt = std::chrono::duration<double>(t1 - t0).count();
     const double tok_s = static_cast<double>(tokens) / dt;
-    nlohmann::ordered_json line{{"step", step}, {"loss", loss}, {"lr", lr}, {"grad_norm", norm}, {"tokens_per_s", tok_s}};
+    nlohmann::ordered_json line{{"step", step}, {"loss", loss}, {"lr", lr}, {"grad_norm", norm}, {"tokens_per_s", tok_s},
+                                {"samples", samples}};
+    std::string comm_note;
+    if (sync) {
+      const double c = sync->wait_seconds() + (skip.empty() ? sync->gather_seconds() : 0.0);
+      line["comm_s"] = c;
+      comm_note = cat("  comm ", std::llround(c * 1000), " ms");
+    }
     if (!skip.empty()) line["skipped"] = skip;
-    log.write(line);
+    if (log) log->write(line);
     const double elapsed = std::chrono::duration<double>(t1 - t_start).count();
     const double eta = elapsed / static_cast<double>(step - res.start_step) * static_cast<double>(o.steps - step);
-    std::fprintf(stderr, "step %lld/%lld  loss %.4f  lr %.3g  grad_norm %.3f  %.0f tok/s  ETA %s\n", (long long)step,
-                 (long long)o.steps, loss, lr, norm, tok_s, fmt_duration(eta).c_str());
+    std::fprintf(stderr, "step %lld/%lld  loss %.4f  lr %.3g  grad_norm %.3f  %.0f tok/s%s  ETA %s\n", (long long)step,
+                 (long long)o.steps, loss, lr, norm, tok_s, comm_note.c_str(), fmt_duration(eta).c_str());
     res.last_loss = loss;
     res.last_step = step;
     if (o.eval_every > 0 && eval && step % o.eval_every == 0) res.last_val_loss = evaluate(step);
@@ -264,4 +405,5 @@ TrainerResult train(Model& model, const TrainerOptions& o, const MicroStepFn& tr
   return res;
 }
 
+}  // namespace
 }  // namespace strata

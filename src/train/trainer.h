@@ -12,6 +12,20 @@
 // checkpoint on, so a run extended from 1000 to 2000 steps is not the same run
 // as one started with 2000 steps (its first 1000 steps followed the shorter
 // cosine).
+//
+// Over several processes (dist::world(), docs/distributed.md) each rank runs
+// `accum` micro-batches of every step: step s takes the global micro-batches
+// [first, first + accum x ranks), rank r those from first + r x accum, so a
+// step over N ranks is the computation one process does with accum x N.
+// Gradients are averaged across ranks (train/grad_sync.h), every rank takes
+// the same optimizer step, the logged loss is the mean over all ranks, and
+// rank 0 alone checks the run directory, logs and writes checkpoints; the
+// others start from rank 0's weights (and, resuming, its optimizer state), so
+// the directory need not be shared. A checkpoint is the same whatever the
+// number of ranks: a run may resume with another. With the same global
+// batch (--batch x --accum x ranks) it continues as the same computation;
+// with another (the same --batch, another number of ranks) it reads on from
+// the same sample of the data order.
 #pragma once
 #include <cstdint>
 #include <functional>
@@ -20,6 +34,7 @@
 #include <nlohmann/json.hpp>
 
 #include "strata/model.h"
+#include "train/grad_sync.h"
 #include "train/optimizer.h"
 #include "train/schedule.h"
 
@@ -41,6 +56,7 @@ struct TrainerOptions {
   uint64_t seed = 0;
   bool bf16 = false;                    // mixed precision: BF16 products (AMX or AVX512-BF16) with F32 master weights
   bool checkpoint_activations = false;  // recompute each block's activations in backward
+  GradSyncOptions sync;                 // several ranks: buckets, ZeRO-1, overlap
   // Copied into every checkpoint as tokenizer.model before it is marked
   // complete, so each checkpoint is a runnable model directory ("": none).
   std::string tokenizer;
@@ -59,15 +75,20 @@ struct TrainerResult {
   int64_t skipped = 0;
 };
 
-// The general form: train_step(m) runs global micro-batch m (0-based) forward
-// and backward, adding its share of d(step loss)/dθ into the gradients, and
-// returns its share of the step's loss and the tokens it processed; eval(i)
-// returns the summed loss and count of validation micro-batch i (may be empty).
+// The general form: train_step(mb) runs global micro-batch mb.index (0-based)
+// forward and backward, adding its share of d(step loss)/dθ into the
+// gradients, and returns its share of the step's loss and the tokens it
+// processed. The step is the micro-batches [mb.step_first, mb.step_first +
+// mb.step_count) over all ranks. eval(i) returns the summed loss and count of
+// validation micro-batch i (may be empty).
+struct MicroBatch {
+  int64_t index = 0, step_first = 0, step_count = 1;
+};
 struct MicroResult {
   double loss = 0;
   int64_t tokens = 0;
 };
-using MicroStepFn = std::function<MicroResult(int64_t m)>;
+using MicroStepFn = std::function<MicroResult(const MicroBatch& mb)>;
 using EvalFn = std::function<Model::LossSum(int64_t i)>;
 TrainerResult train(Model& model, const TrainerOptions& opts, const MicroStepFn& train_step, const EvalFn& eval);
 

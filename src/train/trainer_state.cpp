@@ -144,7 +144,9 @@ std::string describe_mismatch(const RunSettings& saved, const RunSettings& given
 }
 
 std::string TrainerState::to_json() const {
-  ojson j{{"step", step}, {"updates", updates}, {"total_steps", total_steps}, {"recent_losses", recent_losses}};
+  ojson j{{"step", step}, {"updates", updates}, {"total_steps", total_steps}};
+  if (samples >= 0) j["samples"] = samples;
+  j["recent_losses"] = recent_losses;
   if (run) j["run"] = run->to_json();
   return j.dump(2);
 }
@@ -157,6 +159,10 @@ TrainerState TrainerState::from_json(const std::string& text, const std::string&
   if (s.step < 0 || s.updates < 0 || s.updates > s.step)
     fail(origin, ": step ", s.step, " and updates ", s.updates, " are inconsistent");
   if (j.contains("total_steps")) s.total_steps = get_int(j, "total_steps", origin);
+  if (j.contains("samples")) {
+    s.samples = get_int(j, "samples", origin);
+    if (s.samples < 0) fail(origin, ": field 'samples' is negative (", s.samples, ")");
+  }
   const ojson& recent = field(j, "recent_losses", origin, "");
   if (!recent.is_array()) bad_type(origin, "", "recent_losses", "an array");
   for (const ojson& l : recent) {

@@ -4,7 +4,7 @@
 // go through the same to_json / from_json, so resume reads exactly what a save
 // wrote. trainer_state.json:
 //
-//   {"step": 12, "updates": 12, "total_steps": 12, "recent_losses": [...],
+//   {"step": 12, "updates": 12, "total_steps": 12, "samples": 24, "recent_losses": [...],
 //    "run": {"seed": 3, "seq": 16, "micro_batch": 2, "accum": 1, "ranks": 1, "global_batch": 2,
 //            "lr": 0.003, "min_lr": 0.0003, "warmup": 2, "weight_decay": 0.1,
 //            "decay": "matrices", "schedule": "warmup-cosine", "data": {...fingerprint...}, "data_source": "tokens.bin"}}
@@ -63,6 +63,11 @@ struct TrainerState {
   int64_t step = 0;         // the last completed step
   int64_t updates = 0;      // optimizer updates applied (AdamW's t; skipped steps do not count)
   int64_t total_steps = 0;  // --steps of the run that saved it (0: not recorded)
+  // Sequences of the data order consumed so far, over all ranks: the data
+  // position, kept in samples so a run resumed with another number of ranks
+  // (another global batch) reads on from the same place. -1: not recorded
+  // (older states), then step x the saved global batch.
+  int64_t samples = -1;
   std::vector<double> recent_losses;  // for --skip-spikes, oldest first
   std::optional<RunSettings> run;     // absent in states saved before it was recorded
 

@@ -217,7 +217,7 @@ TEST(CliHypernet, SftStage1WritesCheckpointsAndResumesExactly) {
   auto r = run_cli(args + "'" + b + "' --resume");
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.err.find("resuming from"), std::string::npos) << r.err;
-  EXPECT_NE(r.err.find("(step 2)"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("(step 2, sample 4)"), std::string::npos) << r.err;
   const std::string wa = test::read_file(dir + "/a/checkpoint-4/model.safetensors");
   ASSERT_FALSE(wa.empty());
   EXPECT_FALSE(wa == test::read_file(dir + "/a/checkpoint-2/model.safetensors"));  // steps 3 and 4 trained
