@@ -55,6 +55,12 @@ std::string fmt_duration(double s) {
   return buf;
 }
 
+std::string mib(int64_t bytes) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.1f", static_cast<double>(bytes) / (1 << 20));
+  return buf;
+}
+
 RunSettings run_settings(const TrainerOptions& o) {
   RunSettings r;
   r.seed = o.seed;
@@ -246,14 +252,12 @@ TrainerResult train_impl(Model& model, const TrainerOptions& o, const MicroStepF
   const std::vector<TrainParam> owned = sync && sync->zero() ? owned_views(opt) : params;
   if (sync)
     std::fprintf(stderr,
-                 "data-parallel over %d ranks: %lld MiB of gradients in %lld buckets per step, %s; optimizer state "
-                 "%.1f MiB per rank%s\n",
-                 ranks, (long long)(sync->bytes_per_step() >> 20), (long long)sync->buckets(),
+                 "data-parallel over %d ranks: %s MiB of gradients in %lld buckets per step, %s; optimizer state "
+                 "%s MiB per rank%s\n",
+                 ranks, mib(sync->bytes_per_step()).c_str(), (long long)sync->buckets(),
                  o.sync.overlap && single_backward ? "reduced during the backward" : "reduced after the backward",
-                 static_cast<double>(opt.moment_bytes()) / (1 << 20),
-                 sync->zero() ? cat(" (ZeRO-1; ", static_cast<double>(opt.num_trainable()) * 8 / (1 << 20),
-                                    " MiB unsharded)").c_str()
-                              : "");
+                 mib(opt.moment_bytes()).c_str(),
+                 sync->zero() ? cat(" (ZeRO-1; ", mib(opt.num_trainable() * 8), " MiB unsharded)").c_str() : "");
 
   // Rank 0 alone looks at the run directory; the others take its decision,
   // its state and its weights (resume reads the very TrainerState save() writes).
