@@ -378,3 +378,50 @@ TEST(AdamW, StepErrors) {
 
 }  // namespace
 }  // namespace strata
+
+namespace strata {
+namespace {
+
+// ZeRO-1's slices: two optimizers, each updating a complementary slice of
+// every parameter with moments for that slice only, take the whole
+// optimizer's step bit for bit (weight decay still follows the whole shape),
+// and load their slices from whole-parameter moments.
+TEST(AdamW, ComplementarySlicesTakeTheWholeStep) {
+  Params whole = small_model(), split = small_model();
+  AdamWConfig cfg;
+  cfg.weight_decay = 0.1;
+  AdamW ref(whole.view(), cfg);
+  std::vector<ParamSlice> first, second;
+  for (const auto& w : split.w) {
+    const int64_t n = static_cast<int64_t>(w.size()), cut = n / 3;
+    first.push_back({0, cut});
+    second.push_back({cut, n});
+  }
+  AdamW a(split.view(), cfg, first), b(split.view(), cfg, second);
+  EXPECT_TRUE(a.sliced());
+  EXPECT_EQ(a.moment_bytes() + b.moment_bytes(), ref.moment_bytes());
+  for (int t = 1; t <= 4; ++t) {
+    whole.new_grads(50 + t);
+    split.new_grads(50 + t);
+    ref.step(1e-2 * t, t);
+    a.step(1e-2 * t, t);
+    b.step(1e-2 * t, t);
+  }
+  for (size_t i = 0; i < whole.w.size(); ++i) EXPECT_TRUE(bits_equal(whole.w[i], split.w[i])) << whole.names[i];
+  EXPECT_NE(error_of([&] { (void)a.state(); }).find("gather them first"), std::string::npos);
+  // Loading the whole moments into slices gives each slice its part.
+  AdamW c(split.view(), cfg, second);
+  c.load_state(ref.state());
+  for (size_t i = 0; i < whole.w.size(); ++i) {
+    const int64_t lo = second[i].lo;
+    EXPECT_EQ(std::memcmp(c.m(i), ref.m(i) + lo, static_cast<size_t>(second[i].size()) * sizeof(float)), 0);
+    EXPECT_EQ(std::memcmp(c.v(i), b.v(i), static_cast<size_t>(second[i].size()) * sizeof(float)), 0);
+  }
+  EXPECT_NE(error_of([&] { AdamW bad(split.view(), cfg, {{0, 1}}); }).find("1 slices for 4 parameters"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] { AdamW bad(split.view(), cfg, {{0, 31}, {0, 1}, {0, 1}, {0, 1}}); }).find("outside its 30"),
+            std::string::npos);
+}
+
+}  // namespace
+}  // namespace strata
