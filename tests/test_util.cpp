@@ -11,6 +11,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "core/rng.h"
 #include "strata/error.h"
 
 namespace fs = std::filesystem;
@@ -123,6 +124,24 @@ double relative_error(const float* a, const float* b, int64_t n) {
     ref += static_cast<double>(b[i]) * b[i];
   }
   return ref > 0 ? std::sqrt(diff / ref) : std::sqrt(diff);
+}
+
+std::vector<nlohmann::json> read_metrics_lines(const std::string& run_dir) {
+  std::vector<nlohmann::json> out;
+  std::ifstream f(run_dir + "/metrics.jsonl");
+  for (std::string line; std::getline(f, line);) out.push_back(nlohmann::json::parse(line));
+  return out;
+}
+
+std::string write_pattern_tokens(const std::string& dir, int64_t n, int vocab) {
+  const std::string path = dir + "/tokens.bin";
+  std::ofstream f(path, std::ios::binary);
+  Rng r(9);
+  for (int64_t i = 0; i < n; ++i) {
+    const uint16_t v = static_cast<uint16_t>(r.uniform() < 0.8f ? (i % vocab) : r.next() % vocab);
+    f.write(reinterpret_cast<const char*>(&v), 2);
+  }
+  return path;
 }
 
 }  // namespace strata::test

@@ -2,8 +2,11 @@
 #pragma once
 #include <gtest/gtest.h>
 
+#include <nlohmann/json.hpp>
+
 #include <functional>
 #include <string>
+#include <vector>
 
 namespace strata::test {
 
@@ -43,6 +46,12 @@ std::string read_file(const std::string& path);
 // The message of the strata::Error that f throws, or "<no error>".
 std::string error_of(const std::function<void()>& f);
 void write_file(const std::string& path, const std::string& content);
+
+// RUN_DIR/metrics.jsonl, one object per line.
+std::vector<nlohmann::json> read_metrics_lines(const std::string& run_dir);
+// DIR/tokens.bin: n uint16 tokens below `vocab`, a learnable pattern (next =
+// previous + 1) with 20% seeded noise, so a training loss can fall.
+std::string write_pattern_tokens(const std::string& dir, int64_t n, int vocab);
 
 // The relative L2 error ||a - b|| / ||b|| of n values (infinite if any is not finite).
 double relative_error(const float* a, const float* b, int64_t n);

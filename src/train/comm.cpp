@@ -147,26 +147,24 @@ void Comm::broadcast(void* data, int64_t bytes, int root) const {
 #endif
 }
 
-void Comm::allreduce_sum(double* data, int64_t n) const {
-  if (size_ == 1) return;
+namespace {
+
+enum class Elem { F64, I64 };
+enum class Op { Sum, Min };
+
+void allreduce_in_place(int size, void* data, int64_t n, Elem elem, Op op) {
+  if (size == 1) return;
 #ifdef STRATA_HAVE_MPI
-  MPI_Allreduce(MPI_IN_PLACE, data, to_int(n, "allreduce"), MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
+  MPI_Allreduce(MPI_IN_PLACE, data, to_int(n, "allreduce"), elem == Elem::F64 ? MPI_DOUBLE : MPI_INT64_T,
+                op == Op::Sum ? MPI_SUM : MPI_MIN, MPI_COMM_WORLD);
 #endif
 }
 
-void Comm::allreduce_sum(int64_t* data, int64_t n) const {
-  if (size_ == 1) return;
-#ifdef STRATA_HAVE_MPI
-  MPI_Allreduce(MPI_IN_PLACE, data, to_int(n, "allreduce"), MPI_INT64_T, MPI_SUM, MPI_COMM_WORLD);
-#endif
-}
+}  // namespace
 
-void Comm::allreduce_min(int64_t* data, int64_t n) const {
-  if (size_ == 1) return;
-#ifdef STRATA_HAVE_MPI
-  MPI_Allreduce(MPI_IN_PLACE, data, to_int(n, "allreduce"), MPI_INT64_T, MPI_MIN, MPI_COMM_WORLD);
-#endif
-}
+void Comm::allreduce_sum(double* data, int64_t n) const { allreduce_in_place(size_, data, n, Elem::F64, Op::Sum); }
+void Comm::allreduce_sum(int64_t* data, int64_t n) const { allreduce_in_place(size_, data, n, Elem::I64, Op::Sum); }
+void Comm::allreduce_min(int64_t* data, int64_t n) const { allreduce_in_place(size_, data, n, Elem::I64, Op::Min); }
 
 void Comm::allgather(const uint64_t* mine, uint64_t* all) const {
   all[rank_] = *mine;

@@ -20,6 +20,8 @@ namespace fs = std::filesystem;
 namespace strata {
 namespace {
 
+const auto& metrics = test::read_metrics_lines;
+
 using test::run_cli;
 
 // Parameters of a hypernetwork of P soft tokens at width D with L encoder
@@ -35,13 +37,6 @@ std::string error_line(const std::string& err) {
   for (std::string line; std::getline(in, line);)
     if (line.find("error:") != std::string::npos) return line;
   return "";
-}
-
-std::vector<nlohmann::json> metrics(const std::string& run) {
-  std::ifstream f(run + "/metrics.jsonl");
-  std::vector<nlohmann::json> r;
-  for (std::string line; std::getline(f, line);) r.push_back(nlohmann::json::parse(line));
-  return r;
 }
 
 // Chat records of a question and a story-like answer of 30-60 tokens.

@@ -14,7 +14,6 @@
 #include <filesystem>
 #include <fstream>
 
-#include "core/rng.h"
 #include "io/safetensors.h"
 #include "test_util.h"
 
@@ -24,6 +23,7 @@ namespace strata {
 namespace {
 
 using test::run_cli;
+const auto& metrics = test::read_metrics_lines;
 
 // mpirun on PATH, or "" (the tests then skip, saying so).
 std::string mpirun_path() {
@@ -49,25 +49,6 @@ test::CliResult run_ranks(int ranks, const std::string& args, int timeout_s = 30
   return test::run_binary("timeout", std::to_string(timeout_s) + " '" + mpirun_path() +
                                          "' --allow-run-as-root --oversubscribe --bind-to none -np " +
                                          std::to_string(ranks) + " '" + STRATA_CLI_PATH + "' " + args);
-}
-
-std::string tokens_bin(const std::string& dir) {
-  const std::string path = dir + "/tokens.bin";
-  std::ofstream f(path, std::ios::binary);
-  Rng r(9);
-  for (int64_t i = 0; i < 20000; ++i) {
-    const uint16_t v = static_cast<uint16_t>(r.uniform() < 0.8f ? (i % 512) : r.next() % 512);
-    f.write(reinterpret_cast<const char*>(&v), 2);
-  }
-  return path;
-}
-
-std::vector<nlohmann::json> metrics(const std::string& run) {
-  std::ifstream f(run + "/metrics.jsonl");
-  std::vector<nlohmann::json> r;
-  std::string line;
-  while (std::getline(f, line)) r.push_back(nlohmann::json::parse(line));
-  return r;
 }
 
 // Losses of two runs equal to `tol` relative, step by step.
@@ -108,7 +89,7 @@ const std::string kTrain = " --batch 2 --seq 16 --lr 3e-3 --warmup 2 --seed 3 --
 TEST(CliMpi, TwoRanksAreOneProcessWithTwiceTheAccumulation) {
   STRATA_REQUIRE_MPI();
   const std::string dir = test::make_temp_dir("mpi-dp");
-  const std::string args = "train --preset tiny --data '" + tokens_bin(dir) + "'" + kTrain + "--steps 20 -o '" + dir;
+  const std::string args = "train --preset tiny --data '" + test::write_pattern_tokens(dir, 20000, 512) + "'" + kTrain + "--steps 20 -o '" + dir;
   auto one = run_cli(args + "/one' --accum 2");
   ASSERT_EQ(one.exit_code, 0) << one.err;
   auto two = run_ranks(2, args + "/two'");
@@ -136,7 +117,7 @@ TEST(CliMpi, SambaTrainsAlikeOverTwoRanksWithZero) {
   STRATA_REQUIRE_MPI();
   const std::string dir = test::make_temp_dir("mpi-samba");
   const std::string args =
-      "train --preset tiny-samba --data '" + tokens_bin(dir) + "'" + kTrain + "--steps 8 --save-every 4 -o '" + dir;
+      "train --preset tiny-samba --data '" + test::write_pattern_tokens(dir, 20000, 512) + "'" + kTrain + "--steps 8 --save-every 4 -o '" + dir;
   auto one = run_cli(args + "/one' --accum 4");
   ASSERT_EQ(one.exit_code, 0) << one.err;
   auto two = run_ranks(2, args + "/two' --accum 2 --zero 1 --bucket-mb 0.05");
@@ -174,7 +155,7 @@ TEST(CliMpi, CheckpointsResumeWithAnotherNumberOfRanks) {
   STRATA_REQUIRE_MPI();
   const std::string dir = test::make_temp_dir("mpi-resume");
   const std::string args =
-      "train --preset tiny --data '" + tokens_bin(dir) + "'" + kTrain + "--save-every 5 --steps ";
+      "train --preset tiny --data '" + test::write_pattern_tokens(dir, 20000, 512) + "'" + kTrain + "--save-every 5 --steps ";
   auto whole = run_ranks(2, args + "20 -o '" + dir + "/whole'");
   ASSERT_EQ(whole.exit_code, 0) << whole.err;
   // Saved by 2 ranks (ZeRO-1: the moments gathered into one file), resumed
@@ -217,7 +198,7 @@ TEST(CliMpi, AKilledRankStopsTheRunAndItResumes) {
   STRATA_REQUIRE_MPI();
   const std::string dir = test::make_temp_dir("mpi-kill");
   const std::string run = dir + "/run";
-  const std::string args = "train --preset tiny --data '" + tokens_bin(dir) + "'" + kTrain + "--save-every 2 -o '" +
+  const std::string args = "train --preset tiny --data '" + test::write_pattern_tokens(dir, 20000, 512) + "'" + kTrain + "--save-every 2 -o '" +
                            run + "' --steps ";
   // Rank 1 is killed once checkpoint-4 is complete; mpirun's exit is timed.
   const std::string script =
@@ -254,7 +235,7 @@ TEST(CliMpi, AKilledRankStopsTheRunAndItResumes) {
 TEST(CliMpi, RankZeroAloneDecidesAboutTheRunDirectory) {
   STRATA_REQUIRE_MPI();
   const std::string dir = test::make_temp_dir("mpi-used");
-  const std::string args = "train --preset tiny --data '" + tokens_bin(dir) + "'" + kTrain + "--steps 2 -o '" + dir;
+  const std::string args = "train --preset tiny --data '" + test::write_pattern_tokens(dir, 20000, 512) + "'" + kTrain + "--steps 2 -o '" + dir;
   ASSERT_EQ(run_cli(args + "/run'").exit_code, 0);
   const std::string before = test::read_file(dir + "/run/metrics.jsonl");
   auto r = run_ranks(2, args + "/run'");
@@ -270,7 +251,7 @@ TEST(CliMpi, ABuildWithoutMpiRefusesSeveralProcesses) {
   if (mpirun_path().empty()) GTEST_SKIP() << "mpirun not found (openmpi-bin): skipping";
   if (kBuiltWithMpi) GTEST_SKIP() << "this build has MPI (the sanitizer build, STRATA_MPI=OFF, runs this check)";
   const std::string dir = test::make_temp_dir("mpi-none");
-  auto r = run_ranks(2, "train --preset tiny --data '" + tokens_bin(dir) + "'" + kTrain + "--steps 2 -o '" + dir +
+  auto r = run_ranks(2, "train --preset tiny --data '" + test::write_pattern_tokens(dir, 20000, 512) + "'" + kTrain + "--steps 2 -o '" + dir +
                             "/run'");
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.err.find("built without MPI"), std::string::npos) << r.err;

@@ -10,7 +10,6 @@
 #include <fstream>
 #include <sstream>
 
-#include "core/rng.h"
 #include "test_util.h"
 
 namespace fs = std::filesystem;
@@ -18,29 +17,12 @@ namespace fs = std::filesystem;
 namespace strata {
 namespace {
 
-std::string random_tokens_bin(const std::string& dir, int64_t n, int vocab) {
-  std::string path = dir + "/tokens.bin";
-  std::ofstream f(path, std::ios::binary);
-  Rng r(9);
-  for (int64_t i = 0; i < n; ++i) {
-    // A learnable pattern (next = prev + 1) with noise, so the loss can fall.
-    const uint16_t v = static_cast<uint16_t>(r.uniform() < 0.8f ? (i % vocab) : r.next() % vocab);
-    f.write(reinterpret_cast<const char*>(&v), 2);
-  }
-  return path;
-}
-
-std::vector<nlohmann::json> metrics(const std::string& run) {
-  std::ifstream f(run + "/metrics.jsonl");
-  std::vector<nlohmann::json> r;
-  std::string line;
-  while (std::getline(f, line)) r.push_back(nlohmann::json::parse(line));
-  return r;
-}
+using test::read_metrics_lines;
+const auto& metrics = read_metrics_lines;
 
 TEST(CliTrain, KilledRunResumesToIdenticalLosses) {
   const std::string dir = test::make_temp_dir("train");
-  const std::string data = random_tokens_bin(dir, 20000, 512);
+  const std::string data = test::write_pattern_tokens(dir, 20000, 512);
   const std::string args = "train --preset tiny --data '" + data +
                            "' --steps 12 --batch 2 --seq 16 --save-every 4 --eval-every 0 --lr 3e-3 --warmup 2 "
                            "--seed 3 --threads 2 -o ";
@@ -92,7 +74,7 @@ TEST(CliTrain, SoakOfThreeKillsEndsWithTheUninterruptedLosses) {
 
 TEST(CliTrain, OneThreadMatchesTwoThreads) {
   const std::string dir = test::make_temp_dir("threads");
-  const std::string data = random_tokens_bin(dir, 5000, 512);
+  const std::string data = test::write_pattern_tokens(dir, 5000, 512);
   const std::string args = "train --preset tiny --data '" + data + "' --steps 3 --batch 2 --seq 16 --seed 1 -o ";
   auto a = test::run_cli(args + "'" + dir + "/one' --threads 1");
   auto b = test::run_cli(args + "'" + dir + "/two' --threads 2");
@@ -170,7 +152,7 @@ std::string chat_jsonl(const std::string& path, int n) {
 
 TEST(CliTrain, UsedRunDirectoryIsRefusedAndResumeChecksTheRun) {
   const std::string dir = test::make_temp_dir("used");
-  const std::string data = random_tokens_bin(dir, 5000, 512);
+  const std::string data = test::write_pattern_tokens(dir, 5000, 512);
   const std::string run = dir + "/run";
   const std::string base = "train --preset tiny --data '" + data + "' --batch 2 --save-every 2 -o '" + run + "'";
   const std::string args = base + " --seq 16 --seed 3 --steps ";
@@ -193,7 +175,7 @@ TEST(CliTrain, UsedRunDirectoryIsRefusedAndResumeChecksTheRun) {
   // Other data.
   const std::string other = dir + "/other";
   fs::create_directories(other);
-  r = test::run_cli("train --preset tiny --data '" + random_tokens_bin(other, 6000, 512) +
+  r = test::run_cli("train --preset tiny --data '" + test::write_pattern_tokens(other, 6000, 512) +
                     "' --batch 2 --seq 16 --seed 3 --save-every 2 -o '" + run + "' --steps 6 --resume");
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(error_line(r.err).find("data.tokens: saved 5000, given 6000"), std::string::npos) << r.err;
@@ -209,7 +191,7 @@ TEST(CliTrain, UsedRunDirectoryIsRefusedAndResumeChecksTheRun) {
 
 TEST(CliTrain, CorruptTrainerStateIsOneLineNamingTheFile) {
   const std::string dir = test::make_temp_dir("corrupt");
-  const std::string data = random_tokens_bin(dir, 5000, 512);
+  const std::string data = test::write_pattern_tokens(dir, 5000, 512);
   const std::string args =
       "train --preset tiny --data '" + data + "' --batch 2 --seq 16 --save-every 2 -o '" + dir + "/run' --steps ";
   ASSERT_EQ(test::run_cli(args + "2").exit_code, 0);
@@ -226,7 +208,7 @@ TEST(CliTrain, CorruptTrainerStateIsOneLineNamingTheFile) {
 // half-written checkpoint left, and the run resumes once there is room.
 TEST(CliTrain, AFullDiskFailsTheCheckpointAndKeepsThePreviousOne) {
   const std::string dir = test::make_temp_dir("fulldisk");
-  const std::string data = random_tokens_bin(dir, 5000, 512), run = dir + "/run";
+  const std::string data = test::write_pattern_tokens(dir, 5000, 512), run = dir + "/run";
   const std::string args =
       "train --preset tiny --data '" + data + "' --batch 2 --seq 16 --save-every 2 -o '" + run + "' --steps ";
   ASSERT_EQ(test::run_cli(args + "2").exit_code, 0);
@@ -246,7 +228,7 @@ TEST(CliTrain, AFullDiskFailsTheCheckpointAndKeepsThePreviousOne) {
 
 TEST(CliTrain, NothingTrainableIsAnError) {
   const std::string dir = test::make_temp_dir("frozen");
-  const std::string data = random_tokens_bin(dir, 5000, 512);
+  const std::string data = test::write_pattern_tokens(dir, 5000, 512);
   auto r = test::run_cli("train --preset tiny --data '" + data + "' --batch 2 --seq 16 --steps 2 --param-group '*:frozen' -o '" +
                          dir + "/run'");
   EXPECT_EQ(r.exit_code, 1);
@@ -259,7 +241,7 @@ TEST(CliTrain, NothingTrainableIsAnError) {
 // otherwise; a resumed run keeps the warmup it started with.
 TEST(CliTrain, RecipeDefaultsFromTheModelConfig) {
   const std::string dir = test::make_temp_dir("recipe");
-  const std::string data = random_tokens_bin(dir, 8000, 512);
+  const std::string data = test::write_pattern_tokens(dir, 8000, 512);
   const std::string base = "train --preset tiny-samba --data '" + data + "' --batch 2 --seq 16 --lr 1e-3 --save-every 200 ";
   auto r = test::run_cli(base + "--steps 200 -o '" + dir + "/a'");
   ASSERT_EQ(r.exit_code, 0) << r.err;
@@ -295,7 +277,7 @@ TEST(CliTrain, Bf16InitTrainsIntoF32Checkpoints) {
   const std::string dir = test::make_temp_dir("bf16");
   ASSERT_EQ(test::run_cli("init --preset tiny --dtype bf16 -o '" + dir + "/init'").exit_code, 0);
   ASSERT_EQ(nlohmann::json::parse(test::read_file(dir + "/init/config.json"))["torch_dtype"], "bfloat16");
-  const std::string data = random_tokens_bin(dir, 5000, 512);
+  const std::string data = test::write_pattern_tokens(dir, 5000, 512);
   auto r = test::run_cli("train --init '" + dir + "/init' --data '" + data + "' --batch 2 --seq 16 --steps 2 -o '" + dir +
                          "/run'");
   ASSERT_EQ(r.exit_code, 0) << r.err;

@@ -19,6 +19,8 @@
 namespace strata {
 namespace {
 
+const auto& metrics = test::read_metrics_lines;
+
 namespace fs = std::filesystem;
 using test::error_of;
 
@@ -51,13 +53,6 @@ TrainerOptions options(const std::string& run_dir, int64_t steps = 2) {
 TrainerResult run(const TrainerOptions& o, const BatchFn& fn = batch) {
   auto m = tiny_model();
   return train(*m, o, fn, BatchFn());
-}
-
-std::vector<nlohmann::json> metrics(const std::string& run_dir) {
-  std::vector<nlohmann::json> out;
-  std::ifstream f(run_dir + "/" + kMetricsFile);
-  for (std::string line; std::getline(f, line);) out.push_back(nlohmann::json::parse(line));
-  return out;
 }
 
 TEST(Trainer, FrozenParamsAreOutsideTheGradNormAndFiniteCheck) {
