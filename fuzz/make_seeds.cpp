@@ -1,6 +1,7 @@
 // Writes the seed corpus of every fuzz target into DIR/<target>/: small valid
 // inputs written by strata's own writers, and truncations of them
 // (scripts/fuzz.sh runs it before fuzzing).
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -12,6 +13,7 @@
 #include "io/safetensors.h"
 #include "io/checkpoint.h"
 #include "train/token_data.h"
+#include "text/spm_proto.h"
 #include "train/trainer_state.h"
 
 namespace fs = std::filesystem;
@@ -151,6 +153,25 @@ int main(int argc, char** argv) {
         {"model", {{"type", "BPE"}, {"dropout", nullptr}, {"unk_token", nullptr}, {"vocab", vocab},
                    {"merges", {"h e", symbol(' ') + " w"}}}}};
     seed(out / "tokenizer", "tokenizer.json", j.dump(), false);
+  }
+  {  // tokenizer.model: a SentencePiece BPE model with byte fallback (Llama's kind),
+     // written by strata's own ModelProto writer, and its truncations.
+    text::SpmVocab v;
+    v.byte_fallback = true;
+    v.pieces = {{"<unk>", 0, text::PieceType::kUnknown}, {"<s>", 0, text::PieceType::kControl},
+                {"</s>", 0, text::PieceType::kControl}};
+    char hex[8];
+    for (int b = 0; b < 256; ++b) {
+      std::snprintf(hex, sizeof hex, "<0x%02X>", b);
+      v.pieces.push_back({hex, 0, text::PieceType::kByte});
+    }
+    float score = 0;
+    for (const char* piece : {"\xe2\x96\x81", "e", "h", "l", "o", "w", "r", "d", "\xe2\x96\x81h", "he", "ll", "\xe2\x96\x81he", "llo"})
+      v.pieces.push_back({piece, score -= 1, text::PieceType::kNormal});
+    v.pieces.push_back({"<|user|>", 0, text::PieceType::kUserDefined});
+    seed(out / "tokenizer", "tokenizer.model", text::serialize_spm(v));
+    v.model_type = 1;  // the same pieces as a unigram model
+    seed(out / "tokenizer", "unigram.model", text::serialize_spm(v), false);
   }
   fs::remove_all(tmp);
   return 0;

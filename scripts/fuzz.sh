@@ -11,6 +11,7 @@
 # (tests/fuzz/test_fuzz_corpus.cpp), and makes the script exit non-zero.
 # Installs clang 14, its fuzzer runtime and OpenMP runtime if missing.
 #   scripts/fuzz.sh [SECONDS]    e.g. scripts/fuzz.sh 10
+# FUZZ_TARGETS="gguf tokenizer" picks targets; FUZZ_JOBS=2 runs two at a time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-60}
@@ -36,11 +37,13 @@ dict_of() {
     *) echo fuzz/dicts/json_file.dict ;;
   esac
 }
-failed=0
-printf '%-20s %12s %10s %8s  %s\n' target executions coverage features result
-for t in gguf safetensors chat_request completion_request sft_record trainer_state llama2c hf_dir token_data tokenizer; do
+targets=${FUZZ_TARGETS:-gguf safetensors chat_request completion_request sft_record trainer_state llama2c hf_dir token_data tokenizer}
+jobs=${FUZZ_JOBS:-1}
+
+# One target for SECONDS; its result line goes to $dir/<target>.result.
+fuzz_one() {
+  local t=$1 log=$dir/$1.log rc result execs cov ft
   mkdir -p $dir/corpus/$t $dir/artifacts tests/fuzz-corpus/$t
-  log=$dir/$t.log
   set +e
   ASAN_OPTIONS=detect_leaks=1 $dir/fuzz_$t -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
     -dict="$(dict_of $t)" -artifact_prefix=$dir/artifacts/$t- $dir/corpus/$t $dir/seeds/$t tests/fuzz-corpus/$t >"$log" 2>&1
@@ -51,12 +54,30 @@ for t in gguf safetensors chat_request completion_request sft_record trainer_sta
   ft=$(grep -o 'ft: [0-9]*' "$log" | tail -1 | awk '{print $2}')
   result=ok
   if ((rc != 0)); then
-    failed=1
     result="FOUND (exit $rc, log $log)"
     for a in $dir/artifacts/$t-*; do
       [[ -f $a ]] && cp "$a" tests/fuzz-corpus/$t/ && result+=" -> tests/fuzz-corpus/$t/$(basename "$a")"
     done
   fi
-  printf '%-20s %12s %10s %8s  %s\n' $t "${execs:-?}" "${cov:-?}" "${ft:-?}" "$result"
+  printf '%-20s %12s %10s %8s  %s\n' $t "${execs:-?}" "${cov:-?}" "${ft:-?}" "$result" >$dir/$t.result
+}
+
+# FUZZ_JOBS targets at a time (one core each), results printed in target order.
+running=0
+for t in $targets; do
+  rm -f $dir/$t.result
+  fuzz_one $t &
+  running=$((running + 1))
+  if ((running >= jobs)); then
+    wait -n
+    running=$((running - 1))
+  fi
+done
+wait
+failed=0
+printf '%-20s %12s %10s %8s  %s\n' target executions coverage features result
+for t in $targets; do
+  cat $dir/$t.result
+  grep -q "  ok$" $dir/$t.result || failed=1
 done
 exit $failed

@@ -226,6 +226,58 @@ TEST(CliTrain, AFullDiskFailsTheCheckpointAndKeepsThePreviousOne) {
   EXPECT_TRUE(fs::exists(run + "/checkpoint-4/COMPLETE"));
 }
 
+// A real full disk (a 3 MiB tmpfs: the first checkpoint fits, the second
+// does not) and a run directory that became read-only, in a private mount
+// namespace (unshare -m; needs root, else skipped visibly). Both fail with
+// one line naming the file and the cause; the checkpoint before stays
+// complete; once there is room the run resumes to the uninterrupted losses.
+TEST(CliTrain, ANoSpaceOrReadOnlyRunDirectoryKeepsTheCheckpoint) {
+  const std::string dir = test::make_temp_dir("nospace");
+  if (std::system(("unshare -m sh -c 'mount -t tmpfs -o size=1m tmpfs \"" + dir + "\"' 2>/dev/null").c_str()) != 0)
+    GTEST_SKIP() << "cannot mount a tmpfs in a private mount namespace (needs root): skipping the ENOSPC and "
+                    "read-only checks (the file-size-limit test above still runs)";
+  const std::string data = test::write_pattern_tokens(dir, 5000, 512), mnt = dir + "/mnt", run = mnt + "/run";
+  fs::create_directories(mnt);
+  const std::string cli = std::string("'") + STRATA_CLI_PATH + "' train --preset tiny --data '" + data +
+                          "' --batch 2 --seq 16 --save-every 1 --seed 3 --threads 1 -o '" + run + "' --steps ";
+  auto step = [&](const std::string& name, const std::string& cmd) {  // its exit code, stderr and the tree after it
+    return cmd + " 2>'" + dir + "/" + name + ".err'; echo \\$? >'" + dir + "/" + name + ".rc'; rm -rf '" + dir + "/" +
+           name + "'; cp -a '" + run + "' '" + dir + "/" + name + "'; ";
+  };
+  const std::string script =
+      "unshare -m sh -c \"mount -t tmpfs -o size=3m tmpfs '" + mnt + "' && " +
+      step("full", cli + "4") +                                                 // checkpoint-2 does not fit
+      "mount -o remount,size=64m '" + mnt + "' && " + step("resumed", cli + "4 --resume") +
+      "mount -o remount,ro '" + mnt + "' && " + step("readonly", cli + "6 --resume") + "\"";
+  ASSERT_EQ(std::system(script.c_str()), 0) << script;
+  auto rc = [&](const std::string& name) { return std::stoi(test::read_file(dir + "/" + name + ".rc")); };
+  auto err = [&](const std::string& name) { return error_line(test::read_file(dir + "/" + name + ".err")); };
+  // Full: one line naming the checkpoint's file and the cause; checkpoint-1 complete, nothing half-written.
+  EXPECT_EQ(rc("full"), 1) << err("full");
+  EXPECT_NE(err("full").find("No space left on device"), std::string::npos) << err("full");
+  EXPECT_NE(err("full").find("checkpoint-2"), std::string::npos) << err("full");
+  EXPECT_TRUE(fs::exists(dir + "/full/checkpoint-1/COMPLETE"));
+  EXPECT_FALSE(fs::exists(dir + "/full/checkpoint-2"));
+  EXPECT_EQ(test::run_cli("info -m '" + dir + "/full/checkpoint-1'").exit_code, 0);
+  // With room again the run resumes, to the losses of a run that never stopped.
+  EXPECT_EQ(rc("resumed"), 0) << test::read_file(dir + "/resumed.err");
+  for (const auto& f : fs::directory_iterator(dir + "/resumed"))
+    EXPECT_EQ(f.path().filename().string().find(".tmp"), std::string::npos) << "left behind: " << f.path();
+  auto whole = test::run_cli("train --preset tiny --data '" + data +
+                             "' --batch 2 --seq 16 --save-every 1 --seed 3 --threads 1 --steps 4 -o '" + dir + "/whole'");
+  ASSERT_EQ(whole.exit_code, 0) << whole.err;
+  const auto mr = metrics(dir + "/resumed"), mw = metrics(dir + "/whole");
+  ASSERT_EQ(mr.size(), mw.size());
+  for (size_t i = 0; i < mw.size(); ++i) EXPECT_EQ(mr[i]["loss"].get<double>(), mw[i]["loss"].get<double>()) << i;
+  // Read-only: refused with the file and the cause; checkpoint-4 untouched.
+  EXPECT_EQ(rc("readonly"), 1);
+  EXPECT_NE(err("readonly").find("Read-only file system"), std::string::npos) << err("readonly");
+  EXPECT_NE(err("readonly").find(run), std::string::npos) << err("readonly");
+  EXPECT_TRUE(fs::exists(dir + "/readonly/checkpoint-4/COMPLETE"));
+  EXPECT_EQ(test::read_file(dir + "/readonly/checkpoint-4/model.safetensors"),
+            test::read_file(dir + "/resumed/checkpoint-4/model.safetensors"));
+}
+
 TEST(CliTrain, NothingTrainableIsAnError) {
   const std::string dir = test::make_temp_dir("frozen");
   const std::string data = test::write_pattern_tokens(dir, 5000, 512);
