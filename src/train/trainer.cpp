@@ -263,6 +263,15 @@ TrainerResult train_impl(Model& model, const TrainerOptions& o, const MicroStepF
   // its state and its weights (resume reads the very TrainerState save() writes).
   TrainerState state;
   state.run = run_settings(o);
+  state.run->warmup = sched.warmup;  // rank 0's
+  if (ranks > 1) {  // every rank must have been started as the same run
+    const std::string root_json = broadcast_string(comm, state.run->to_json().dump());
+    const std::string diff =
+        describe_mismatch(RunSettings::from_json(nlohmann::ordered_json::parse(root_json), "rank 0"), *state.run);
+    if (!diff.empty())
+      fail("rank ", comm.rank(), " was started with other settings than rank 0 (", diff,
+           "): give every rank the same command line and data");
+  }
   std::optional<ResumePoint> resume_from;
   std::optional<WeightSet> saved_moments;
   if (root) {

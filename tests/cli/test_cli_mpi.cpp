@@ -235,7 +235,8 @@ TEST(CliMpi, AKilledRankStopsTheRunAndItResumes) {
 TEST(CliMpi, RankZeroAloneDecidesAboutTheRunDirectory) {
   STRATA_REQUIRE_MPI();
   const std::string dir = test::make_temp_dir("mpi-used");
-  const std::string args = "train --preset tiny --data '" + test::write_pattern_tokens(dir, 20000, 512) + "'" + kTrain + "--steps 2 -o '" + dir;
+  const std::string data = test::write_pattern_tokens(dir, 20000, 512);
+  const std::string args = "train --preset tiny --data '" + data + "'" + kTrain + "--steps 2 -o '" + dir;
   ASSERT_EQ(run_cli(args + "/run'").exit_code, 0);
   const std::string before = test::read_file(dir + "/run/metrics.jsonl");
   auto r = run_ranks(2, args + "/run'");
@@ -243,6 +244,14 @@ TEST(CliMpi, RankZeroAloneDecidesAboutTheRunDirectory) {
   EXPECT_NE(r.err.find("strata: error: rank 0 of 2: "), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("holds another run"), std::string::npos) << r.err;
   EXPECT_EQ(test::read_file(dir + "/run/metrics.jsonl"), before);  // nothing written
+  // Ranks started as different runs (here another weight decay on rank 1) are refused.
+  r = test::run_binary("timeout", "120 '" + mpirun_path() + "' --allow-run-as-root --oversubscribe -np 2 sh -c '\"" +
+                                      STRATA_CLI_PATH + "\" train --preset tiny --data \"" + data + "\"" + kTrain +
+                                      "--steps 2 -o \"" + dir + "/other\" --wd 0.$OMPI_COMM_WORLD_RANK'");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("rank 1 was started with other settings than rank 0 (weight_decay (--wd)"), std::string::npos)
+      << r.err;
+  EXPECT_FALSE(fs::exists(dir + "/other/metrics.jsonl"));
 }
 
 // Built without MPI, a launch of several processes would make each train
