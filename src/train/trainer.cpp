@@ -267,7 +267,8 @@ TrainerResult train_impl(Model& model, const TrainerOptions& o, const MicroStepF
   if (ranks > 1) {  // every rank must have been started as the same run
     const std::string root_json = broadcast_string(comm, state.run->to_json().dump());
     const std::string diff =
-        describe_mismatch(RunSettings::from_json(nlohmann::ordered_json::parse(root_json), "rank 0"), *state.run);
+        describe_mismatch(RunSettings::from_json(nlohmann::ordered_json::parse(root_json), "rank 0"), *state.run,
+                          "rank 0", "this rank");
     if (!diff.empty())
       fail("rank ", comm.rank(), " was started with other settings than rank 0 (", diff,
            "): give every rank the same command line and data");

@@ -116,17 +116,19 @@ RunSettings RunSettings::from_json(const ojson& j, const std::string& origin) {
   return s;
 }
 
-std::string describe_mismatch(const RunSettings& saved, const RunSettings& given) {
+std::string describe_mismatch(const RunSettings& saved, const RunSettings& given, const char* first,
+                              const char* second) {
   const ojson a = saved.to_json(), b = given.to_json();
   std::string out;
   auto add = [&](const std::string& name, const ojson& x, const ojson& y, const std::string& extra = "") {
     if (x == y) return;
-    out += cat(out.empty() ? "" : "; ", name, ": saved ", x.dump(), ", given ", y.dump(), extra);
+    out += cat(out.empty() ? "" : "; ", name, ": ", first, " ", x.dump(), ", ", second, " ", y.dump(), extra);
   };
   add("seed (--seed)", a["seed"], b["seed"]);
   add("seq (--seq)", a["seq"], b["seq"]);
   add("global_batch (--batch x --accum)", a["global_batch"], b["global_batch"],
-      cat(" (saved ", saved.micro_batch, " x ", saved.accum, ", given ", given.micro_batch, " x ", given.accum, ")"));
+      cat(" (", first, " ", saved.micro_batch, " x ", saved.accum, ", ", second, " ", given.micro_batch, " x ",
+          given.accum, ")"));
   add("lr (--lr)", a["lr"], b["lr"]);
   add("min_lr (--min-lr)", a["min_lr"], b["min_lr"]);
   add("warmup (--warmup)", a["warmup"], b["warmup"]);

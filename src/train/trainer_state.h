@@ -57,7 +57,9 @@ struct RunSettings {
 
 // Every compared field that differs, in one line ("seed (--seed): saved 3,
 // given 4; seq (--seq): saved 16, given 32"), or "" when the runs agree.
-std::string describe_mismatch(const RunSettings& saved, const RunSettings& given);
+// `first` and `second` name the two sides ("saved", "given").
+std::string describe_mismatch(const RunSettings& saved, const RunSettings& given, const char* first = "saved",
+                              const char* second = "given");
 
 struct TrainerState {
   int64_t step = 0;         // the last completed step
