@@ -45,6 +45,25 @@ void check_id_in(const std::string& path, int32_t id, int32_t vocab) {
 }  // namespace
 
 namespace {
+// libsentencepiece puts the pieces into a darts-clone trie, which throws
+// through a noexcept frame (so the process aborts) on a piece that is empty
+// or holds a NUL byte. Such a model is refused here, naming the piece; what
+// our lenient reader cannot parse is left to SentencePiece's own checks.
+void check_spm_pieces(const std::string& proto, const std::string& origin) {
+  text::SpmVocab v;
+  try {
+    v = text::parse_spm(proto, origin);
+  } catch (const Error&) {
+    return;
+  }
+  for (size_t i = 0; i < v.pieces.size(); ++i) {
+    const std::string& t = v.pieces[i].text;
+    if (t.empty() || t.find('\0') != std::string::npos)
+      fail(origin, ": cannot load SentencePiece model: piece ", i, " is ", t.empty() ? "empty" : "text with a NUL byte",
+           " (no tokenizer has such a piece)");
+  }
+}
+
 // A tokenizer.json is a JSON object; a SentencePiece model is a protobuf, which never starts with '{'.
 // Looking at the content keeps a tokenizer.json working under another name (e.g. copied into a
 // checkpoint as tokenizer.model).
@@ -128,7 +147,9 @@ std::unique_ptr<Tokenizer> Tokenizer::load(const std::string& given) {
     return tok;
   }
   if (is_gguf(path)) {
-    const auto status = tok->impl_->sp.LoadFromSerializedProto(gguf_vocab_proto(path));
+    const std::string proto = gguf_vocab_proto(path);
+    check_spm_pieces(proto, path);
+    const auto status = tok->impl_->sp.LoadFromSerializedProto(proto);
     if (!status.ok()) fail(path, ": cannot build a tokenizer from its tokenizer.ggml metadata: ", status_text(status));
     tok->impl_->vocab = tok->impl_->sp.GetPieceSize();
     return tok;
@@ -136,6 +157,10 @@ std::unique_ptr<Tokenizer> Tokenizer::load(const std::string& given) {
   // Check existence ourselves: a directory or special file would otherwise give a confusing status.
   if (!fs::exists(path, ec)) fail(path, ": cannot load SentencePiece model: file not found");
   if (!fs::is_regular_file(path, ec)) fail(path, ": cannot load SentencePiece model: not a regular file");
+  {
+    std::ifstream f(path, std::ios::binary);
+    check_spm_pieces(std::string(std::istreambuf_iterator<char>(f), {}), path);
+  }
   const auto status = tok->impl_->sp.Load(path);
   if (!status.ok()) fail(path, ": cannot load SentencePiece model: ", status_text(status));
   tok->impl_->vocab = tok->impl_->sp.GetPieceSize();

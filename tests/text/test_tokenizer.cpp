@@ -8,6 +8,7 @@
 
 #include "strata/error.h"
 #include "test_util.h"
+#include "text/spm_proto.h"
 
 namespace strata {
 namespace {
@@ -86,6 +87,30 @@ TEST(Tokenizer, LoadGarbageFileNamesPath) {
   const std::string text_path = test::make_temp_dir("tok") + "/text.model";
   test::write_file(text_path, "this is not a sentencepiece model\n");
   expect_error_containing([&] { Tokenizer::load(text_path); }, text_path);
+}
+
+// libsentencepiece aborts the process on an empty piece or one with a NUL
+// byte (its trie throws through a noexcept frame; found by the tokenizer
+// fuzz target): such models are refused with the file and the piece, for
+// both BPE and unigram models.
+TEST(Tokenizer, PiecesSentencePieceCannotHoldAreRefused) {
+  const std::string dir = test::make_temp_dir("spm-pieces");
+  for (int model_type : {1, 2}) {
+    for (const std::string bad : {std::string(), std::string("a\0b", 3)}) {
+      text::SpmVocab v;
+      v.model_type = model_type;
+      v.pieces = {{"<unk>", 0, text::PieceType::kUnknown}, {"<s>", 0, text::PieceType::kControl},
+                  {"</s>", 0, text::PieceType::kControl}, {"a", -1}, {bad, -2}};
+      const std::string path = dir + "/bad.model";
+      test::write_file(path, text::serialize_spm(v));
+      expect_error_containing([&] { Tokenizer::load(path); },
+                              path + ": cannot load SentencePiece model: piece 4 is " +
+                                  (bad.empty() ? "empty" : "text with a NUL byte"));
+      v.pieces.back().text = "b";  // the same model with a proper piece loads
+      test::write_file(path, text::serialize_spm(v));
+      EXPECT_EQ(Tokenizer::load(path)->vocab_size(), 5);
+    }
+  }
 }
 
 TEST(Tokenizer, DecodeRejectsOutOfRangeIds) {
