@@ -152,6 +152,27 @@ TEST(CliServe, AnswersTheOfficialOpenAiClient) {
   EXPECT_EQ(r.out, "ok\n");
 }
 
+// The short form of scripts/soak_serve.sh: 15 s of mixed load from 6
+// clients (whole, streamed and dropped streams, greedy probes, refusals) on
+// stories260K; every answer as expected, the server healthy, a clean
+// SIGTERM, bounded RSS growth.
+TEST(CliServe, ShortSoakAnswersEveryRequestAsExpected) {
+  STRATA_REQUIRE_SHARED_DATA(data);
+  if (std::system("node --version >/dev/null 2>&1") != 0) GTEST_SKIP() << "node not found: skipping the soak";
+#if defined(__SANITIZE_ADDRESS__)
+  const std::string bound = "512";  // AddressSanitizer's quarantine holds freed memory
+#else
+  const std::string bound = "64";
+#endif
+  auto r = test::run_binary(std::string(STRATA_SOURCE_DIR) + "/scripts/soak_serve.sh", "15 6",
+                            "STRATA='" + std::string(STRATA_CLI_PATH) + "' MODEL='" + data + "/stories260K.bin' TOKENIZER='" +
+                                data + "/tok512.model' SOAK_RSS_MIB=" + bound);
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_NE(r.out.find("soak_serve: passed"), std::string::npos) << r.out << r.err;
+  EXPECT_NE(r.out.find("\"abandoned\""), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("\"probe\""), std::string::npos) << r.out;
+}
+
 TEST(CliServe, RefusesTemplatesItCannotRender) {
   auto r = run_cli("serve -m '" + tiny_model_dir() + "' --tokenizer '" + test::serve_tokenizer_path() +
                    "' --chat-template vicuna --port 0");
