@@ -44,6 +44,7 @@ jobs=${FUZZ_JOBS:-1}
 fuzz_one() {
   local t=$1 log=$dir/$1.log rc result execs cov ft
   mkdir -p $dir/corpus/$t $dir/artifacts tests/fuzz-corpus/$t
+  rm -f $dir/artifacts/$t-*  # only this run's findings are reported
   set +e
   ASAN_OPTIONS=detect_leaks=1 $dir/fuzz_$t -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
     -dict="$(dict_of $t)" -artifact_prefix=$dir/artifacts/$t- $dir/corpus/$t $dir/seeds/$t tests/fuzz-corpus/$t >"$log" 2>&1

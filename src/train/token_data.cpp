@@ -174,7 +174,10 @@ TokenData::TokenData(const std::string& path, const std::string& split) : path_(
     if (split != "train" && split != "val") fail(path, ": unknown split '", split, "' (train or val)");
     const std::string meta_file = (fs::path(path) / "meta.json").string();
     const nlohmann::json j = read_meta(meta_file);
-    meta_.tokenizer = j.value("tokenizer", std::string());
+    if (j.contains("tokenizer")) {  // optional
+      if (!j["tokenizer"].is_string()) fail(meta_file, ": field \"tokenizer\" must be a string (a file name)");
+      meta_.tokenizer = j["tokenizer"].get<std::string>();
+    }
     meta_.vocab_size = meta_field<int64_t>(j, meta_file, "vocab_size");
     meta_.eos_id = meta_field<int32_t>(j, meta_file, "eos_id");
     meta_.bos_id = meta_field<int32_t>(j, meta_file, "bos_id");
