@@ -61,14 +61,6 @@ struct Comm::Pending {
   bool done = false;
 };
 
-bool built_with_mpi() {
-#ifdef STRATA_HAVE_MPI
-  return true;
-#else
-  return false;
-#endif
-}
-
 Comm& init_world() {
   if (g_joined) return g_world;
   g_joined = true;
@@ -132,10 +124,6 @@ void report_fatal_error(const std::string& message) {
 #endif
 }
 
-std::string Comm::describe() const {
-  return cat("rank ", rank_, " of ", size_, " (", local_size_, " on this machine)");
-}
-
 void Comm::broadcast(void* data, int64_t bytes, int root) const {
   if (size_ == 1) return;
 #ifdef STRATA_HAVE_MPI
@@ -187,13 +175,6 @@ void Comm::gather(float* data, std::span<const int64_t> counts, int root) const 
     MPI_Gatherv(MPI_IN_PLACE, 0, MPI_FLOAT, data, c.data(), d.data(), MPI_FLOAT, root, MPI_COMM_WORLD);
   else
     MPI_Gatherv(data + off[rank_], c[rank_], MPI_FLOAT, nullptr, nullptr, nullptr, MPI_FLOAT, root, MPI_COMM_WORLD);
-#endif
-}
-
-void Comm::barrier() const {
-  if (size_ == 1) return;
-#ifdef STRATA_HAVE_MPI
-  MPI_Barrier(MPI_COMM_WORLD);
 #endif
 }
 
@@ -261,10 +242,5 @@ void Comm::progress() {
 #endif
 }
 
-int Comm::pending() const {
-  int n = 0;
-  for (Pending* p : pending_) n += !p->done;
-  return n;
-}
 
 }  // namespace strata::dist

@@ -35,7 +35,6 @@ class Comm {
   // Rank r's `counts[r]` floats at data + offset_r (offsets the prefix sums)
   // gathered into `data` on `root` (in place there).
   void gather(float* data, std::span<const int64_t> counts, int root = 0) const;
-  void barrier() const;
 
   // Non-blocking collectives: the buffer must stay untouched until wait().
   // Returns a handle for wait(); progress() lets pending ones advance (MPI
@@ -48,9 +47,7 @@ class Comm {
   int start_allgather(float* data, std::span<const int64_t> counts);
   void wait(int handle);
   void progress();
-  int pending() const;
 
-  std::string describe() const;  // "rank 1 of 2 (2 on this machine)"
 
  private:
   friend Comm& world();
@@ -76,7 +73,5 @@ void report_fatal_error(const std::string& message);
 // stdout and stderr go to /dev/null) except report_fatal_error's message:
 // rank 0 alone shows progress.
 void quiet_other_ranks();
-// True when this strata was built with MPI.
-bool built_with_mpi();
 
 }  // namespace strata::dist
