@@ -250,7 +250,10 @@ TEST_F(SlowHttpTest, AStreamingClientThatLeavesCancelsItsGeneration) {
     req.method = "POST";
     req.path = "/v1/completions";
     req.set_header("Authorization", "Bearer k3y");
-    req.body = R"({"prompt": "the", "max_tokens": 250, "temperature": 0.9, "stream": true})";
+    // A fixed seed, and BOS and EOS banned: a sampled EOS would end the
+    // generation before the server sees the client leave.
+    req.body = R"({"prompt": "the", "max_tokens": 250, "temperature": 0.9, "seed": 7, "stream": true,
+                   "logit_bias": {"1": -100, "2": -100}})";
     req.set_header("Content-Type", "application/json");
     req.content_receiver = [&](const char*, size_t, uint64_t, uint64_t) { return ++chunks < 3; };  // then hang up
     c.send(req);
