@@ -81,7 +81,9 @@ TEST(CliGguf, QuantizedFilesRun) {
     ASSERT_EQ(g.exit_code, 0) << type << ": " << g.err;
     EXPECT_TRUE(g.out.starts_with(kPrompt)) << g.out;
     // 8 bits keep this trained model's greedy continuation.
-    if (std::string(type) == "q8_0" || std::string(type) == "f16") EXPECT_EQ(g.out, f32.out) << type;
+    if (std::string(type) == "q8_0" || std::string(type) == "f16") {
+      EXPECT_EQ(g.out, f32.out) << type;
+    }
   }
   // Back to an HF directory: the quantized matrices come out dequantized (F32) and run the same.
   auto hf = run_cli("convert -m " + dir + "/q8_0.gguf --to hf -o " + dir + "/hf");
