@@ -90,7 +90,6 @@ Comm& world() { return g_world; }
 void finalize() {
 #ifdef STRATA_HAVE_MPI
   if (g_mpi) {
-    for (Comm::Pending* p : g_world.pending_) delete p;
     g_world.pending_.clear();
     MPI_Finalize();
     g_mpi = false;
@@ -179,8 +178,7 @@ void Comm::gather(float* data, std::span<const int64_t> counts, int root) const 
 }
 
 int Comm::start_allreduce_sum(float* data, int64_t n) {
-  auto* p = new Pending;
-  pending_.push_back(p);
+  Pending* p = pending_.emplace_back(std::make_unique<Pending>()).get();
 #ifdef STRATA_HAVE_MPI
   if (size_ > 1)
     MPI_Iallreduce(MPI_IN_PLACE, data, to_int(n, "allreduce"), MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD, &p->request);
@@ -189,8 +187,7 @@ int Comm::start_allreduce_sum(float* data, int64_t n) {
 }
 
 int Comm::start_reduce_scatter_sum(const float* data, float* mine, std::span<const int64_t> counts) {
-  auto* p = new Pending;
-  pending_.push_back(p);
+  Pending* p = pending_.emplace_back(std::make_unique<Pending>()).get();
   if (size_ == 1) {
     if (mine != data) std::memcpy(mine, data, static_cast<size_t>(counts[0]) * sizeof(float));
   } else {
@@ -203,8 +200,7 @@ int Comm::start_reduce_scatter_sum(const float* data, float* mine, std::span<con
 }
 
 int Comm::start_allgather(float* data, std::span<const int64_t> counts) {
-  auto* p = new Pending;
-  pending_.push_back(p);
+  Pending* p = pending_.emplace_back(std::make_unique<Pending>()).get();
 #ifdef STRATA_HAVE_MPI
   if (size_ > 1) {
     const auto off = offsets_of(counts);
@@ -220,27 +216,25 @@ int Comm::start_allgather(float* data, std::span<const int64_t> counts) {
 }
 
 void Comm::wait(int handle) {
-  Pending* p = pending_.at(static_cast<size_t>(handle));
+  Pending* p = pending_.at(static_cast<size_t>(handle)).get();
 #ifdef STRATA_HAVE_MPI
   if (!p->done && p->request != MPI_REQUEST_NULL) MPI_Wait(&p->request, MPI_STATUS_IGNORE);
 #endif
   p->done = true;
   // Handles are indices: the list is cleared once every request is done.
-  for (Pending* q : pending_)
+  for (const auto& q : pending_)
     if (!q->done) return;
-  for (Pending* q : pending_) delete q;
   pending_.clear();
 }
 
 void Comm::progress() {
 #ifdef STRATA_HAVE_MPI
-  for (Pending* p : pending_) {
+  for (const auto& p : pending_) {
     if (p->done || p->request == MPI_REQUEST_NULL) continue;
     int flag = 0;
     MPI_Test(&p->request, &flag, MPI_STATUS_IGNORE);  // completes it (the request becomes MPI_REQUEST_NULL)
   }
 #endif
 }
-
 
 }  // namespace strata::dist

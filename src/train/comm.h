@@ -13,6 +13,7 @@
 // the same when a process dies from a signal.
 #pragma once
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <string>
 #include <vector>
@@ -48,14 +49,13 @@ class Comm {
   void wait(int handle);
   void progress();
 
-
  private:
   friend Comm& world();
   friend Comm& init_world();
   friend void finalize();
   int rank_ = 0, size_ = 1, local_size_ = 1;
   struct Pending;
-  std::vector<Pending*> pending_;
+  std::vector<std::unique_ptr<Pending>> pending_;  // pointers stay put: MPI holds their requests
 };
 
 // Joins the MPI world when a launcher started this process (once; later

@@ -165,9 +165,7 @@ void GradSync::gather_weights() {
   gather_s_ = seconds_since(t0);
 }
 
-}  // namespace strata
-
-namespace strata {
+// ---- the training state between ranks ----
 
 void broadcast_tensors(const dist::Comm& comm, const NamedTensors& tensors) {
   if (comm.size() == 1) return;

@@ -245,7 +245,6 @@ NamedTensors AdamW::state() const {
 
 void AdamW::load_state(const WeightSet& ws) {
   std::set<std::string> expected;
-  std::vector<std::pair<size_t, std::pair<const Tensor*, const Tensor*>>> copies;  // parameter, its m and v
   const std::string origin = ws.origin.empty() ? std::string("optimizer state") : ws.origin;
   for (size_t i = 0; i < params_.size(); ++i) {
     if (settings_[i].frozen) continue;
@@ -261,13 +260,15 @@ void AdamW::load_state(const WeightSet& ws) {
         fail(ws.source_of(name), ": tensor '", name, "': shape ", shape_str(t->shape), ", expected ",
              shape_str(params_[i].shape));
     }
-    copies.emplace_back(i, std::make_pair(ws.find("optim.m." + params_[i].name), ws.find("optim.v." + params_[i].name)));
   }
   for (const auto& [name, t] : ws.tensors)
     if (name.starts_with("optim.") && !expected.count(name))
       fail(ws.source_of(name), ": tensor '", name,
            "' has no trainable parameter (was the model or the set of frozen parameters changed?)");
-  for (const auto& [i, mv] : copies) load_param_state(i, mv.first->f32(), mv.second->f32());
+  // Every tensor is checked: now copy (all or nothing).
+  for (size_t i = 0; i < params_.size(); ++i)
+    if (!settings_[i].frozen)
+      load_param_state(i, ws.find("optim.m." + params_[i].name)->f32(), ws.find("optim.v." + params_[i].name)->f32());
 }
 
 void AdamW::load_state(const NamedTensors& ts) {

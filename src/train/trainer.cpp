@@ -148,7 +148,6 @@ std::optional<ResumePoint> open_run_dir(const TrainerOptions& o, const RunSettin
   return rp;
 }
 
-
 // A gradient-sync hook on the model for the length of a run.
 class HookGuard {
  public:
