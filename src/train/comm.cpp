@@ -178,7 +178,7 @@ void Comm::gather(float* data, std::span<const int64_t> counts, int root) const 
 }
 
 int Comm::start_allreduce_sum(float* data, int64_t n) {
-  Pending* p = pending_.emplace_back(std::make_unique<Pending>()).get();
+  [[maybe_unused]] Pending* p = pending_.emplace_back(std::make_unique<Pending>()).get();  // unused without MPI
 #ifdef STRATA_HAVE_MPI
   if (size_ > 1)
     MPI_Iallreduce(MPI_IN_PLACE, data, to_int(n, "allreduce"), MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD, &p->request);
@@ -187,7 +187,7 @@ int Comm::start_allreduce_sum(float* data, int64_t n) {
 }
 
 int Comm::start_reduce_scatter_sum(const float* data, float* mine, std::span<const int64_t> counts) {
-  Pending* p = pending_.emplace_back(std::make_unique<Pending>()).get();
+  [[maybe_unused]] Pending* p = pending_.emplace_back(std::make_unique<Pending>()).get();  // unused without MPI
   if (size_ == 1) {
     if (mine != data) std::memcpy(mine, data, static_cast<size_t>(counts[0]) * sizeof(float));
   } else {
@@ -200,7 +200,7 @@ int Comm::start_reduce_scatter_sum(const float* data, float* mine, std::span<con
 }
 
 int Comm::start_allgather(float* data, std::span<const int64_t> counts) {
-  Pending* p = pending_.emplace_back(std::make_unique<Pending>()).get();
+  [[maybe_unused]] Pending* p = pending_.emplace_back(std::make_unique<Pending>()).get();  // unused without MPI
 #ifdef STRATA_HAVE_MPI
   if (size_ > 1) {
     const auto off = offsets_of(counts);
